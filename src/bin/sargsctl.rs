@@ -1,0 +1,165 @@
+//! `sargsctl`: the HQ/operator side.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sargsctl",
+    version,
+    about = "HQ/operator tool for sargs agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make HQ's age identity (keep it at HQ) and print its recipient (put it in agent configs).
+    Keygen {
+        /// Where to write the identity (mode 0600); refuses to overwrite.
+        #[arg(long, default_value = "hq-identity.txt")]
+        out: PathBuf,
+    },
+    /// Verify a camera's chain as copied from an agent (signatures, sequence, hashes, gaps).
+    Verify {
+        /// The camera's directory (`<data_dir>/cameras/<camera>`).
+        dir: PathBuf,
+        /// The device's Ed25519 public key (Base64). Without it, the key named in
+        /// the first record is trusted, and said so.
+        #[arg(long)]
+        device_key: Option<String>,
+    },
+    /// Decrypt a sealed segment with HQ's identity.
+    Decrypt {
+        #[arg(long, short = 'i')]
+        identity: PathBuf,
+        /// The sealed segment (`….mp4.age`).
+        input: PathBuf,
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// For a segment cut short by a crash: write every whole chunk and report
+        /// where the stream ends, instead of failing.
+        #[arg(long)]
+        salvage: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sargsctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> Result<(), String> {
+    match cmd {
+        Command::Keygen { out } => {
+            let id = age::x25519::Identity::generate();
+            let recipient = id.to_public().to_string();
+            let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+            let mut f = sargs::fsutil::create_new(&out, 0o600)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            writeln!(f, "# public key: {recipient}\n{secret}")
+                .and_then(|_| f.sync_all())
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("{recipient}");
+            Ok(())
+        }
+        Command::Verify { dir, device_key } => {
+            let key = match device_key {
+                Some(k) => decode_key(&k)?,
+                None => {
+                    let first = dir.join(format!("{:010}.json", 1));
+                    let bytes =
+                        std::fs::read(&first).map_err(|e| format!("{}: {e}", first.display()))?;
+                    let env: sargs::seal::sign::Envelope = serde_json::from_slice(&bytes)
+                        .map_err(|e| format!("{}: {e}", first.display()))?;
+                    eprintln!("trusting device key {} from the first record (pass --device-key to pin it)", env.key);
+                    decode_key(&env.key)?
+                }
+            };
+            let r = sargs::seal::verify::verify_camera(&dir, &key)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            println!(
+                "{}: {} records ({} segments, {} truncated, {} gaps)",
+                dir.display(),
+                r.records,
+                r.segments,
+                r.truncated,
+                r.gaps
+            );
+            for p in &r.problems {
+                println!("  {p}");
+            }
+            if r.ok() {
+                println!("verified");
+                Ok(())
+            } else {
+                Err(format!("{} problem(s) found", r.problems.len()))
+            }
+        }
+        Command::Decrypt {
+            identity,
+            input,
+            output,
+            salvage,
+        } => {
+            let ids = age::IdentityFile::from_file(identity.display().to_string())
+                .map_err(|e| format!("{}: {e}", identity.display()))?
+                .into_identities()
+                .map_err(|e| format!("{}: {e}", identity.display()))?;
+            let file =
+                std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let dec = age::Decryptor::new(std::io::BufReader::new(file))
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            let mut reader = dec
+                .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            let mut out =
+                std::fs::File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0u64;
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        out.write_all(&buf[..n])
+                            .map_err(|e| format!("{}: {e}", output.display()))?;
+                        total += n as u64;
+                    }
+                    Err(e) if salvage => {
+                        eprintln!("stream ends early after {total} bytes ({e}); salvaged every whole chunk");
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "{}: {e} after {total} bytes (try --salvage)",
+                            input.display()
+                        ))
+                    }
+                }
+            }
+            out.sync_all()
+                .map_err(|e| format!("{}: {e}", output.display()))?;
+            println!("{total} bytes written to {}", output.display());
+            Ok(())
+        }
+    }
+}
+
+fn decode_key(b64: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| format!("not a Base64 Ed25519 public key: {b64}"))
+}

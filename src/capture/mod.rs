@@ -1,0 +1,421 @@
+//! Capture: one supervised GStreamer pipeline per camera.
+//!
+//! Each camera runs on its own thread ([`Recorder::run`]): build the pipeline,
+//! play it, commit segments as `splitmuxsink` closes them, and on any failure
+//! (source error, no video for [`STALL_TIMEOUT`], segment cannot be opened)
+//! commit what is open as truncated, note the reason for the gap record, and
+//! retry after a capped exponential backoff with jitter. A failing camera
+//! never touches another camera's thread or chain.
+//!
+//! Shutdown: the token is cancelled, EOS is sent so `splitmuxsink` closes the
+//! open fragment cleanly, and the thread returns once that segment is
+//! committed (or, after [`EOS_TIMEOUT`], once it is committed as truncated).
+
+pub mod mask;
+pub mod pipeline;
+pub mod segment;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CameraConfig, SourceConfig, Supervision};
+use crate::policy::Policy;
+use crate::store::CameraLog;
+use segment::{MediaFacts, Segmenter};
+
+/// A camera that delivered no video for this long is treated as lost.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for the first frame after start (RTSP connect, sensor start).
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time allowed at shutdown for the open segment to close cleanly.
+pub const EOS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), String> {
+    gst::init().map_err(|e| format!("GStreamer failed to initialise: {e}"))
+}
+
+/// How one attempt to record ended.
+enum Ended {
+    /// Shutdown requested and completed.
+    Shutdown,
+    /// The source reached its end (a file); restart at once.
+    SourceEnded,
+    /// The source failed; retry after backoff.
+    Failed(String),
+}
+
+/// One camera's recorder and supervisor.
+pub struct Recorder {
+    camera: CameraConfig,
+    shared: Arc<Mutex<Segmenter>>,
+    policy: Arc<Policy>,
+    agent_id: String,
+    supervision: Supervision,
+    cancel: CancellationToken,
+}
+
+impl Recorder {
+    pub fn new(
+        log: CameraLog,
+        policy: Arc<Policy>,
+        agent_id: String,
+        supervision: Supervision,
+        cancel: CancellationToken,
+    ) -> Recorder {
+        Recorder {
+            camera: log.camera().clone(),
+            shared: Arc::new(Mutex::new(Segmenter {
+                log,
+                open: Vec::new(),
+                failure: None,
+            })),
+            policy,
+            agent_id,
+            supervision,
+            cancel,
+        }
+    }
+
+    /// Records until the token is cancelled. Blocking: run on a dedicated thread.
+    pub fn run(self) {
+        let id = self.camera.id.clone();
+        let mut failures: u32 = 0;
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            tracing::info!(camera = %id, source = %describe(&self.camera.source), "camera starting");
+            let started = Instant::now();
+            match self.attempt() {
+                Ended::Shutdown => break,
+                Ended::SourceEnded => {
+                    tracing::info!(camera = %id, "source ended; restarting it");
+                    failures = 0;
+                }
+                Ended::Failed(reason) => {
+                    if started.elapsed() > Duration::from_secs(60) {
+                        failures = 0;
+                    }
+                    let delay = backoff(&self.supervision, failures);
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(camera = %id, %reason, retry_in_ms = delay.as_millis() as u64,
+                        attempt = failures, "camera down");
+                    self.with_log(|log| log.note_gap_reason(format!("camera down: {reason}")));
+                    if wait_cancelled(&self.cancel, delay) {
+                        break;
+                    }
+                }
+            }
+        }
+        // A camera that is down at shutdown leaves its gap in the chain now.
+        self.with_log(|log| {
+            if let Err(e) = log.commit_gap_if_needed(crate::clock::now()) {
+                tracing::error!(camera = %log.camera().id, error = %e, "could not record the final gap");
+            }
+        });
+        tracing::info!(camera = %id, "camera stopped");
+    }
+
+    fn with_log(&self, f: impl FnOnce(&mut CameraLog)) {
+        match self.shared.lock() {
+            Ok(mut g) => f(&mut g.log),
+            Err(p) => f(&mut p.into_inner().log),
+        }
+    }
+
+    fn tags(&self) -> gst::TagList {
+        let purpose = &self.camera.purpose;
+        let mut tags = gst::TagList::new();
+        {
+            let t = tags.make_mut();
+            t.add::<gst::tags::Title>(&purpose.text.as_str(), gst::TagMergeMode::Replace);
+            t.add::<gst::tags::Description>(
+                &self.policy.render_notice(purpose).as_str(),
+                gst::TagMergeMode::Replace,
+            );
+            t.add::<gst::tags::Copyright>(
+                &self.policy.controller.name.as_str(),
+                gst::TagMergeMode::Replace,
+            );
+            let comment = format!(
+                "agent={}; camera={}; kind={}; purpose={}; legal-basis={}; class={}; policy={}",
+                self.agent_id,
+                self.camera.id,
+                self.camera.kind.as_str(),
+                purpose.id,
+                serde_json::to_value(&purpose.legal_basis)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                self.camera.class.id,
+                self.policy.id
+            );
+            t.add::<gst::tags::Comment>(&comment.as_str(), gst::TagMergeMode::Replace);
+        }
+        tags
+    }
+
+    fn attempt(&self) -> Ended {
+        let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.camera.id));
+        let encoding = pipeline::encoding(&self.camera);
+        let segment_ns = self.camera.segment.as_nanos() as u64;
+        let built = segment::build(
+            &pipeline,
+            self.shared.clone(),
+            segment_ns,
+            self.tags(),
+            encoding != "passthrough",
+        )
+        .and_then(|(splitmux, pad)| {
+            pipeline::build_source(&pipeline, &self.camera, &pad).map(|_| (splitmux, pad))
+        });
+        let (_splitmux, video_pad) = match built {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = pipeline.set_state(gst::State::Null);
+                return Ended::Failed(e.to_string());
+            }
+        };
+        // Data-flow watchdog: time of the last buffer into the segmenter.
+        let epoch = Instant::now();
+        let last_buffer_ms = Arc::new(AtomicU64::new(0));
+        {
+            let last = last_buffer_ms.clone();
+            video_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                last.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
+        let _ = pipeline.set_state(gst::State::Null);
+        // Whatever is still open was cut short.
+        let facts = MediaFacts::from_pad(&video_pad, encoding);
+        let mut g = match self.shared.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Err(e) = g.abort_all(crate::clock::now(), &facts) {
+            tracing::error!(camera = %self.camera.id, error = %e, "could not commit a cut-short segment; it is recovered at next start");
+        }
+        ended
+    }
+
+    fn play(
+        &self,
+        pipeline: &gst::Pipeline,
+        video_pad: &gst::Pad,
+        encoding: &'static str,
+        epoch: Instant,
+        last_buffer_ms: &AtomicU64,
+    ) -> Ended {
+        let id = &self.camera.id;
+        let Some(bus) = pipeline.bus() else {
+            return Ended::Failed("pipeline has no bus".into());
+        };
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            let detail = drain_error(&bus).unwrap_or_else(|| e.to_string());
+            return Ended::Failed(detail);
+        }
+        let mut eos_sent: Option<Instant> = None;
+        let mut announced = false;
+        loop {
+            if eos_sent.is_none() && self.cancel.is_cancelled() {
+                tracing::info!(camera = %id, "stopping: closing the open segment");
+                pipeline.send_event(gst::event::Eos::new());
+                eos_sent = Some(Instant::now());
+            }
+            if let Some(t) = eos_sent {
+                if t.elapsed() > EOS_TIMEOUT {
+                    tracing::warn!(camera = %id, "open segment did not close in time; committing it as truncated");
+                    return Ended::Shutdown;
+                }
+            }
+            let last = last_buffer_ms.load(Ordering::Relaxed);
+            let since = epoch
+                .elapsed()
+                .saturating_sub(Duration::from_millis(last.saturating_sub(1)));
+            if eos_sent.is_none() {
+                if last == 0 && since > START_TIMEOUT {
+                    return Ended::Failed(format!(
+                        "no video within {} s of starting",
+                        START_TIMEOUT.as_secs()
+                    ));
+                }
+                if last != 0 && since > STALL_TIMEOUT {
+                    return Ended::Failed(format!("no video for {} s", STALL_TIMEOUT.as_secs()));
+                }
+            }
+            if last != 0 && !announced {
+                announced = true;
+                tracing::info!(camera = %id, "camera up: video flowing");
+            }
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+                continue;
+            };
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(_) => {
+                    return if eos_sent.is_some() {
+                        Ended::Shutdown
+                    } else {
+                        Ended::SourceEnded
+                    };
+                }
+                MessageView::Error(err) => {
+                    let shared_failure = self.shared.lock().ok().and_then(|mut g| g.failure.take());
+                    let src = err
+                        .src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default();
+                    let reason = shared_failure.unwrap_or_else(|| {
+                        format!("{}: {}", src.rsplit('/').next().unwrap_or(""), err.error())
+                    });
+                    tracing::debug!(camera = %id, debug = ?err.debug(), "pipeline error");
+                    return Ended::Failed(redact(&reason));
+                }
+                MessageView::Element(el) => {
+                    let Some(s) = el.structure() else { continue };
+                    let name = s.name().as_str();
+                    if name != "splitmuxsink-fragment-opened"
+                        && name != "splitmuxsink-fragment-closed"
+                    {
+                        continue;
+                    }
+                    let at = s
+                        .get::<gst::ClockTime>("running-time")
+                        .ok()
+                        .and_then(|rt| utc_of_running_time(pipeline, rt))
+                        .unwrap_or_else(crate::clock::now);
+                    let mut g = match self.shared.lock() {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                    if name == "splitmuxsink-fragment-opened" {
+                        g.opened(at);
+                    } else {
+                        let facts = MediaFacts::from_pad(video_pad, encoding);
+                        if let Err(e) = g.closed(at, &facts) {
+                            return Ended::Failed(format!("sealing a segment failed: {e}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Wall-clock instant of a running time of `pipeline`, via its clock.
+fn utc_of_running_time(pipeline: &gst::Pipeline, rt: gst::ClockTime) -> Option<DateTime<Utc>> {
+    let clock = pipeline.clock()?;
+    let base = pipeline.base_time()?;
+    let running_now = clock.time().checked_sub(base)?;
+    let behind = running_now.nseconds() as i64 - rt.nseconds() as i64;
+    Some(crate::clock::now() - chrono::Duration::nanoseconds(behind))
+}
+
+fn drain_error(bus: &gst::Bus) -> Option<String> {
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_mseconds(100),
+        &[gst::MessageType::Error],
+    )?;
+    match msg.view() {
+        gst::MessageView::Error(e) => Some(redact(&e.error().to_string())),
+        _ => None,
+    }
+}
+
+/// Capped exponential backoff with ±25 % jitter.
+pub fn backoff(s: &Supervision, failures: u32) -> Duration {
+    let base = s
+        .backoff_initial
+        .saturating_mul(1u32 << failures.min(16))
+        .min(s.backoff_max);
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let r = u16::from_le_bytes(b) as f64 / u16::MAX as f64; // 0..=1
+    base.mul_f64(0.75 + 0.5 * r)
+}
+
+/// Sleeps up to `d`; true if the token was cancelled meanwhile.
+fn wait_cancelled(cancel: &CancellationToken, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if cancel.is_cancelled() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
+    }
+    cancel.is_cancelled()
+}
+
+/// A source described for logs, with any password removed.
+pub fn describe(source: &SourceConfig) -> String {
+    match source {
+        SourceConfig::Test { pattern, .. } => format!("test:{pattern}"),
+        SourceConfig::V4l2 { device, .. } => format!("v4l2:{}", device.display()),
+        SourceConfig::File { path, .. } => format!("file:{}", path.display()),
+        SourceConfig::Rtsp { url, .. } => redact(url),
+    }
+}
+
+/// Removes `user:password@` from any URL in `s`.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***@");
+                rest = &tail[at + 1..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let s = Supervision {
+            backoff_initial: Duration::from_millis(1000),
+            backoff_max: Duration::from_millis(8000),
+        };
+        for (n, lo, hi) in [
+            (0, 750, 1250),
+            (1, 1500, 2500),
+            (3, 6000, 10000),
+            (10, 6000, 10000),
+        ] {
+            let d = backoff(&s, n).as_millis();
+            assert!((lo..=hi).contains(&d), "failure {n}: {d} ms");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("rtsp://u:p@cam/x"), "rtsp://***@cam/x");
+        assert_eq!(
+            redact("error at rtsp://a:b@h:554/s and rtsp://h2/"),
+            "error at rtsp://***@h:554/s and rtsp://h2/"
+        );
+        assert_eq!(redact("no url"), "no url");
+    }
+}

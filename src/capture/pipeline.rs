@@ -1,0 +1,295 @@
+//! Building one camera's GStreamer pipeline, source to segmenter.
+//!
+//! - RTSP without transcoding: `rtspsrc ! rtph26Xdepay ! h26Xparse ! splitmuxsink`
+//!   — the camera's own H.264/H.265 stream, no decode and no re-encode.
+//! - Sources the agent encodes (test, V4L2, file, transcoded RTSP):
+//!   `… ! I420 caps ! [privacy masks] ! x264enc ! h264parse ! splitmuxsink`.
+//!   The I420 caps filter is deliberate: without it x264enc picks 4:4:4
+//!   ("High 4:4:4"), which most players and hardware decoders refuse.
+//!
+//! The segmenter is `splitmuxsink` with a fragmented-MP4 `mp4mux` (readable up
+//! to its last whole fragment if cut short) writing into,
+//! whose output stream is the sealing writer (see [`super::segment`]).
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use crate::config::{CameraConfig, RtspTransport, SourceConfig, VideoParams};
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "GStreamer element `{0}` is missing (install the plugin package that provides it): {1}"
+    )]
+    Missing(&'static str, String),
+    #[error("linking {0}: {1}")]
+    Link(String, String),
+}
+
+pub(crate) fn make(factory: &'static str) -> Result<gst::Element, BuildError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| BuildError::Missing(factory, e.to_string()))
+}
+
+fn link(a: &gst::Element, b: &gst::Element) -> Result<(), BuildError> {
+    a.link(b)
+        .map_err(|e| BuildError::Link(format!("{} -> {}", a.name(), b.name()), e.to_string()))
+}
+
+fn chain(pipeline: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(), BuildError> {
+    for e in elements {
+        pipeline
+            .add(*e)
+            .map_err(|err| BuildError::Link(e.name().to_string(), err.to_string()))?;
+    }
+    for pair in elements.windows(2) {
+        link(pair[0], pair[1])?;
+    }
+    Ok(())
+}
+
+/// How the segments of a camera are produced, as stated in its manifests.
+pub fn encoding(camera: &CameraConfig) -> &'static str {
+    match &camera.source {
+        SourceConfig::Rtsp {
+            transcode: None, ..
+        } => "passthrough",
+        SourceConfig::Rtsp {
+            transcode: Some(_), ..
+        } => "transcoded",
+        _ => "encoded",
+    }
+}
+
+/// Raw-video caps every encoded path is forced into.
+fn i420_caps(v: &VideoParams, with_rate: bool) -> gst::Caps {
+    let mut b = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", v.width as i32)
+        .field("height", v.height as i32);
+    if with_rate {
+        b = b.field("framerate", gst::Fraction::new(v.fps as i32, 1));
+    }
+    b.build()
+}
+
+/// caps filter → (masks) → x264enc → h264parse. Returns (first, last).
+fn encoder_chain(
+    pipeline: &gst::Pipeline,
+    camera: &CameraConfig,
+    v: &VideoParams,
+    with_rate: bool,
+) -> Result<(gst::Element, gst::Element), BuildError> {
+    let caps = make("capsfilter")?;
+    caps.set_property("caps", i420_caps(v, with_rate));
+    let enc = make("x264enc")?;
+    enc.set_property("bitrate", v.bitrate_kbps);
+    enc.set_property("key-int-max", v.fps.saturating_mul(2));
+    enc.set_property_from_str("tune", "zerolatency");
+    enc.set_property_from_str("speed-preset", "superfast");
+    let parse = make("h264parse")?;
+    chain(pipeline, &[&caps, &enc, &parse])?;
+    if let Some(pad) = caps.static_pad("src") {
+        super::mask::attach(&pad, camera.masks.clone());
+    }
+    Ok((caps, parse))
+}
+
+/// Builds the source part of `camera`'s pipeline and links it to `video_pad`
+/// (the segmenter's video request pad), now or when the source's pad appears.
+pub fn build_source(
+    pipeline: &gst::Pipeline,
+    camera: &CameraConfig,
+    video_pad: &gst::Pad,
+) -> Result<(), BuildError> {
+    match &camera.source {
+        SourceConfig::Test { pattern, video } => {
+            let src = make("videotestsrc")?;
+            src.set_property("is-live", true);
+            src.set_property_from_str("pattern", pattern);
+            pipeline
+                .add(&src)
+                .map_err(|e| BuildError::Link("videotestsrc".into(), e.to_string()))?;
+            let (first, last) = encoder_chain(pipeline, camera, video, true)?;
+            link(&src, &first)?;
+            link_pad(&last, video_pad)
+        }
+        SourceConfig::V4l2 { device, video } => {
+            let src = make("v4l2src")?;
+            src.set_property("device", device.to_string_lossy().as_ref());
+            let conv = make("videoconvert")?;
+            let scale = make("videoscale")?;
+            let rate = make("videorate")?;
+            chain(pipeline, &[&src, &conv, &scale, &rate])?;
+            let (first, last) = encoder_chain(pipeline, camera, video, true)?;
+            link(&rate, &first)?;
+            link_pad(&last, video_pad)
+        }
+        SourceConfig::File { path, video } => {
+            let src = make("filesrc")?;
+            src.set_property("location", path.to_string_lossy().as_ref());
+            let decode = make("decodebin")?;
+            let conv = make("videoconvert")?;
+            let scale = make("videoscale")?;
+            let rate = make("videorate")?;
+            // A file is not live: pace it to the clock like a camera.
+            let pace = make("clocksync")?;
+            chain(pipeline, &[&src, &decode])?;
+            chain(pipeline, &[&conv, &scale, &rate, &pace])?;
+            let (first, last) = encoder_chain(pipeline, camera, video, true)?;
+            link(&pace, &first)?;
+            link_pad(&last, video_pad)?;
+            link_dynamic_video(&decode, move |pad| {
+                let sink = conv
+                    .static_pad("sink")
+                    .ok_or("videoconvert has no sink pad")?;
+                pad.link(&sink).map(|_| ()).map_err(|e| e.to_string())
+            });
+            Ok(())
+        }
+        SourceConfig::Rtsp {
+            url,
+            transport,
+            latency_ms,
+            transcode,
+        } => {
+            let src = make("rtspsrc")?;
+            src.set_property("location", url.as_str());
+            src.set_property("latency", *latency_ms);
+            match transport {
+                RtspTransport::Tcp => src.set_property_from_str("protocols", "tcp"),
+                RtspTransport::Udp => src.set_property_from_str("protocols", "udp"),
+                RtspTransport::Auto => {}
+            }
+            pipeline
+                .add(&src)
+                .map_err(|e| BuildError::Link("rtspsrc".into(), e.to_string()))?;
+            let pipeline_weak = pipeline.downgrade();
+            let video_pad = video_pad.clone();
+            let camera = camera.clone();
+            let transcode = transcode.clone();
+            let linked = std::sync::atomic::AtomicBool::new(false);
+            src.connect_pad_added(move |src, pad| {
+                let Some(pipeline) = pipeline_weak.upgrade() else {
+                    return;
+                };
+                let Some(codec) = rtp_video_codec(pad) else {
+                    return;
+                };
+                if linked.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    return; // one video stream per camera
+                }
+                if let Err(e) = link_rtsp_branch(
+                    &pipeline,
+                    &camera,
+                    transcode.as_ref(),
+                    codec,
+                    pad,
+                    &video_pad,
+                ) {
+                    gst::element_error!(src, gst::CoreError::Negotiation, ["{}", e]);
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+/// The RTP video codec a pad of rtspsrc carries: `H264` or `H265`.
+fn rtp_video_codec(pad: &gst::Pad) -> Option<&'static str> {
+    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)))?;
+    let s = caps.structure(0)?;
+    if s.get::<&str>("media").ok()? != "video" {
+        return None;
+    }
+    match s.get::<&str>("encoding-name").ok()? {
+        "H264" => Some("H264"),
+        "H265" => Some("H265"),
+        other => {
+            tracing::warn!(
+                encoding = other,
+                "RTSP video codec not supported (H.264 and H.265 are)"
+            );
+            None
+        }
+    }
+}
+
+fn link_rtsp_branch(
+    pipeline: &gst::Pipeline,
+    camera: &CameraConfig,
+    transcode: Option<&VideoParams>,
+    codec: &str,
+    pad: &gst::Pad,
+    video_pad: &gst::Pad,
+) -> Result<(), BuildError> {
+    let (depay, parse, dec) = if codec == "H264" {
+        ("rtph264depay", "h264parse", "avdec_h264")
+    } else {
+        ("rtph265depay", "h265parse", "avdec_h265")
+    };
+    let depay = make(depay)?;
+    let parse = make(parse)?;
+    chain(pipeline, &[&depay, &parse])?;
+    let mut added = vec![depay.clone(), parse.clone()];
+    match transcode {
+        None => link_pad(&parse, video_pad)?,
+        Some(v) => {
+            let dec = make(dec)?;
+            let conv = make("videoconvert")?;
+            let scale = make("videoscale")?;
+            chain(pipeline, &[&dec, &conv, &scale])?;
+            link(&parse, &dec)?;
+            let (first, last) = encoder_chain(pipeline, camera, v, false)?;
+            link(&scale, &first)?;
+            link_pad(&last, video_pad)?;
+            added.extend([dec, conv, scale]);
+            // The encoder chain's elements were added too; sync everything not yet playing.
+            for e in pipeline.iterate_elements().into_iter().flatten() {
+                if e.current_state() == gst::State::Null {
+                    let _ = e.sync_state_with_parent();
+                }
+            }
+        }
+    }
+    for e in &added {
+        let _ = e.sync_state_with_parent();
+    }
+    let sink = depay
+        .static_pad("sink")
+        .ok_or_else(|| BuildError::Link("depayloader".into(), "no sink pad".into()))?;
+    pad.link(&sink)
+        .map(|_| ())
+        .map_err(|e| BuildError::Link("rtspsrc -> depayloader".into(), format!("{e:?}")))
+}
+
+fn link_pad(el: &gst::Element, sink: &gst::Pad) -> Result<(), BuildError> {
+    let src = el
+        .static_pad("src")
+        .ok_or_else(|| BuildError::Link(el.name().to_string(), "no src pad".into()))?;
+    src.link(sink)
+        .map(|_| ())
+        .map_err(|e| BuildError::Link(format!("{} -> segmenter", el.name()), format!("{e:?}")))
+}
+
+/// Links the first raw video pad `el` exposes.
+fn link_dynamic_video(
+    el: &gst::Element,
+    f: impl Fn(&gst::Pad) -> Result<(), String> + Send + Sync + 'static,
+) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    el.connect_pad_added(move |el, pad| {
+        let is_video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/")))
+            .unwrap_or(false);
+        if !is_video || done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = f(pad) {
+            gst::element_error!(el, gst::CoreError::Negotiation, ["{}", e]);
+        }
+    });
+}

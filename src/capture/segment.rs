@@ -1,0 +1,272 @@
+//! The segmenter: `splitmuxsink` cutting at keyframes, each fragment streamed
+//! through the sealing writer into the store.
+//!
+//! For every new fragment `splitmuxsink` asks for a location
+//! (`format-location-full`, on the streaming thread): we reserve the next
+//! sequence in the camera's chain, create its partial file with the age
+//! header, and route the segmenter's `appsink` to it: every muxed buffer is
+//! encrypted into that file as it arrives. When the fragment is closed (`splitmuxsink-fragment-closed`
+//! on the bus) the segment is committed: final chunk, fsync, signed manifest,
+//! rename, head. Invariant: the muxer's bytes exist only in memory (at most one
+//! age chunk per open segment) and in the sealed file; there is no temporary
+//! plaintext file anywhere.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::pipeline::{make, BuildError};
+use crate::seal::age::AgeWriter;
+use crate::store::{CameraLog, OpenSegment, SegmentInfo};
+
+/// Bytes of ciphertext after which the open segment is flushed to stable
+/// storage (`fdatasync`), bounding what a power cut can take from an open
+/// segment to about this much (≈ 8 s at 4 Mbit/s).
+pub const SYNC_EVERY_BYTES: u64 = 4 << 20;
+
+/// A fragment handed to `splitmuxsink`, not yet committed.
+pub struct Fragment {
+    pub segment: Arc<Mutex<OpenSegment>>,
+    pub start: Option<DateTime<Utc>>,
+}
+
+/// State shared by the streaming thread (opening fragments) and the camera's
+/// supervisor (closing them). The chain itself is owned by the camera log.
+pub struct Segmenter {
+    pub log: CameraLog,
+    pub open: Vec<Fragment>,
+    /// Set when opening a fragment failed; the supervisor reports it.
+    pub failure: Option<String>,
+}
+
+/// The segment the sink currently writes into. The segmenter switches it in
+/// `format-location-full`, which `splitmuxsink` calls only after the previous
+/// fragment's last byte reached the sink (fragments are sequential when
+/// `async-finalize` is off).
+type Route = Arc<Mutex<Option<Arc<Mutex<OpenSegment>>>>>;
+
+/// The `std::io::Write` the segmenter's sink writes muxed bytes into.
+struct SealingSink {
+    route: Route,
+    synced_at: u64,
+}
+
+impl Write for SealingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let current = self
+            .route
+            .lock()
+            .map_err(|_| io::Error::other("segment route lock poisoned"))?
+            .clone()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "no open segment"))?;
+        let mut seg = current
+            .lock()
+            .map_err(|_| io::Error::other("segment lock poisoned"))?;
+        let writer: &mut AgeWriter<File> = seg
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "segment already sealed"))?;
+        writer.write_all(buf)?;
+        let written = writer.ciphertext_len();
+        if written < self.synced_at {
+            self.synced_at = 0; // a new segment
+        }
+        if written - self.synced_at >= SYNC_EVERY_BYTES {
+            writer.get_ref().sync_data()?;
+            self.synced_at = written;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // A partial age chunk is never flushed: it stays in memory until it is
+        // full or the segment is finished.
+        Ok(())
+    }
+}
+
+/// An `appsink` whose every buffer (muxed MP4 bytes, in order, on the
+/// streaming thread) goes through the sealing writer of the current segment.
+fn sealing_appsink(route: Route) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .async_(false)
+        .enable_last_sample(false)
+        .build();
+    let mut out = SealingSink {
+        route,
+        synced_at: 0,
+    };
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                out.write_all(&map).map_err(|e| {
+                    gst::element_error!(appsink, gst::ResourceError::Write, ["sealing: {}", e]);
+                    gst::FlowError::Error
+                })?;
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sink
+}
+
+/// Creates the segmenter element and returns it with its video request pad.
+pub fn build(
+    pipeline: &gst::Pipeline,
+    shared: Arc<Mutex<Segmenter>>,
+    segment_ns: u64,
+    tags: gst::TagList,
+    request_keyframes: bool,
+) -> Result<(gst::Element, gst::Pad), BuildError> {
+    let splitmux = make("splitmuxsink")?;
+    let mux = make("mp4mux")?;
+    // Fragmented and streamable: the output is never seeked (it is an age
+    // stream), and a segment cut short stays readable to its last fragment.
+    mux.set_property("fragment-duration", 1000u32);
+    mux.set_property("streamable", true);
+    let route: Route = Arc::new(Mutex::new(None));
+    let sink = sealing_appsink(route.clone());
+    splitmux.set_property("muxer", &mux);
+    splitmux.set_property("sink", sink.upcast_ref::<gst::Element>());
+    splitmux.set_property("max-size-time", segment_ns);
+    splitmux.set_property("send-keyframe-requests", request_keyframes);
+    pipeline
+        .add(&splitmux)
+        .map_err(|e| BuildError::Link("splitmuxsink".into(), e.to_string()))?;
+
+    splitmux.connect("format-location-full", false, move |args| {
+        let splitmux = args[0].get::<gst::Element>().ok()?;
+        let fragment_id = args[1].get::<u32>().unwrap_or_default();
+        let mut guard = shared.lock().ok()?;
+        let state = &mut *guard;
+        let open_count = state.open.len();
+        match state.log.begin_segment(crate::clock::now(), open_count) {
+            Ok(seg) => {
+                let location = seg.partial.display().to_string();
+                let segment = Arc::new(Mutex::new(seg));
+                if let Ok(mut r) = route.lock() {
+                    *r = Some(segment.clone());
+                }
+                let muxer = splitmux.property::<gst::Element>("muxer");
+                muxer.set_property("streamable", true);
+                if let Some(setter) = muxer.dynamic_cast_ref::<gst::TagSetter>() {
+                    setter.merge_tags(&tags, gst::TagMergeMode::Replace);
+                }
+                tracing::debug!(fragment_id, %location, "fragment opened");
+                state.open.push(Fragment {
+                    segment,
+                    start: None,
+                });
+                Some(location.to_value())
+            }
+            Err(e) => {
+                let msg = format!("cannot open a new segment: {e}");
+                state.failure = Some(msg.clone());
+                gst::element_error!(splitmux, gst::ResourceError::OpenWrite, ["{}", msg]);
+                None
+            }
+        }
+    });
+
+    let pad = splitmux
+        .request_pad_simple("video")
+        .ok_or_else(|| BuildError::Link("splitmuxsink".into(), "no video pad".into()))?;
+    Ok((splitmux, pad))
+}
+
+impl Segmenter {
+    /// Records the start of the oldest fragment without one (from
+    /// `splitmuxsink-fragment-opened`; fragments open and close in order, and
+    /// the message carries no location when the sink is a stream).
+    pub fn opened(&mut self, start: DateTime<Utc>) {
+        if let Some(f) = self.open.iter_mut().find(|f| f.start.is_none()) {
+            f.start = Some(start);
+        }
+    }
+
+    /// Commits the oldest open fragment (from `splitmuxsink-fragment-closed`).
+    pub fn closed(
+        &mut self,
+        end: DateTime<Utc>,
+        media: &MediaFacts,
+    ) -> Result<(), crate::store::StoreError> {
+        if self.open.is_empty() {
+            tracing::warn!("a fragment closed that was never opened");
+            return Ok(());
+        }
+        let f = self.open.remove(0);
+        self.commit(f, end, media, false)
+    }
+
+    /// Commits every open fragment as truncated (source lost, shutdown timeout).
+    pub fn abort_all(
+        &mut self,
+        end: DateTime<Utc>,
+        media: &MediaFacts,
+    ) -> Result<(), crate::store::StoreError> {
+        for f in std::mem::take(&mut self.open) {
+            self.commit(f, end, media, true)?;
+        }
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        f: Fragment,
+        end: DateTime<Utc>,
+        media: &MediaFacts,
+        truncated: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        let info = SegmentInfo {
+            start: f.start.unwrap_or(end),
+            end,
+            codec: media.codec.clone(),
+            width: media.width,
+            height: media.height,
+            encoding: media.encoding,
+        };
+        let mut seg = match f.segment.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        self.log.commit_segment(&mut seg, &info, truncated)
+    }
+}
+
+/// What the segmenter's input caps say about the video.
+#[derive(Debug, Clone)]
+pub struct MediaFacts {
+    pub codec: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub encoding: &'static str,
+}
+
+impl MediaFacts {
+    pub fn from_pad(pad: &gst::Pad, encoding: &'static str) -> MediaFacts {
+        let caps = pad.current_caps();
+        let s = caps.as_ref().and_then(|c| c.structure(0));
+        let codec = match s.map(|s| s.name().as_str()) {
+            Some("video/x-h264") => "h264",
+            Some("video/x-h265") => "h265",
+            _ => "unknown",
+        };
+        MediaFacts {
+            codec: codec.into(),
+            width: s.and_then(|s| s.get::<i32>("width").ok()).map(|v| v as u32),
+            height: s
+                .and_then(|s| s.get::<i32>("height").ok())
+                .map(|v| v as u32),
+            encoding,
+        }
+    }
+}

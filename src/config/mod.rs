@@ -1,0 +1,304 @@
+//! The agent configuration (`/etc/sargs/sargs.toml`): raw TOML → validated.
+//!
+//! Guarantee: a [`Config`] value is complete and consistent, so nothing
+//! downstream re-checks it. Loading either returns such a value or a
+//! [`ConfigError`] naming the file, the key (`camera[1].source.url`) and the
+//! reason — and in that case nothing is started or changed. In particular:
+//! - unknown keys anywhere are errors (often typos of a real key);
+//! - relative paths (`agent.data_dir`, `agent.policy`, `agent.signing_key`,
+//!   a file source's `path`) are resolved against the directory of the
+//!   config file and stored absolute;
+//! - the policy file is loaded and validated too, and every camera's
+//!   purpose and retention class exist in it (and the purpose allows the
+//!   class);
+//! - at least one camera is configured, camera ids are unique, at least one
+//!   HQ recipient is given and none twice;
+//! - every privacy mask lies inside the frame it is burnt into, and masks are
+//!   refused where no frame is decoded (a passthrough RTSP stream);
+//! - video parameters, segment lengths and back-off times are in range;
+//! - a password inside an RTSP URL never appears in an error or in `Debug`
+//!   output ([`redact_userinfo`]).
+//!
+//! Every key is documented in `docs/config.md` and in the commented example
+//! `deploy/sargs.toml`.
+
+pub(crate) mod check;
+pub mod error;
+mod raw;
+mod source;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use source::redact_userinfo;
+
+use crate::policy::{Policy, Purpose, RetentionClass};
+
+/// Where the agent looks for its configuration unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/sargs/sargs.toml";
+
+/// A validated agent configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was loaded from (as given).
+    pub file: PathBuf,
+    pub agent: AgentConfig,
+    /// HQ (and escrow) keys every segment is sealed to; at least one.
+    pub recipients: Vec<crate::seal::Recipient>,
+    pub supervision: Supervision,
+    /// All configured cameras, in file order (including disabled ones).
+    pub cameras: Vec<CameraConfig>,
+    pub policy: Arc<Policy>,
+}
+
+/// The `[agent]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub id: String,
+    /// Absolute.
+    pub data_dir: PathBuf,
+    /// Absolute path of the policy file.
+    pub policy_file: PathBuf,
+    /// Absolute path of the device signing key (PKCS#8).
+    pub signing_key: PathBuf,
+    /// Default segment length.
+    pub segment: Duration,
+}
+
+/// The `[supervision]` table: how a failed camera pipeline is restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Supervision {
+    /// First delay before restarting a failed camera.
+    pub backoff_initial: Duration,
+    /// The delay doubles after each failure up to this.
+    pub backoff_max: Duration,
+}
+
+impl Default for Supervision {
+    fn default() -> Self {
+        Supervision {
+            backoff_initial: Duration::from_millis(1000),
+            backoff_max: Duration::from_millis(60_000),
+        }
+    }
+}
+
+/// One `[[camera]]`.
+#[derive(Clone, Debug)]
+pub struct CameraConfig {
+    pub id: String,
+    pub kind: CameraKind,
+    pub purpose: Purpose,
+    pub class: RetentionClass,
+    pub enabled: bool,
+    /// Target segment length (the camera's override or the agent default).
+    pub segment: Duration,
+    /// Privacy masks in pixels of the encoded frame; empty for a passthrough
+    /// RTSP source (enforced).
+    pub masks: Vec<MaskRect>,
+    pub source: SourceConfig,
+}
+
+/// What kind of camera (J-A1 18).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraKind {
+    /// Fixed CCTV camera (stationary or movable on a mount).
+    Stationary,
+    /// Mobile camera mounted in an operational vehicle.
+    Vehicle,
+    /// Camera worn on staff work clothing.
+    Body,
+}
+
+impl CameraKind {
+    /// The name used in config and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraKind::Stationary => "stationary",
+            CameraKind::Vehicle => "vehicle",
+            CameraKind::Body => "body",
+        }
+    }
+}
+
+impl fmt::Display for CameraKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A privacy mask: a rectangle blacked out before encoding, in pixels of
+/// the encoded frame (origin top-left). Always non-empty and inside the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskRect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Where a camera's video comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// GStreamer `videotestsrc` with this pattern nick.
+    Test { pattern: String, video: VideoParams },
+    /// A V4L2 device (USB/CSI camera), encoded by the agent.
+    V4l2 { device: PathBuf, video: VideoParams },
+    /// A media file (absolute path), decoded, masked, re-encoded, looped.
+    File { path: PathBuf, video: VideoParams },
+    /// An RTSP camera. `transcode: None` records the camera's own stream
+    /// as sent (no masks possible); `Some` decodes, masks and re-encodes.
+    Rtsp {
+        /// May contain userinfo (`user:password@`); never log it as is —
+        /// use [`SourceConfig::display_url`] or [`redact_userinfo`].
+        url: String,
+        transport: RtspTransport,
+        latency_ms: u32,
+        transcode: Option<VideoParams>,
+    },
+}
+
+impl SourceConfig {
+    /// `test`, `v4l2`, `file` or `rtsp`.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            SourceConfig::Test { .. } => "test",
+            SourceConfig::V4l2 { .. } => "v4l2",
+            SourceConfig::File { .. } => "file",
+            SourceConfig::Rtsp { .. } => "rtsp",
+        }
+    }
+
+    /// The parameters the agent encodes with, or `None` for a passthrough
+    /// RTSP stream.
+    pub fn video(&self) -> Option<&VideoParams> {
+        match self {
+            SourceConfig::Test { video, .. }
+            | SourceConfig::V4l2 { video, .. }
+            | SourceConfig::File { video, .. } => Some(video),
+            SourceConfig::Rtsp { transcode, .. } => transcode.as_ref(),
+        }
+    }
+
+    /// A loggable description: the device, file or URL with any password removed.
+    pub fn display_url(&self) -> String {
+        match self {
+            SourceConfig::Test { pattern, .. } => format!("videotestsrc pattern={pattern}"),
+            SourceConfig::V4l2 { device, .. } => device.display().to_string(),
+            SourceConfig::File { path, .. } => path.display().to_string(),
+            SourceConfig::Rtsp { url, .. } => redact_userinfo(url),
+        }
+    }
+}
+
+impl fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceConfig::Test { pattern, video } => f
+                .debug_struct("Test")
+                .field("pattern", pattern)
+                .field("video", video)
+                .finish(),
+            SourceConfig::V4l2 { device, video } => f
+                .debug_struct("V4l2")
+                .field("device", device)
+                .field("video", video)
+                .finish(),
+            SourceConfig::File { path, video } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("video", video)
+                .finish(),
+            SourceConfig::Rtsp {
+                url,
+                transport,
+                latency_ms,
+                transcode,
+            } => f
+                .debug_struct("Rtsp")
+                .field("url", &redact_userinfo(url))
+                .field("transport", transport)
+                .field("latency_ms", latency_ms)
+                .field("transcode", transcode)
+                .finish(),
+        }
+    }
+}
+
+/// Encoder parameters: output frame size, frame rate and H.264 bitrate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct VideoParams {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+}
+
+impl Default for VideoParams {
+    fn default() -> Self {
+        VideoParams {
+            width: 1280,
+            height: 720,
+            fps: 25,
+            bitrate_kbps: 2000,
+        }
+    }
+}
+
+/// RTSP lower transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    /// Let the client negotiate (UDP first, then TCP).
+    #[default]
+    Auto,
+    /// RTP interleaved over the RTSP TCP connection (firewall/NAT friendly).
+    Tcp,
+    /// RTP over UDP.
+    Udp,
+}
+
+impl RtspTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RtspTransport::Auto => "auto",
+            RtspTransport::Tcp => "tcp",
+            RtspTransport::Udp => "udp",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path` and the policy file it names.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = error::read_file(path)?;
+        Config::from_str(&text, path)
+    }
+
+    /// Validates config text as if read from `file`: errors name `file`,
+    /// and relative paths (including the policy file, which is read) resolve
+    /// against `file`'s directory.
+    pub fn from_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = error::decode(text, file)?;
+        validate::build(raw, file)
+    }
+
+    /// The camera with this id.
+    pub fn camera(&self, id: &str) -> Option<&CameraConfig> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    /// Cameras with `enabled = true`, in file order.
+    pub fn enabled_cameras(&self) -> impl Iterator<Item = &CameraConfig> {
+        self.cameras.iter().filter(|c| c.enabled)
+    }
+}

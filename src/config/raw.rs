@@ -1,0 +1,127 @@
+//! The raw layer: `sargs.toml` exactly as written, before any check beyond
+//! TOML types. Unknown keys are rejected here (`deny_unknown_fields`);
+//! defaults and every value rule are applied in `validate` and `source`.
+
+use serde::Deserialize;
+
+use super::{CameraKind, RtspTransport};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub agent: RawAgent,
+    pub seal: RawSeal,
+    pub supervision: Option<RawSupervision>,
+    #[serde(default)]
+    pub camera: Vec<RawCamera>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub id: String,
+    pub data_dir: String,
+    pub policy: String,
+    pub signing_key: Option<String>,
+    pub segment_seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSeal {
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSupervision {
+    pub backoff_initial_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCamera {
+    pub id: String,
+    pub kind: CameraKind,
+    pub purpose: String,
+    pub class: String,
+    pub enabled: Option<bool>,
+    pub segment_seconds: Option<u32>,
+    #[serde(default)]
+    pub masks: Vec<RawMask>,
+    pub source: RawSource,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMask {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum SourceType {
+    Test,
+    V4l2,
+    File,
+    Rtsp,
+}
+
+impl SourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceType::Test => "test",
+            SourceType::V4l2 => "v4l2",
+            SourceType::File => "file",
+            SourceType::Rtsp => "rtsp",
+        }
+    }
+}
+
+/// One flat table for every source type, so a misplaced key gets a precise
+/// "not used by type = …" error instead of a generic decoding failure.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    #[serde(rename = "type")]
+    pub kind: SourceType,
+    pub pattern: Option<String>,
+    pub device: Option<String>,
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub transport: Option<RtspTransport>,
+    pub latency_ms: Option<u32>,
+    pub transcode: Option<bool>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    pub bitrate_kbps: Option<u32>,
+}
+
+impl RawSource {
+    /// The keys that are set, by name, in file-format order.
+    pub fn set_keys(&self) -> Vec<&'static str> {
+        let present = [
+            ("pattern", self.pattern.is_some()),
+            ("device", self.device.is_some()),
+            ("path", self.path.is_some()),
+            ("url", self.url.is_some()),
+            ("transport", self.transport.is_some()),
+            ("latency_ms", self.latency_ms.is_some()),
+            ("transcode", self.transcode.is_some()),
+            ("width", self.width.is_some()),
+            ("height", self.height.is_some()),
+            ("fps", self.fps.is_some()),
+            ("bitrate_kbps", self.bitrate_kbps.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}

@@ -1,0 +1,277 @@
+//! Raw → validated: defaults, ranges, cross-references to the policy.
+//! Problems are collected so one run of `check-config` shows all of them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::check::{self, Collector};
+use super::raw::{RawCamera, RawConfig, RawSupervision};
+use super::{source, AgentConfig, CameraConfig, Config, ConfigError, Supervision};
+use crate::policy::Policy;
+use crate::seal::Recipient;
+
+/// Segment length bounds, seconds.
+pub(super) const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=600;
+const DEFAULT_SEGMENT_SECONDS: u32 = 60;
+/// Back-off bounds, milliseconds.
+const BACKOFF_MIN_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 86_400_000;
+
+pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
+    let base = base_dir(file);
+    let mut v = Collector::new(file);
+
+    // [agent]
+    let a = &raw.agent;
+    v.check("agent.id", &a.id, check::id);
+    let data_dir = v.ok("agent.data_dir", resolve(&base, &a.data_dir));
+    let policy_file = v.ok("agent.policy", resolve(&base, &a.policy));
+    let signing_key = match &a.signing_key {
+        Some(k) => v.ok("agent.signing_key", resolve(&base, k)),
+        None => data_dir
+            .as_ref()
+            .map(|d| d.join("device").join("signing.pk8")),
+    };
+    let segment = segment(&mut v, "agent.segment_seconds", a.segment_seconds)
+        .unwrap_or(Duration::from_secs(u64::from(DEFAULT_SEGMENT_SECONDS)));
+
+    // [seal]
+    let recipients = recipients(&mut v, &raw.seal.recipients);
+
+    // [supervision]
+    let supervision = supervision(&mut v, raw.supervision.as_ref());
+
+    // The policy file: its own errors name it.
+    let policy = match &policy_file {
+        Some(p) => match Policy::load(p) {
+            Ok(policy) => Some(Arc::new(policy)),
+            Err(e) => {
+                v.push(e);
+                None
+            }
+        },
+        None => None,
+    };
+
+    // [[camera]]
+    if raw.camera.is_empty() {
+        v.invalid("camera", "no [[camera]] is configured: nothing to record");
+    }
+    let mut cameras = Vec::with_capacity(raw.camera.len());
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, cam) in raw.camera.iter().enumerate() {
+        if let Some(&first) = ids.get(cam.id.as_str()) {
+            v.invalid(
+                format!("camera[{i}].id"),
+                format!("camera id {:?} is already used by camera[{first}]", cam.id),
+            );
+        } else {
+            ids.insert(&cam.id, i);
+        }
+        if let Some(c) = camera(&mut v, i, cam, &base, policy.as_deref(), segment) {
+            cameras.push(c);
+        }
+    }
+
+    v.finish()?;
+    match (data_dir, policy_file, signing_key, policy) {
+        (Some(data_dir), Some(policy_file), Some(signing_key), Some(policy)) => Ok(Config {
+            file: file.to_owned(),
+            agent: AgentConfig {
+                id: raw.agent.id,
+                data_dir,
+                policy_file,
+                signing_key,
+                segment,
+            },
+            recipients,
+            supervision,
+            cameras,
+            policy,
+        }),
+        // Every `None` above recorded an error, so `finish` returned it.
+        _ => Err(ConfigError::Invalid {
+            file: file.to_owned(),
+            key: "agent".into(),
+            reason: "incomplete after validation (internal error)".into(),
+        }),
+    }
+}
+
+/// The directory relative paths resolve against: the config file's own.
+fn base_dir(file: &Path) -> PathBuf {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// A non-empty path, made absolute against `base` (no file-system access).
+pub(super) fn resolve(base: &Path, value: &str) -> Result<PathBuf, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    let p = Path::new(value);
+    Ok(if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    })
+}
+
+pub(super) fn segment(v: &mut Collector<'_>, key: &str, seconds: Option<u32>) -> Option<Duration> {
+    let s = seconds?;
+    if SEGMENT_SECONDS.contains(&s) {
+        Some(Duration::from_secs(u64::from(s)))
+    } else {
+        v.invalid(
+            key,
+            format!(
+                "{s} is out of range; a segment is {} to {} seconds long",
+                SEGMENT_SECONDS.start(),
+                SEGMENT_SECONDS.end()
+            ),
+        );
+        None
+    }
+}
+
+fn recipients(v: &mut Collector<'_>, raw: &[String]) -> Vec<Recipient> {
+    if raw.is_empty() {
+        v.invalid(
+            "seal.recipients",
+            "at least one age recipient (age1…) is needed: segments are sealed to HQ's key",
+        );
+    }
+    let mut out: Vec<Recipient> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        match text.parse::<Recipient>() {
+            Ok(r) => {
+                if let Some(first) = out.iter().position(|o| o == &r) {
+                    v.invalid(
+                        format!("seal.recipients[{i}]"),
+                        format!("the same recipient as seal.recipients[{first}]"),
+                    );
+                } else {
+                    out.push(r);
+                }
+            }
+            Err(e) => v.invalid(
+                format!("seal.recipients[{i}]"),
+                format!("not an age X25519 recipient: {e}"),
+            ),
+        }
+    }
+    out
+}
+
+fn supervision(v: &mut Collector<'_>, raw: Option<&RawSupervision>) -> Supervision {
+    let default = Supervision::default();
+    let Some(raw) = raw else { return default };
+    let mut ms = |key: &str, value: Option<u64>, fallback: Duration| -> u64 {
+        let fallback = u64::try_from(fallback.as_millis()).unwrap_or(u64::MAX);
+        match value {
+            None => fallback,
+            Some(n) if (BACKOFF_MIN_MS..=BACKOFF_MAX_MS).contains(&n) => n,
+            Some(n) => {
+                v.invalid(
+                    format!("supervision.{key}"),
+                    format!(
+                        "{n} is out of range {BACKOFF_MIN_MS}..={BACKOFF_MAX_MS} (milliseconds)"
+                    ),
+                );
+                fallback
+            }
+        }
+    };
+    let initial = ms(
+        "backoff_initial_ms",
+        raw.backoff_initial_ms,
+        default.backoff_initial,
+    );
+    let max = ms("backoff_max_ms", raw.backoff_max_ms, default.backoff_max);
+    if max < initial {
+        v.invalid(
+            "supervision.backoff_max_ms",
+            format!("{max} is less than backoff_initial_ms = {initial}"),
+        );
+    }
+    Supervision {
+        backoff_initial: Duration::from_millis(initial),
+        backoff_max: Duration::from_millis(max.max(initial)),
+    }
+}
+
+fn camera(
+    v: &mut Collector<'_>,
+    i: usize,
+    raw: &RawCamera,
+    base: &Path,
+    policy: Option<&Policy>,
+    default_segment: Duration,
+) -> Option<CameraConfig> {
+    let key = |k: &str| format!("camera[{i}].{k}");
+    v.check(key("id"), &raw.id, check::id);
+    let segment = match raw.segment_seconds {
+        Some(_) => segment(v, &key("segment_seconds"), raw.segment_seconds),
+        None => Some(default_segment),
+    };
+
+    // Purpose and class: only checkable when the policy loaded.
+    let (purpose, class) = match policy {
+        Some(policy) => {
+            let purpose = policy.purpose(&raw.purpose).cloned();
+            if purpose.is_none() {
+                v.invalid(
+                    key("purpose"),
+                    format!(
+                        "unknown purpose {:?}; the policy defines {}",
+                        raw.purpose,
+                        check::quoted_list(policy.purpose_ids())
+                    ),
+                );
+            }
+            let class = policy.class(&raw.class).cloned();
+            if class.is_none() {
+                v.invalid(
+                    key("class"),
+                    format!(
+                        "unknown retention class {:?}; the policy defines {}",
+                        raw.class,
+                        check::quoted_list(policy.class_ids())
+                    ),
+                );
+            }
+            if let (Some(p), Some(c)) = (&purpose, &class) {
+                if !p.allows_class(&c.id) {
+                    v.invalid(
+                        key("class"),
+                        format!(
+                            "purpose {:?} may not use retention class {:?}; it allows {}",
+                            p.id,
+                            c.id,
+                            check::quoted_list(p.allowed_classes.iter().map(String::as_str))
+                        ),
+                    );
+                }
+            }
+            (purpose, class)
+        }
+        None => (None, None),
+    };
+
+    let (source, masks) = source::build(v, &format!("camera[{i}]"), &raw.source, &raw.masks, base)?;
+    Some(CameraConfig {
+        id: raw.id.clone(),
+        kind: raw.kind,
+        purpose: purpose?,
+        class: class?,
+        enabled: raw.enabled.unwrap_or(true),
+        segment: segment?,
+        masks,
+        source,
+    })
+}

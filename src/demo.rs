@@ -1,0 +1,168 @@
+//! `sargs demo`: a self-contained first run.
+//!
+//! Makes (once) a throwaway HQ age identity, a copy of the shipped Jēkabpils
+//! 2022 policy, and a config with two test-source cameras — a CCTV camera
+//! (purpose J-A1 17.1, 30-day class, one privacy mask) and a municipal-police
+//! vehicle camera (purpose J-A1 17.2, 3-month class). Running it again reuses
+//! the folder, so the chains continue. The identity is written only to the
+//! demo folder (0600); a real agent never holds one.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::fsutil;
+
+/// The shipped policy preset, embedded so the demo needs no other files.
+pub const POLICY_PRESET: &str = include_str!("../deploy/policy/lv-jekabpils-2022.toml");
+
+/// Camera ids of the demo config.
+pub const CCTV_CAMERA: &str = "demo-cctv";
+pub const POLICE_CAMERA: &str = "demo-police-car";
+
+/// A prepared demo folder.
+pub struct DemoSetup {
+    pub dir: PathBuf,
+    pub config: Config,
+    pub identity: PathBuf,
+}
+
+/// Why the demo could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates (or reuses) the demo folder and loads its config.
+pub fn prepare(dir: &Path) -> Result<DemoSetup, DemoError> {
+    fsutil::create_private_dir(dir).map_err(io(dir))?;
+    let dir = dir.canonicalize().map_err(io(dir))?;
+    let identity = dir.join("hq-identity.txt");
+    let config_path = dir.join("sargs.toml");
+    if !config_path.exists() {
+        let id = age::x25519::Identity::generate();
+        let recipient = id.to_public().to_string();
+        let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+        let text = format!(
+            "# created: {}\n# public key: {recipient}\n{secret}\n",
+            crate::clock::now().to_rfc3339()
+        );
+        fsutil::write_atomic(&identity, text.as_bytes(), 0o600).map_err(io(&identity))?;
+        let policy = dir.join("policy.toml");
+        fsutil::write_atomic(&policy, POLICY_PRESET.as_bytes(), 0o644).map_err(io(&policy))?;
+        fsutil::write_atomic(&config_path, demo_config(&recipient).as_bytes(), 0o644)
+            .map_err(io(&config_path))?;
+    }
+    let config = Config::load(&config_path)?;
+    Ok(DemoSetup {
+        dir,
+        config,
+        identity,
+    })
+}
+
+/// The demo's agent config, sealing to `recipient`.
+pub fn demo_config(recipient: &str) -> String {
+    format!(
+        r#"# sargs demo configuration (made by `sargs demo`; edit freely).
+[agent]
+id = "demo-gateway"
+data_dir = "data"
+policy = "policy.toml"
+segment_seconds = 10
+
+[seal]
+# HQ's public key. Its identity (secret key) is hq-identity.txt beside this file:
+# in a real deployment it stays at HQ and never reaches a gateway.
+recipients = ["{recipient}"]
+
+[[camera]]
+id = "{CCTV_CAMERA}"
+kind = "stationary"
+purpose = "property-protection"
+class = "cctv"
+# A privacy mask: a window of a neighbouring home is blacked out before encoding.
+masks = [{{ x = 960, y = 0, width = 320, height = 180 }}]
+[camera.source]
+type = "test"
+pattern = "smpte"
+width = 1280
+height = 720
+fps = 25
+bitrate_kbps = 1500
+
+[[camera]]
+id = "{POLICE_CAMERA}"
+kind = "vehicle"
+purpose = "public-order"
+class = "municipal-police"
+[camera.source]
+type = "test"
+pattern = "ball"
+width = 640
+height = 360
+fps = 25
+bitrate_kbps = 800
+"#
+    )
+}
+
+impl DemoSetup {
+    /// What the demo prints before it starts.
+    pub fn banner(&self) -> String {
+        format!(
+            "sargs demo in {dir}\n  config:   {dir}/sargs.toml\n  HQ key:   {id} (throwaway; only HQ would hold this)\n  recording {n} test cameras into {data}; press Ctrl-C to stop",
+            dir = self.dir.display(),
+            id = self.identity.display(),
+            n = self.config.cameras.len(),
+            data = self.config.agent.data_dir.display(),
+        )
+    }
+
+    /// What the demo prints after it stops: where the segments are and how to play one.
+    pub fn summary(&self) -> Result<String, DemoError> {
+        let mut out = String::from("\nSealed segments:\n");
+        let mut example = None;
+        for cam in &self.config.cameras {
+            let dir = self.config.agent.data_dir.join("cameras").join(&cam.id);
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.to_string_lossy().ends_with(".mp4.age"))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            files.sort();
+            out.push_str(&format!(
+                "  {}: {} segments in {}\n",
+                cam.id,
+                files.len(),
+                dir.display()
+            ));
+            if example.is_none() {
+                example = files.last().cloned();
+            }
+        }
+        if let Some(seg) = example {
+            out.push_str(&format!(
+                "\nPlay one back (decrypt with HQ's key, then any player):\n  age -d -i {} {} > segment.mp4 && ffplay segment.mp4\nCheck every chain:\n  sargs verify --config {}\n",
+                self.identity.display(),
+                seg.display(),
+                self.dir.join("sargs.toml").display(),
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,610 @@
+//! Streaming age v1 encryption (age-encryption.org/v1, X25519 recipients) on `ring`.
+//!
+//! # Format
+//!
+//! ```text
+//! age-encryption.org/v1
+//! -> X25519 <base64 ephemeral share>
+//! <base64 wrapped file key>
+//! --- <base64 header MAC>
+//! <16-byte payload nonce><STREAM chunks…>
+//! ```
+//!
+//! * A random 16-byte *file key* is wrapped once per recipient: a fresh ephemeral
+//!   X25519 key agrees with the recipient's public key; the wrap key is
+//!   HKDF-SHA256(ikm = shared secret, salt = ephemeral share ‖ recipient key,
+//!   info = `age-encryption.org/v1/X25519`), and the stanza body is the file key
+//!   sealed with ChaCha20-Poly1305 under that key and an all-zero nonce.
+//! * Base64 is standard, unpadded; stanza bodies are wrapped at 64 columns and the
+//!   last body line is always shorter than 64 (possibly empty).
+//! * The header MAC is HMAC-SHA256 with key HKDF(ikm = file key, salt = empty,
+//!   info = `header`) over the header up to and including `---` (not the space after).
+//! * The payload key is HKDF(ikm = file key, salt = payload nonce, info = `payload`).
+//!   The plaintext is cut into [`CHUNK_SIZE`] chunks, each sealed with
+//!   ChaCha20-Poly1305 under nonce = 11-byte big-endian chunk counter ‖ last-chunk
+//!   flag (`0x01` on the final chunk only). Only an empty payload has an empty final
+//!   chunk; a payload that ends on a chunk boundary ends with a full, flagged chunk.
+//!
+//! # Invariant (crash salvage)
+//!
+//! A chunk is sealed and handed to the inner writer as soon as it is full *and* at
+//! least one more plaintext byte has arrived (only then is it known not to be the
+//! last), so every complete 64 KiB of video reaches the disk without waiting for
+//! [`AgeWriter::finish`]. At most one chunk (≤ 64 KiB) of plaintext is ever held in
+//! memory, and no plaintext byte is ever written to the inner writer. A writer
+//! dropped without `finish` leaves a stream that is truncated before its final
+//! chunk: every whole chunk in it still authenticates on its own, so HQ can salvage
+//! the recording up to the last whole chunk. This is intended; there is no `Drop`
+//! that tries to finish.
+//!
+//! The SHA-256 of every byte written to the inner writer (header included) is
+//! computed on the way and returned in the [`SealSummary`].
+//!
+//! # Why hand-written
+//!
+//! The `age` crate's encryptor pulls in other crypto backends (RustCrypto); on the
+//! edge we want one audited provider, `ring`, and streaming with chunk-level
+//! durability as above. Decryption (HQ, tests) is left to the `age` crate and CLI.
+
+use std::io::{self, Write};
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine as _;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
+use ring::digest::{self, SHA256};
+use ring::hkdf::{self, HKDF_SHA256};
+use ring::hmac::{self, HMAC_SHA256};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::recipient::Recipient;
+
+/// Plaintext bytes per STREAM chunk (the last chunk may be shorter).
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+const TAG_LEN: usize = 16;
+const FILE_KEY_LEN: usize = 16;
+const PAYLOAD_NONCE_LEN: usize = 16;
+const VERSION_LINE: &str = "age-encryption.org/v1";
+const X25519_INFO: &[u8] = b"age-encryption.org/v1/X25519";
+const BODY_COLUMNS: usize = 64;
+
+/// Why sealing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgeError {
+    #[error("I/O error while writing the sealed stream: {0}")]
+    Io(#[from] io::Error),
+    #[error("no recipients: a stream must be sealed to at least one key")]
+    NoRecipients,
+    #[error("crypto failure: {0}")]
+    Crypto(&'static str),
+    #[error("an earlier write failed; the sealed stream is truncated and cannot be finished")]
+    Poisoned,
+}
+
+/// What was written, known once the stream is finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealSummary {
+    /// Plaintext bytes sealed.
+    pub plaintext_len: u64,
+    /// Bytes handed to the inner writer, header included.
+    pub ciphertext_len: u64,
+    /// SHA-256 of those bytes.
+    pub ciphertext_sha256: [u8; 32],
+    /// STREAM chunks written (at least 1).
+    pub chunks: u64,
+}
+
+/// An age v1 encryptor that seals everything written to it into `inner`.
+///
+/// Call [`finish`](Self::finish) to write the final chunk; see the module docs for
+/// what a writer dropped without it leaves behind.
+pub struct AgeWriter<W: Write> {
+    inner: W,
+    key: LessSafeKey,
+    /// Plaintext of the current chunk in `[..filled]`, room for the tag after it.
+    buf: Box<[u8]>,
+    filled: usize,
+    /// Index of the next chunk to seal.
+    counter: u64,
+    hasher: digest::Context,
+    plaintext_len: u64,
+    ciphertext_len: u64,
+    poisoned: bool,
+}
+
+impl<W: Write> AgeWriter<W> {
+    /// Writes the header (one stanza per recipient, each with a fresh ephemeral key)
+    /// and the payload nonce to `inner`, ready for plaintext.
+    pub fn new(inner: W, recipients: &[Recipient]) -> Result<Self, AgeError> {
+        if recipients.is_empty() {
+            return Err(AgeError::NoRecipients);
+        }
+        let rng = SystemRandom::new();
+        let mut file_key = [0u8; FILE_KEY_LEN];
+        rng.fill(&mut file_key)
+            .map_err(|_| AgeError::Crypto("random file key"))?;
+
+        let mut header = String::with_capacity(64 + 160 * recipients.len());
+        header.push_str(VERSION_LINE);
+        header.push('\n');
+        for recipient in recipients {
+            write_x25519_stanza(&mut header, &rng, &file_key, recipient)?;
+        }
+        header.push_str("---");
+        let mac_key: hmac::Key = hkdf::Salt::new(HKDF_SHA256, &[])
+            .extract(&file_key)
+            .expand(&[b"header"], HMAC_SHA256)
+            .map_err(|_| AgeError::Crypto("HKDF header key"))?
+            .into();
+        let mac = hmac::sign(&mac_key, header.as_bytes());
+        header.push(' ');
+        STANDARD_NO_PAD.encode_string(mac.as_ref(), &mut header);
+        header.push('\n');
+
+        let mut nonce = [0u8; PAYLOAD_NONCE_LEN];
+        rng.fill(&mut nonce)
+            .map_err(|_| AgeError::Crypto("random payload nonce"))?;
+        let payload_key: UnboundKey = hkdf::Salt::new(HKDF_SHA256, &nonce)
+            .extract(&file_key)
+            .expand(&[b"payload"], &CHACHA20_POLY1305)
+            .map_err(|_| AgeError::Crypto("HKDF payload key"))?
+            .into();
+        file_key.fill(0);
+
+        let mut writer = AgeWriter {
+            inner,
+            key: LessSafeKey::new(payload_key),
+            buf: vec![0u8; CHUNK_SIZE + TAG_LEN].into_boxed_slice(),
+            filled: 0,
+            counter: 0,
+            hasher: digest::Context::new(&SHA256),
+            plaintext_len: 0,
+            ciphertext_len: 0,
+            poisoned: false,
+        };
+        let mut head = header.into_bytes();
+        head.extend_from_slice(&nonce);
+        writer.emit(&head)?;
+        Ok(writer)
+    }
+
+    /// Ciphertext bytes handed to the inner writer so far (header included).
+    pub fn ciphertext_len(&self) -> u64 {
+        self.ciphertext_len
+    }
+
+    /// Plaintext bytes accepted so far (sealed or still buffered).
+    pub fn plaintext_len(&self) -> u64 {
+        self.plaintext_len
+    }
+
+    /// Seals the buffered tail as the last chunk, flushes, and returns the inner
+    /// writer with the summary of what was written.
+    pub fn finish(mut self) -> Result<(W, SealSummary), AgeError> {
+        if self.poisoned {
+            return Err(AgeError::Poisoned);
+        }
+        self.seal_chunk(true)?;
+        self.inner.flush()?;
+        let digest = self.hasher.finish();
+        let ciphertext_sha256 = digest
+            .as_ref()
+            .try_into()
+            .map_err(|_| AgeError::Crypto("SHA-256 length"))?;
+        let summary = SealSummary {
+            plaintext_len: self.plaintext_len,
+            ciphertext_len: self.ciphertext_len,
+            ciphertext_sha256,
+            chunks: self.counter,
+        };
+        Ok((self.inner, summary))
+    }
+
+    /// The inner writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The inner writer. Writing to it directly corrupts the sealed stream.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Seals `buf[..filled]` as chunk `counter` and writes it with its tag.
+    fn seal_chunk(&mut self, last: bool) -> Result<(), AgeError> {
+        let mut nonce = [0u8; aead::NONCE_LEN];
+        nonce[3..11].copy_from_slice(&self.counter.to_be_bytes());
+        nonce[11] = u8::from(last);
+        let n = self.filled;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut self.buf[..n],
+            )
+            .map_err(|_| {
+                self.poisoned = true;
+                AgeError::Crypto("ChaCha20-Poly1305 seal")
+            })?;
+        self.buf[n..n + TAG_LEN].copy_from_slice(tag.as_ref());
+        self.filled = 0;
+        self.counter += 1;
+        // Take the buffer out to write it through `&mut self` (no allocation).
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.emit(&buf[..n + TAG_LEN]);
+        self.buf = buf;
+        written
+    }
+
+    /// Writes ciphertext to `inner`, hashing and counting it. Any failure poisons
+    /// the writer: a failed `write_all` leaves an unknown number of bytes behind.
+    fn emit(&mut self, bytes: &[u8]) -> Result<(), AgeError> {
+        if let Err(e) = self.inner.write_all(bytes) {
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        self.hasher.update(bytes);
+        self.ciphertext_len += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Appends `-> X25519 <share>\n<wrapped file key>\n` for one recipient.
+fn write_x25519_stanza(
+    header: &mut String,
+    rng: &SystemRandom,
+    file_key: &[u8; FILE_KEY_LEN],
+    recipient: &Recipient,
+) -> Result<(), AgeError> {
+    let ephemeral = EphemeralPrivateKey::generate(&X25519, rng)
+        .map_err(|_| AgeError::Crypto("X25519 ephemeral key"))?;
+    let share = ephemeral
+        .compute_public_key()
+        .map_err(|_| AgeError::Crypto("X25519 ephemeral share"))?;
+    let mut salt = [0u8; 64];
+    salt[..32].copy_from_slice(share.as_ref());
+    salt[32..].copy_from_slice(recipient.public_key());
+    let peer = UnparsedPublicKey::new(&X25519, recipient.public_key());
+    // ring rejects an all-zero shared secret (small-order peer), as age requires.
+    let wrap_key: UnboundKey = agreement::agree_ephemeral(ephemeral, &peer, |shared| {
+        hkdf::Salt::new(HKDF_SHA256, &salt)
+            .extract(shared)
+            .expand(&[X25519_INFO], &CHACHA20_POLY1305)
+            .map(UnboundKey::from)
+    })
+    .map_err(|_| AgeError::Crypto("X25519 agreement"))?
+    .map_err(|_| AgeError::Crypto("HKDF wrap key"))?;
+
+    let mut body = [0u8; FILE_KEY_LEN + TAG_LEN];
+    body[..FILE_KEY_LEN].copy_from_slice(file_key);
+    let tag = LessSafeKey::new(wrap_key)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key([0; aead::NONCE_LEN]),
+            Aad::empty(),
+            &mut body[..FILE_KEY_LEN],
+        )
+        .map_err(|_| AgeError::Crypto("wrap file key"))?;
+    body[FILE_KEY_LEN..].copy_from_slice(tag.as_ref());
+
+    header.push_str("-> X25519 ");
+    STANDARD_NO_PAD.encode_string(share.as_ref(), header);
+    header.push('\n');
+    push_wrapped_body(header, &STANDARD_NO_PAD.encode(body));
+    Ok(())
+}
+
+/// Appends a stanza body wrapped at 64 columns; the last line is always shorter
+/// than 64, so a body of an exact multiple of 64 gets a final empty line.
+fn push_wrapped_body(header: &mut String, b64: &str) {
+    let mut rest = b64;
+    loop {
+        let (line, tail) = rest.split_at(rest.len().min(BODY_COLUMNS));
+        header.push_str(line);
+        header.push('\n');
+        if line.len() < BODY_COLUMNS {
+            break;
+        }
+        rest = tail;
+    }
+}
+
+impl<W: Write> Write for AgeWriter<W> {
+    /// Accepts the whole of `data`, sealing every chunk that fills and is followed
+    /// by more data.
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.poisoned {
+            return Err(io::Error::other(AgeError::Poisoned));
+        }
+        let mut consumed = 0;
+        while consumed < data.len() {
+            if self.filled == CHUNK_SIZE {
+                if let Err(e) = self.seal_chunk(false) {
+                    // Report the bytes taken so far; the error recurs on the next call.
+                    return match (consumed, e) {
+                        (0, AgeError::Io(e)) => Err(e),
+                        (0, e) => Err(io::Error::other(e)),
+                        (n, _) => Ok(n),
+                    };
+                }
+            }
+            let take = (CHUNK_SIZE - self.filled).min(data.len() - consumed);
+            self.buf[self.filled..self.filled + take]
+                .copy_from_slice(&data[consumed..consumed + take]);
+            self.filled += take;
+            self.plaintext_len += take as u64;
+            consumed += take;
+        }
+        Ok(consumed)
+    }
+
+    /// Flushes the inner writer; a partial chunk stays buffered (see module docs).
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write + std::fmt::Debug> std::fmt::Debug for AgeWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgeWriter")
+            .field("inner", &self.inner)
+            .field("plaintext_len", &self.plaintext_len)
+            .field("ciphertext_len", &self.ciphertext_len)
+            .field("chunks_sealed", &self.counter)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn identity() -> (age::x25519::Identity, Recipient) {
+        let id = age::x25519::Identity::generate();
+        let r = id.to_public().to_string().parse().expect("age recipient");
+        (id, r)
+    }
+
+    /// Non-periodic test data, so a misplaced chunk cannot decrypt to the same bytes.
+    fn data(len: usize) -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Writes `plain` in irregular pieces; returns the writer, not finished.
+    fn fill(recipients: &[Recipient], plain: &[u8]) -> AgeWriter<Vec<u8>> {
+        let mut w = AgeWriter::new(Vec::new(), recipients).expect("header");
+        let sizes = [
+            1,
+            7,
+            4096,
+            CHUNK_SIZE - 1,
+            3,
+            CHUNK_SIZE + 1,
+            100_000,
+            CHUNK_SIZE,
+        ];
+        let (mut at, mut i) = (0, 0);
+        while at < plain.len() {
+            let end = plain.len().min(at + sizes[i % sizes.len()]);
+            w.write_all(&plain[at..end]).expect("write");
+            (at, i) = (end, i + 1);
+        }
+        w
+    }
+
+    fn decrypt(ct: &[u8], id: &age::x25519::Identity) -> Result<Vec<u8>, String> {
+        let d = age::Decryptor::new(ct).map_err(|e| e.to_string())?;
+        let mut r = d
+            .decrypt(std::iter::once(id as &dyn age::Identity))
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    /// Length of the header text, up to and including the MAC line's newline.
+    fn header_len(ct: &[u8]) -> usize {
+        let mac = ct.windows(4).position(|w| w == b"\n---").expect("MAC line");
+        mac + 1 + ct[mac + 1..].iter().position(|&b| b == b'\n').expect("eol") + 1
+    }
+
+    #[test]
+    fn round_trips_with_the_age_crate() {
+        let (id, r) = identity();
+        for len in [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            2 * CHUNK_SIZE,
+        ]
+        .into_iter()
+        .chain([3 * CHUNK_SIZE + 17])
+        {
+            let plain = data(len);
+            let (ct, s) = fill(std::slice::from_ref(&r), &plain)
+                .finish()
+                .expect("finish");
+            assert_eq!(decrypt(&ct, &id).as_deref(), Ok(&plain[..]), "len {len}");
+            let chunks = len.div_ceil(CHUNK_SIZE).max(1) as u64;
+            assert_eq!((s.plaintext_len, s.chunks), (len as u64, chunks));
+            assert_eq!(s.ciphertext_len, ct.len() as u64);
+            let payload = (ct.len() - header_len(&ct) - PAYLOAD_NONCE_LEN) as u64;
+            assert_eq!(payload, len as u64 + TAG_LEN as u64 * chunks, "len {len}");
+        }
+    }
+
+    #[test]
+    fn every_recipient_can_decrypt() {
+        let ((a, ra), (b, rb)) = (identity(), identity());
+        let plain = data(2 * CHUNK_SIZE + 5);
+        let (ct, _) = fill(&[ra, rb], &plain).finish().expect("finish");
+        assert_eq!(
+            ct.split(|&b| b == b'\n')
+                .filter(|l| l.starts_with(b"-> X25519 "))
+                .count(),
+            2
+        );
+        assert_eq!(decrypt(&ct, &a).as_deref(), Ok(&plain[..]));
+        assert_eq!(decrypt(&ct, &b).as_deref(), Ok(&plain[..]));
+        assert!(
+            decrypt(&ct, &identity().0).is_err(),
+            "a stranger must not decrypt"
+        );
+    }
+
+    #[test]
+    fn summary_hash_is_sha256_of_the_output() {
+        let (_, r) = identity();
+        let (ct, s) = fill(&[r], &data(CHUNK_SIZE + 99)).finish().expect("finish");
+        assert_eq!(
+            s.ciphertext_sha256[..],
+            *digest::digest(&SHA256, &ct).as_ref()
+        );
+    }
+
+    #[test]
+    fn dropped_writer_leaves_whole_chunks_salvageable() {
+        let (id, r) = identity();
+        let plain = data(3 * CHUNK_SIZE + 100);
+        let mut w = fill(&[r], &plain[..2 * CHUNK_SIZE]);
+        let header = w.ciphertext_len() - (CHUNK_SIZE + TAG_LEN) as u64;
+        // A full chunk is held back until a byte after it proves it is not the last...
+        assert_eq!(w.ciphertext_len(), header + (CHUNK_SIZE + TAG_LEN) as u64);
+        w.write_all(&plain[2 * CHUNK_SIZE..2 * CHUNK_SIZE + 1])
+            .expect("write");
+        // ...and is on its way to disk as soon as that byte arrives.
+        assert_eq!(
+            w.ciphertext_len(),
+            header + 2 * (CHUNK_SIZE + TAG_LEN) as u64
+        );
+        w.write_all(&plain[2 * CHUNK_SIZE + 1..]).expect("write");
+        w.flush().expect("flush");
+        let ct = w.get_ref().clone();
+        drop(w); // crash: no final chunk
+        assert_eq!(ct.len() as u64, header + 3 * (CHUNK_SIZE + TAG_LEN) as u64);
+
+        let d = age::Decryptor::new(&ct[..]).expect("header");
+        let mut rd = d
+            .decrypt(std::iter::once(&id as &dyn age::Identity))
+            .expect("key");
+        let (mut got, mut buf) = (Vec::new(), [0u8; 10_000]);
+        let err = loop {
+            match rd.read(&mut buf) {
+                Ok(0) => panic!("a truncated stream must not end cleanly"),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(
+            got.len(),
+            3 * CHUNK_SIZE,
+            "all whole chunks come out ({err})"
+        );
+        assert_eq!(got, plain[..3 * CHUNK_SIZE]);
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_decryption() {
+        let (id, r) = identity();
+        let (ct, _) = fill(&[r], &data(CHUNK_SIZE + 10)).finish().expect("finish");
+        let h = header_len(&ct);
+        // Ephemeral share, wrapped key, MAC, payload nonce, first chunk, last chunk, tag.
+        let spots = [40, 90, h - 5, h + 3, h + 5000, ct.len() - 20, ct.len() - 1];
+        for at in spots {
+            let mut bad = ct.clone();
+            bad[at] ^= 0x01;
+            assert!(decrypt(&bad, &id).is_err(), "flip at {at} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn refuses_no_recipients_and_stays_failed_after_io_error() {
+        assert!(matches!(
+            AgeWriter::new(Vec::new(), &[]),
+            Err(AgeError::NoRecipients)
+        ));
+
+        struct Full(usize);
+        impl Write for Full {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                let n = b.len().min(self.0);
+                self.0 -= n;
+                if n == 0 {
+                    Err(io::ErrorKind::StorageFull.into())
+                } else {
+                    Ok(n)
+                }
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (_, r) = identity();
+        let mut w = AgeWriter::new(Full(1000), &[r]).expect("header fits");
+        assert!(w.write_all(&data(CHUNK_SIZE + 1)).is_err());
+        assert!(w.write(b"x").is_err());
+        assert!(matches!(w.finish(), Err(AgeError::Poisoned)));
+    }
+
+    #[test]
+    fn stanza_bodies_wrap_at_64_columns() {
+        let wrap = |n: usize| {
+            let mut s = String::new();
+            push_wrapped_body(&mut s, &"A".repeat(n));
+            s.lines().map(str::len).collect::<Vec<_>>()
+        };
+        assert_eq!(wrap(43), [43]);
+        assert_eq!(wrap(64), [64, 0]);
+        assert_eq!(wrap(130), [64, 64, 2]);
+        assert_eq!(wrap(0), [0]);
+    }
+
+    #[test]
+    fn the_age_cli_decrypts_a_stream() {
+        let cli = std::path::Path::new("/usr/bin/age");
+        assert!(
+            cli.exists(),
+            "/usr/bin/age is missing: install the Debian package `age`"
+        );
+        let (id, r) = identity();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, enc) = (dir.path().join("key.txt"), dir.path().join("seg.age"));
+        let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+        std::fs::write(&key, secret + "\n").expect("write key");
+        // 200 KB, plus the edge cases: empty, and a full flagged final chunk.
+        for len in [200_000, 0, 2 * CHUNK_SIZE] {
+            let plain = data(len);
+            let (ct, _) = fill(std::slice::from_ref(&r), &plain)
+                .finish()
+                .expect("finish");
+            std::fs::write(&enc, &ct).expect("write ciphertext");
+            let out = std::process::Command::new(cli)
+                .arg("-d")
+                .arg("-i")
+                .arg(&key)
+                .arg(&enc)
+                .output()
+                .expect("run /usr/bin/age");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "age -d failed on {len} bytes: {err}");
+            assert!(
+                out.stdout == plain,
+                "age -d returned {} bytes, not the {len} sealed",
+                out.stdout.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Manifests: what the agent states, signed, about each stretch of a camera's
+//! time line.
+//!
+//! A camera's history is a hash chain of records, each a signed envelope (see
+//! [`super::sign`]) whose payload is a [`Manifest`]:
+//! - `record = "segment"`: a sealed media file exists for `start..end`;
+//! - `record = "gap"`: nothing was recorded for `start..end`, and `gap.reason`
+//!   says why (source lost, agent stopped, crash).
+//!
+//! Chain invariant: record `n` carries `sequence = n` and
+//! `prev_manifest_sha256` = SHA-256 of record `n-1`'s payload bytes (64 zeros
+//! for the first record); `start` never precedes the previous record's `end`
+//! by more than a frame's jitter. A verifier that holds the device key can
+//! therefore prove for any time range: recorded, or an explicit gap.
+//!
+//! The JSON Schema of the payload is published in `docs/manifest.schema.json`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::SyncState;
+use crate::config::MaskRect;
+
+/// Version of the manifest payload format.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// SHA-256 that opens a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Kind of record in a camera's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    Segment,
+    Gap,
+}
+
+/// The signed statement about one stretch of a camera's time line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub v: u32,
+    pub record: RecordKind,
+    /// Globally unique: `{agent}/{camera}/{sequence}`.
+    pub segment_id: String,
+    pub agent_id: String,
+    pub camera_id: String,
+    /// `stationary`, `vehicle` or `body`.
+    pub camera_kind: String,
+    /// Position in this camera's chain, from 1.
+    pub sequence: u64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// Whether the agent's clock was disciplined when the record was sealed.
+    pub clock: SyncState,
+    /// Purpose of the recording, verbatim from the policy (id, text, legal basis, reference).
+    pub purpose: serde_json::Value,
+    /// The controller notice, verbatim from the policy.
+    pub notice: serde_json::Value,
+    pub policy: PolicyRef,
+    pub retention: Retention,
+    /// Present for `segment` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+    /// Present for `gap` records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+    pub prev_manifest_sha256: String,
+    pub agent_version: String,
+    pub sealed_at: DateTime<Utc>,
+}
+
+/// Which policy the purpose and retention come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRef {
+    pub id: String,
+    pub reference: String,
+}
+
+/// The retention class and the instant the record must be deleted by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub class: String,
+    /// The class's period as written in the policy, e.g. `30 days`.
+    pub keep: String,
+    /// `start + keep`, in calendar units: the latest instant the record may exist
+    /// unless a hold or a data-subject request covers it.
+    pub delete_after: DateTime<Utc>,
+}
+
+/// The sealed media file of a segment record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    /// File name beside the manifest.
+    pub file: String,
+    /// `video/mp4` (fragmented MP4).
+    pub container: String,
+    /// `h264` or `h265`.
+    pub codec: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// `passthrough` (camera's own stream), `encoded` (raw source encoded by
+    /// the agent) or `transcoded` (decoded, masked, re-encoded).
+    pub encoding: String,
+    pub masks: Masks,
+    pub ciphertext_sha256: String,
+    pub ciphertext_bytes: u64,
+    /// age recipients the file is sealed to.
+    pub recipients: Vec<String>,
+    /// True when the segment was cut short (crash, power loss, source lost):
+    /// the age stream lacks its final chunk; every whole chunk is salvageable.
+    pub truncated: bool,
+}
+
+/// Privacy masks applied before encoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Masks {
+    pub rects: Vec<MaskRect>,
+    /// `sha256:<hex>` of the canonical mask list: the mask configuration version.
+    pub version: String,
+}
+
+/// Why nothing was recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gap {
+    pub reason: String,
+}
+
+impl Manifest {
+    /// The payload text that gets signed.
+    pub fn to_payload(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| unreachable!("plain data"))
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// SHA-256 of `bytes` in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// The mask configuration version: SHA-256 over the rectangles in order.
+pub fn masks_version(rects: &[MaskRect]) -> String {
+    let canon: String = rects
+        .iter()
+        .map(|r| format!("{},{},{},{};", r.x, r.y, r.width, r.height))
+        .collect();
+    format!("sha256:{}", sha256_hex(canon.as_bytes()))
+}

@@ -1,0 +1,18 @@
+//! Sealing: everything that makes a segment unreadable to all but HQ and
+//! provable to everyone.
+//!
+//! - [`age`]: the age v1 encryptor written with `ring` (no plaintext byte ever
+//!   leaves memory unencrypted; at most one 64 KiB chunk is held).
+//! - [`sign`]: the device's Ed25519 key and the signed envelope used for
+//!   manifests and gap records (signature over the exact payload bytes).
+//! - [`manifest`]: what a manifest states, and the per-camera hash chain.
+//! - [`verify`]: checking a camera's chain, signatures and ciphertext hashes
+//!   without any decryption key.
+
+pub mod age;
+pub mod manifest;
+pub mod recipient;
+pub mod sign;
+pub mod verify;
+
+pub use recipient::{Recipient, RecipientError};

@@ -1,0 +1,480 @@
+//! One camera's chain on disk: reserving, committing and recovering records.
+//!
+//! Invariant (see the store's durability order in [`super`]): `HEAD` names the
+//! last record whose manifest, media file and directory entries are all
+//! durable; records are committed strictly in sequence order, each linked to
+//! its predecessor's payload hash; nothing a crash interrupted is dropped —
+//! a partial media file becomes a `truncated` segment record, a missing
+//! stretch of time becomes a `gap` record.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::config::CameraConfig;
+use crate::fsutil;
+use crate::policy::Policy;
+use crate::seal::age::{AgeWriter, SealSummary};
+use crate::seal::manifest::{
+    self, Gap, Manifest, Masks, Media, PolicyRef, RecordKind, Retention, GENESIS,
+};
+use crate::seal::sign::{DeviceKey, Envelope};
+use crate::seal::Recipient;
+
+/// Two records are contiguous when the later starts within this much of the
+/// earlier's end; a longer hole gets a gap record.
+pub const CONTIGUITY_TOLERANCE_MS: i64 = 2_000;
+
+const MEDIA_EXT: &str = "mp4.age";
+const PARTIAL_EXT: &str = "mp4.age.partial";
+
+/// What every camera of an agent seals with.
+pub struct SealContext {
+    pub agent_id: String,
+    pub key: DeviceKey,
+    pub recipients: Vec<Recipient>,
+    pub policy: Arc<Policy>,
+}
+
+/// The chain head as stored in `HEAD`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    pub sequence: u64,
+    pub manifest_sha256: String,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl Head {
+    fn genesis() -> Head {
+        Head {
+            sequence: 0,
+            manifest_sha256: GENESIS.to_owned(),
+            end: None,
+        }
+    }
+}
+
+/// Facts about a segment known when it is committed.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub codec: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub encoding: &'static str,
+}
+
+/// A segment being written: its sequence is reserved, its file exists as
+/// `N.mp4.age.partial`, and its age header is on disk.
+pub struct OpenSegment {
+    pub sequence: u64,
+    pub partial: PathBuf,
+    pub writer: Option<AgeWriter<File>>,
+}
+
+/// One camera's chain.
+pub struct CameraLog {
+    dir: PathBuf,
+    camera: CameraConfig,
+    ctx: Arc<SealContext>,
+    head: Head,
+    /// Highest sequence reserved (committed or open).
+    reserved: u64,
+    /// Why the time after `head.end` may be missing, for the next gap record.
+    gap_reason: Option<String>,
+}
+
+impl CameraLog {
+    /// Opens (creating if new) the camera's directory and recovers what a crash
+    /// left: adopts manifests newer than `HEAD`, completes interrupted renames,
+    /// and commits orphaned partial files as truncated segments.
+    pub fn open(
+        dir: PathBuf,
+        camera: CameraConfig,
+        ctx: Arc<SealContext>,
+        unclean_stop: bool,
+    ) -> Result<CameraLog, StoreError> {
+        fsutil::create_private_dir(&dir).map_err(StoreError::io(&dir))?;
+        let head_path = dir.join("HEAD");
+        let head = match std::fs::read(&head_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: head_path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head::genesis(),
+            Err(e) => return Err(StoreError::io(&head_path)(e)),
+        };
+        let mut log = CameraLog {
+            dir,
+            camera,
+            ctx,
+            reserved: head.sequence,
+            head,
+            gap_reason: Some(if unclean_stop {
+                "agent restarted after an unclean stop (crash or power loss)".to_owned()
+            } else {
+                "agent was not running".to_owned()
+            }),
+        };
+        log.recover()?;
+        Ok(log)
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn camera(&self) -> &CameraConfig {
+        &self.camera
+    }
+
+    /// Records why recording stopped; the next record after a hole is a gap
+    /// record with this reason.
+    pub fn note_gap_reason(&mut self, reason: impl Into<String>) {
+        self.gap_reason = Some(reason.into());
+    }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let mut later: BTreeMap<u64, (bool, bool, bool)> = BTreeMap::new(); // json, media, partial
+        let rd = std::fs::read_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
+        for entry in rd {
+            let entry = entry.map_err(StoreError::io(&self.dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".tmp") {
+                // An unsigned, unfinished manifest or HEAD: not evidence, safe to drop.
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(StoreError::io(&p))?;
+                continue;
+            }
+            let Some((seq, ext)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(seq) = seq.parse::<u64>() else {
+                continue;
+            };
+            if seq <= self.head.sequence {
+                continue;
+            }
+            let slot = later.entry(seq).or_default();
+            match ext {
+                "json" => slot.0 = true,
+                MEDIA_EXT => slot.1 = true,
+                PARTIAL_EXT => slot.2 = true,
+                _ => {}
+            }
+        }
+        for (seq, (json, media, partial)) in later {
+            if json {
+                self.adopt(seq, partial)?;
+            } else if partial || media {
+                let path = if partial {
+                    self.partial_path(seq)
+                } else {
+                    self.media_path(seq)
+                };
+                self.commit_orphan(&path)?;
+            }
+        }
+        fsutil::sync_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
+        self.reserved = self.head.sequence;
+        Ok(())
+    }
+
+    /// A manifest was durable but HEAD was not updated (crash between steps 2 and 4).
+    fn adopt(&mut self, seq: u64, partial: bool) -> Result<(), StoreError> {
+        let path = self.manifest_path(seq);
+        let bytes = std::fs::read(&path).map_err(StoreError::io(&path))?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let env = Envelope::open(&bytes, Some(&self.ctx.key.public_key()))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let m: Manifest = serde_json::from_str(&env.payload).map_err(|e| corrupt(e.to_string()))?;
+        if m.sequence != self.head.sequence + 1
+            || m.prev_manifest_sha256 != self.head.manifest_sha256
+        {
+            return Err(corrupt(format!(
+                "does not follow head {} in the chain",
+                self.head.sequence
+            )));
+        }
+        if partial {
+            let from = self.partial_path(seq);
+            let to = self.media_path(seq);
+            std::fs::rename(&from, &to).map_err(StoreError::io(&from))?;
+        }
+        tracing::info!(camera = %self.camera.id, sequence = seq, "recovered a committed record");
+        self.set_head(Head {
+            sequence: seq,
+            manifest_sha256: manifest::sha256_hex(env.payload.as_bytes()),
+            end: Some(m.end),
+        })
+    }
+
+    /// A media file without a manifest: the agent died while writing it.
+    /// It is kept byte for byte and committed as a truncated segment.
+    fn commit_orphan(&mut self, path: &Path) -> Result<(), StoreError> {
+        let meta = std::fs::metadata(path).map_err(StoreError::io(path))?;
+        let end: DateTime<Utc> = meta
+            .modified()
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| crate::clock::now());
+        // The segment began no earlier than the previous record's end.
+        let start = self.head.end.unwrap_or(end).min(end);
+        let sha = hash_file(path)?;
+        let seq = self.head.sequence + 1;
+        self.reserved = seq;
+        let target = self.partial_path(seq);
+        if path != target {
+            std::fs::rename(path, &target).map_err(StoreError::io(path))?;
+        }
+        let info = SegmentInfo {
+            start,
+            end,
+            codec: "unknown".into(),
+            width: None,
+            height: None,
+            encoding: "unknown",
+        };
+        let summary = SealSummary {
+            plaintext_len: 0,
+            ciphertext_len: meta.len(),
+            ciphertext_sha256: sha,
+            chunks: 0,
+        };
+        tracing::warn!(camera = %self.camera.id, sequence = seq, bytes = meta.len(),
+            "kept a segment interrupted by an unclean stop; committing it as truncated");
+        self.commit_media(seq, &info, &summary, true)
+    }
+
+    /// Reserves the next sequence and creates its partial file with the age
+    /// header written. If nothing is open and time has passed since the last
+    /// record, a gap record is committed first.
+    pub fn begin_segment(
+        &mut self,
+        now: DateTime<Utc>,
+        open_count: usize,
+    ) -> Result<OpenSegment, StoreError> {
+        if open_count == 0 {
+            self.commit_gap_if_needed(now)?;
+        }
+        let seq = self.reserved + 1;
+        let partial = self.partial_path(seq);
+        let file = fsutil::create_new(&partial, 0o600).map_err(StoreError::io(&partial))?;
+        let writer = AgeWriter::new(file, &self.ctx.recipients).map_err(|e| StoreError::Io {
+            path: partial.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        self.reserved = seq;
+        Ok(OpenSegment {
+            sequence: seq,
+            partial,
+            writer: Some(writer),
+        })
+    }
+
+    /// Commits a gap record from the head's end to `until`, if the hole is longer
+    /// than the tolerance.
+    pub fn commit_gap_if_needed(&mut self, until: DateTime<Utc>) -> Result<(), StoreError> {
+        let Some(from) = self.head.end else {
+            return Ok(());
+        };
+        if (until - from).num_milliseconds() <= CONTIGUITY_TOLERANCE_MS {
+            return Ok(());
+        }
+        let reason = self
+            .gap_reason
+            .take()
+            .unwrap_or_else(|| "no data from the source".to_owned());
+        let seq = self.head.sequence + 1;
+        if self.reserved >= seq {
+            return Err(StoreError::OutOfOrder {
+                camera: self.camera.id.clone(),
+                got: seq,
+                head: self.head.sequence,
+            });
+        }
+        let mut m = self.manifest_base(seq, RecordKind::Gap, from, until);
+        m.gap = Some(Gap {
+            reason: reason.clone(),
+        });
+        self.write_manifest(&m)?;
+        self.reserved = seq;
+        tracing::info!(camera = %self.camera.id, sequence = seq, %from, %until, %reason, "gap recorded");
+        Ok(())
+    }
+
+    /// Seals and commits an open segment. With `truncated`, the media was cut
+    /// short (source lost); the age stream is still finished so that any age
+    /// tool decrypts it.
+    pub fn commit_segment(
+        &mut self,
+        seg: &mut OpenSegment,
+        info: &SegmentInfo,
+        truncated: bool,
+    ) -> Result<(), StoreError> {
+        let writer = seg.writer.take().ok_or_else(|| StoreError::Corrupt {
+            path: seg.partial.clone(),
+            reason: "segment writer already taken".into(),
+        })?;
+        let (file, summary) = writer.finish().map_err(|e| StoreError::Io {
+            path: seg.partial.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        file.sync_all().map_err(StoreError::io(&seg.partial))?;
+        drop(file);
+        self.commit_media(seg.sequence, info, &summary, truncated)
+    }
+
+    fn commit_media(
+        &mut self,
+        seq: u64,
+        info: &SegmentInfo,
+        summary: &SealSummary,
+        truncated: bool,
+    ) -> Result<(), StoreError> {
+        if seq != self.head.sequence + 1 {
+            return Err(StoreError::OutOfOrder {
+                camera: self.camera.id.clone(),
+                got: seq,
+                head: self.head.sequence,
+            });
+        }
+        let end = info.end.max(info.start);
+        let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
+        m.media = Some(Media {
+            file: format!("{seq:010}.{MEDIA_EXT}"),
+            container: "video/mp4".into(),
+            codec: info.codec.clone(),
+            width: info.width,
+            height: info.height,
+            encoding: info.encoding.into(),
+            masks: Masks {
+                rects: self.camera.masks.clone(),
+                version: manifest::masks_version(&self.camera.masks),
+            },
+            ciphertext_sha256: manifest::hex(&summary.ciphertext_sha256),
+            ciphertext_bytes: summary.ciphertext_len,
+            recipients: self.ctx.recipients.iter().map(|r| r.to_string()).collect(),
+            truncated,
+        });
+        let partial = self.partial_path(seq);
+        let media = self.media_path(seq);
+        // Step 2: the manifest; step 3: the rename; step 4 (HEAD) in write_manifest.
+        let env = self.ctx.key.sign_envelope(&m.to_payload());
+        let mpath = self.manifest_path(seq);
+        fsutil::write_atomic(&mpath, &env, 0o600).map_err(StoreError::io(&mpath))?;
+        std::fs::rename(&partial, &media).map_err(StoreError::io(&partial))?;
+        fsutil::sync_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
+        self.set_head(Head {
+            sequence: seq,
+            manifest_sha256: manifest::sha256_hex(m.to_payload().as_bytes()),
+            end: Some(end),
+        })?;
+        tracing::info!(camera = %self.camera.id, sequence = seq, start = %info.start, end = %end,
+            bytes = summary.ciphertext_len, truncated, "segment sealed");
+        Ok(())
+    }
+
+    fn write_manifest(&mut self, m: &Manifest) -> Result<(), StoreError> {
+        let payload = m.to_payload();
+        let env = self.ctx.key.sign_envelope(&payload);
+        let path = self.manifest_path(m.sequence);
+        fsutil::write_atomic(&path, &env, 0o600).map_err(StoreError::io(&path))?;
+        self.set_head(Head {
+            sequence: m.sequence,
+            manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
+            end: Some(m.end),
+        })
+    }
+
+    fn set_head(&mut self, head: Head) -> Result<(), StoreError> {
+        let path = self.dir.join("HEAD");
+        let bytes = serde_json::to_vec(&head).unwrap_or_else(|_| unreachable!("plain data"));
+        fsutil::write_atomic(&path, &bytes, 0o600).map_err(StoreError::io(&path))?;
+        self.head = head;
+        Ok(())
+    }
+
+    fn manifest_base(
+        &self,
+        seq: u64,
+        record: RecordKind,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Manifest {
+        let cam = &self.camera;
+        let policy = &self.ctx.policy;
+        let delete_after = cam.class.keep.add_to(start).unwrap_or(start);
+        Manifest {
+            v: manifest::MANIFEST_VERSION,
+            record,
+            segment_id: format!("{}/{}/{seq}", self.ctx.agent_id, cam.id),
+            agent_id: self.ctx.agent_id.clone(),
+            camera_id: cam.id.clone(),
+            camera_kind: cam.kind.as_str().to_owned(),
+            sequence: seq,
+            start,
+            end,
+            duration_ms: (end - start).num_milliseconds().max(0) as u64,
+            clock: crate::clock::sync_state(),
+            purpose: serde_json::to_value(&cam.purpose).unwrap_or_default(),
+            notice: serde_json::to_value(&policy.controller).unwrap_or_default(),
+            policy: PolicyRef {
+                id: policy.id.clone(),
+                reference: policy.reference.clone(),
+            },
+            retention: Retention {
+                class: cam.class.id.clone(),
+                keep: cam.class.keep.to_string(),
+                delete_after,
+            },
+            media: None,
+            gap: None,
+            prev_manifest_sha256: self.head.manifest_sha256.clone(),
+            agent_version: crate::VERSION.to_owned(),
+            sealed_at: crate::clock::now(),
+        }
+    }
+
+    fn manifest_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:010}.json"))
+    }
+    fn media_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:010}.{MEDIA_EXT}"))
+    }
+    fn partial_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:010}.{PARTIAL_EXT}"))
+    }
+}
+
+/// SHA-256 of a file's bytes.
+pub fn hash_file(path: &Path) -> Result<[u8; 32], StoreError> {
+    let mut f = File::open(path).map_err(StoreError::io(path))?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(StoreError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok(out)
+}

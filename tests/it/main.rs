@@ -1,0 +1,13 @@
+//! Integration tests: real GStreamer pipelines, a real RTSP server on
+//! 127.0.0.1, the real file system, and sealed output checked with the `age`
+//! crate, Debian's `age` CLI, and ffprobe.
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+mod cli;
+mod crash;
+mod harness;
+mod record;
+mod rtsp;

@@ -1,0 +1,2 @@
+//! Shared helpers for the integration tests (`mod support;` in a test file).
+pub mod rtsp;
