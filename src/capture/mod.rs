@@ -194,9 +194,10 @@ impl Recorder {
             });
         }
         let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
+        // Read the caps before stopping clears them.
+        let facts = MediaFacts::from_pad(&video_pad, encoding);
         let _ = pipeline.set_state(gst::State::Null);
         // Whatever is still open was cut short.
-        let facts = MediaFacts::from_pad(&video_pad, encoding);
         let mut g = match self.shared.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -262,6 +263,17 @@ impl Recorder {
             use gst::MessageView;
             match msg.view() {
                 MessageView::Eos(_) => {
+                    // The last fragment's close may still be on its way.
+                    let until = Instant::now() + Duration::from_secs(2);
+                    while self.has_unclosed() && Instant::now() < until {
+                        if let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+                            if let Err(e) =
+                                self.on_fragment_message(pipeline, &m, video_pad, encoding)
+                            {
+                                return Ended::Failed(e);
+                            }
+                        }
+                    }
                     return if eos_sent.is_some() {
                         Ended::Shutdown
                     } else {
@@ -280,35 +292,56 @@ impl Recorder {
                     tracing::debug!(camera = %id, debug = ?err.debug(), "pipeline error");
                     return Ended::Failed(redact(&reason));
                 }
-                MessageView::Element(el) => {
-                    let Some(s) = el.structure() else { continue };
-                    let name = s.name().as_str();
-                    if name != "splitmuxsink-fragment-opened"
-                        && name != "splitmuxsink-fragment-closed"
-                    {
-                        continue;
-                    }
-                    let at = s
-                        .get::<gst::ClockTime>("running-time")
-                        .ok()
-                        .and_then(|rt| utc_of_running_time(pipeline, rt))
-                        .unwrap_or_else(crate::clock::now);
-                    let mut g = match self.shared.lock() {
-                        Ok(g) => g,
-                        Err(p) => p.into_inner(),
-                    };
-                    if name == "splitmuxsink-fragment-opened" {
-                        g.opened(at);
-                    } else {
-                        let facts = MediaFacts::from_pad(video_pad, encoding);
-                        if let Err(e) = g.closed(at, &facts) {
-                            return Ended::Failed(format!("sealing a segment failed: {e}"));
-                        }
+                MessageView::Element(_) => {
+                    if let Err(e) = self.on_fragment_message(pipeline, &msg, video_pad, encoding) {
+                        return Ended::Failed(e);
                     }
                 }
                 _ => {}
             }
         }
+    }
+
+    /// True while a fragment is open that `splitmuxsink` has not closed.
+    fn has_unclosed(&self) -> bool {
+        match self.shared.lock() {
+            Ok(g) => g.open.iter().any(|f| f.closed_at.is_none()),
+            Err(_) => false,
+        }
+    }
+
+    /// Handles `splitmuxsink-fragment-opened/closed`; other messages are ignored.
+    fn on_fragment_message(
+        &self,
+        pipeline: &gst::Pipeline,
+        msg: &gst::Message,
+        video_pad: &gst::Pad,
+        encoding: &'static str,
+    ) -> Result<(), String> {
+        let Some(s) = msg.structure() else {
+            return Ok(());
+        };
+        let opened = match s.name().as_str() {
+            "splitmuxsink-fragment-opened" => true,
+            "splitmuxsink-fragment-closed" => false,
+            _ => return Ok(()),
+        };
+        let at = s
+            .get::<gst::ClockTime>("running-time")
+            .ok()
+            .and_then(|rt| utc_of_running_time(pipeline, rt))
+            .unwrap_or_else(crate::clock::now);
+        let facts = MediaFacts::from_pad(video_pad, encoding);
+        let mut g = match self.shared.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let done = if opened {
+            g.opened(at, &facts)
+        } else {
+            g.closed(at, &facts)
+        };
+        done.map_err(|e| format!("sealing a segment failed: {e}"))
     }
 }
 

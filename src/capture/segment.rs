@@ -33,6 +33,8 @@ pub const SYNC_EVERY_BYTES: u64 = 4 << 20;
 pub struct Fragment {
     pub segment: Arc<Mutex<OpenSegment>>,
     pub start: Option<DateTime<Utc>>,
+    /// When `splitmuxsink` reported it closed: all its bytes are written.
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 /// State shared by the streaming thread (opening fragments) and the camera's
@@ -165,6 +167,7 @@ pub fn build(
                 state.open.push(Fragment {
                     segment,
                     start: None,
+                    closed_at: None,
                 });
                 Some(location.to_value())
             }
@@ -186,33 +189,62 @@ pub fn build(
 impl Segmenter {
     /// Records the start of the oldest fragment without one (from
     /// `splitmuxsink-fragment-opened`; fragments open and close in order, and
-    /// the message carries no location when the sink is a stream).
-    pub fn opened(&mut self, start: DateTime<Utc>) {
+    /// the message carries no location when the sink is not a file), then
+    /// commits any closed fragment whose end this start now fixes.
+    pub fn opened(
+        &mut self,
+        start: DateTime<Utc>,
+        media: &MediaFacts,
+    ) -> Result<(), crate::store::StoreError> {
         if let Some(f) = self.open.iter_mut().find(|f| f.start.is_none()) {
             f.start = Some(start);
         }
+        self.commit_closed(media, false)
     }
 
-    /// Commits the oldest open fragment (from `splitmuxsink-fragment-closed`).
+    /// Marks the oldest open fragment closed (from `splitmuxsink-fragment-closed`).
+    /// Its end is the next fragment's start — the keyframe where it was cut;
+    /// the message's own running time lags by up to a GOP — so the commit
+    /// waits for that start, or for the end of the stream.
     pub fn closed(
         &mut self,
-        end: DateTime<Utc>,
+        at: DateTime<Utc>,
         media: &MediaFacts,
     ) -> Result<(), crate::store::StoreError> {
-        if self.open.is_empty() {
-            tracing::warn!("a fragment closed that was never opened");
-            return Ok(());
+        match self.open.iter_mut().find(|f| f.closed_at.is_none()) {
+            Some(f) => f.closed_at = Some(at),
+            None => tracing::warn!("a fragment closed that was never opened"),
         }
-        let f = self.open.remove(0);
-        self.commit(f, end, media, false)
+        self.commit_closed(media, false)
     }
 
-    /// Commits every open fragment as truncated (source lost, shutdown timeout).
+    /// Commits leading closed fragments whose end is known (or, at the end
+    /// of the stream, all of them, ending at their close).
+    fn commit_closed(
+        &mut self,
+        media: &MediaFacts,
+        stream_ended: bool,
+    ) -> Result<(), crate::store::StoreError> {
+        while let Some(closed_at) = self.open.first().and_then(|f| f.closed_at) {
+            let end = match self.open.get(1).and_then(|f| f.start) {
+                Some(next_start) => next_start,
+                None if stream_ended => closed_at,
+                None => break,
+            };
+            let f = self.open.remove(0);
+            self.commit(f, end, media, false)?;
+        }
+        Ok(())
+    }
+
+    /// Commits every open fragment: closed ones whole, the rest as truncated
+    /// (source lost, shutdown timeout).
     pub fn abort_all(
         &mut self,
         end: DateTime<Utc>,
         media: &MediaFacts,
     ) -> Result<(), crate::store::StoreError> {
+        self.commit_closed(media, true)?;
         for f in std::mem::take(&mut self.open) {
             self.commit(f, end, media, true)?;
         }
@@ -253,7 +285,9 @@ pub struct MediaFacts {
 
 impl MediaFacts {
     pub fn from_pad(pad: &gst::Pad, encoding: &'static str) -> MediaFacts {
-        let caps = pad.current_caps();
+        let caps = pad
+            .current_caps()
+            .or_else(|| pad.peer().and_then(|p| p.current_caps()));
         let s = caps.as_ref().and_then(|c| c.structure(0));
         let codec = match s.map(|s| s.name().as_str()) {
             Some("video/x-h264") => "h264",

@@ -88,8 +88,10 @@ pub struct CameraLog {
     head: Head,
     /// Highest sequence reserved (committed or open).
     reserved: u64,
-    /// Why the time after `head.end` may be missing, for the next gap record.
-    gap_reason: Option<String>,
+    /// Why the time after `head.end` may be missing, for the next gap record,
+    /// and whether that gap is recorded however short it is (a failure or a
+    /// crash always leaves a gap record; a clean pause only beyond the tolerance).
+    gap_reason: Option<(String, bool)>,
 }
 
 impl CameraLog {
@@ -119,9 +121,12 @@ impl CameraLog {
             reserved: head.sequence,
             head,
             gap_reason: Some(if unclean_stop {
-                "agent restarted after an unclean stop (crash or power loss)".to_owned()
+                (
+                    "agent restarted after an unclean stop (crash or power loss)".to_owned(),
+                    true,
+                )
             } else {
-                "agent was not running".to_owned()
+                ("agent was not running".to_owned(), false)
             }),
         };
         log.recover()?;
@@ -143,7 +148,7 @@ impl CameraLog {
     /// Records why recording stopped; the next record after a hole is a gap
     /// record with this reason.
     pub fn note_gap_reason(&mut self, reason: impl Into<String>) {
-        self.gap_reason = Some(reason.into());
+        self.gap_reason = Some((reason.into(), true));
     }
 
     fn recover(&mut self) -> Result<(), StoreError> {
@@ -293,12 +298,16 @@ impl CameraLog {
         let Some(from) = self.head.end else {
             return Ok(());
         };
-        if (until - from).num_milliseconds() <= CONTIGUITY_TOLERANCE_MS {
+        let hole = (until - from).num_milliseconds();
+        let forced = self.gap_reason.as_ref().is_some_and(|(_, f)| *f);
+        if hole <= 0 || (hole <= CONTIGUITY_TOLERANCE_MS && !forced) {
+            self.gap_reason = None;
             return Ok(());
         }
         let reason = self
             .gap_reason
             .take()
+            .map(|(r, _)| r)
             .unwrap_or_else(|| "no data from the source".to_owned());
         let seq = self.head.sequence + 1;
         if self.reserved >= seq {

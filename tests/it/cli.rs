@@ -95,7 +95,9 @@ fn demo_records_and_prints_a_working_age_command() {
     );
     assert_eq!(probe(&plain.stdout).codec, "h264");
 
-    // A second run reuses the folder and continues the chains.
+    // A second run reuses the folder and continues the chains; the pause
+    // between the runs (longer than the 2 s contiguity tolerance) is a gap.
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let (ok, _, err) = sargs(&["demo", "--dir", d, "--seconds", "4"]);
     assert!(ok, "second demo run failed: {err}");
     let (ok, out, err) = sargs(&["verify", "--config", &format!("{d}/sargs.toml")]);

@@ -16,7 +16,13 @@ fn spawn_agent(home: &Home) -> Child {
         .arg(home.config_path())
         .env("SARGS_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(home.path().with_extension("log"))
+                .expect("log file"),
+        )
         .spawn()
         .expect("sargs binary")
 }
@@ -56,10 +62,11 @@ fn assert_no_plaintext_under(root: &Path, since: SystemTime) {
 fn kill_9_leaves_no_plaintext_and_the_chain_continues() {
     let started = SystemTime::now() - Duration::from_secs(1);
     let home = Home::new();
-    home.config(
-        2,
-        &(test_camera("cam-k", "cctv", "") + &test_camera("cam-l", "municipal-police", "")),
-    );
+    // Noise at a higher bitrate, so a segment spans several age chunks.
+    let busy = test_camera("cam-k", "cctv", "")
+        .replace("pattern = \"smpte\"", "pattern = \"snow\"")
+        .replace("bitrate_kbps = 400", "bitrate_kbps = 2000");
+    home.config(2, &(busy + &test_camera("cam-l", "municipal-police", "")));
     let dir = home.camera_dir("cam-k");
 
     let mut agent = spawn_agent(&home);
@@ -82,7 +89,12 @@ fn kill_9_leaves_no_plaintext_and_the_chain_continues() {
             .unwrap_or(0);
         sealed >= 2 && partial_bytes > 70_000
     });
-    assert!(ready, "agent recorded segments before the kill");
+    assert!(
+        ready,
+        "agent recorded segments before the kill: {:?}\n{}",
+        std::fs::read_dir(&dir).map(|rd| rd.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+        std::fs::read_to_string(home.path().with_extension("log")).unwrap_or_default()
+    );
     agent.kill().expect("kill -9");
     agent.wait().expect("reaped");
 

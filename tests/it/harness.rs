@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use sargs::config::Config;
 use sargs::seal::manifest::Manifest;
-use sargs::seal::sign::Envelope;
 
 /// A temporary agent home.
 pub struct Home {
@@ -146,11 +145,6 @@ pub fn manifests(dir: &Path, key: &[u8; 32]) -> Vec<Manifest> {
     r.manifests
 }
 
-pub fn open_manifest(path: &Path) -> Manifest {
-    let env = Envelope::open(&std::fs::read(path).expect("read"), None).expect("envelope");
-    serde_json::from_str(&env.payload).expect("manifest")
-}
-
 /// What ffprobe says about a media byte stream fed through a pipe.
 #[derive(Debug)]
 pub struct Probe {
@@ -158,7 +152,6 @@ pub struct Probe {
     pub width: u64,
     pub height: u64,
     pub frames: u64,
-    pub duration: f64,
     pub tags: serde_json::Value,
 }
 
@@ -170,7 +163,7 @@ pub fn probe(media: &[u8]) -> Probe {
             "error",
             "-count_frames",
             "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames:format=duration:format_tags",
+            "stream=codec_name,width,height,nb_read_frames:format_tags",
             "-of",
             "json",
             "-i",
@@ -202,10 +195,6 @@ pub fn probe(media: &[u8]) -> Probe {
         frames: s["nb_read_frames"]
             .as_str()
             .and_then(|f| f.parse().ok())
-            .unwrap_or_default(),
-        duration: v["format"]["duration"]
-            .as_str()
-            .and_then(|d| d.parse().ok())
             .unwrap_or_default(),
         tags: v["format"]["tags"].clone(),
     }

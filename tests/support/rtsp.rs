@@ -142,6 +142,24 @@ impl RtspServer {
         panic!("could not start the RTSP test server: {last_error}");
     }
 
+    /// Like [`RtspServer::start`] but on a given port (to bring a stopped
+    /// camera back at the same URL); retries for up to 10 s while the port
+    /// is still held by the previous server.
+    pub fn start_on(port: u16, codec: Codec, width: u32, height: u32, fps: u32) -> RtspServer {
+        gst::init().expect("GStreamer failed to initialise");
+        let launch = launch_line(codec, width, height, fps);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::try_start(&launch, port) {
+                Ok(server) => return server,
+                Err(err) if Instant::now() > deadline => {
+                    panic!("could not restart the RTSP test server on {port}: {err}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     fn try_start(launch: &str, port: u16) -> Result<RtspServer, String> {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address("127.0.0.1");
