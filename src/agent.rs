@@ -73,7 +73,7 @@ impl Agent {
                 log,
                 config.policy.clone(),
                 config.agent.id.clone(),
-                config.supervision.clone(),
+                config.supervision,
                 cancel.clone(),
             );
             let handle = std::thread::Builder::new()

@@ -42,7 +42,7 @@ pub fn init() -> Result<(), String> {
 }
 
 /// How one attempt to record ended.
-enum Ended {
+enum Outcome {
     /// Shutdown requested and completed.
     Shutdown,
     /// The source reached its end (a file); restart at once.
@@ -94,12 +94,12 @@ impl Recorder {
             tracing::info!(camera = %id, source = %describe(&self.camera.source), "camera starting");
             let started = Instant::now();
             match self.attempt() {
-                Ended::Shutdown => break,
-                Ended::SourceEnded => {
+                Outcome::Shutdown => break,
+                Outcome::SourceEnded => {
                     tracing::info!(camera = %id, "source ended; restarting it");
                     failures = 0;
                 }
-                Ended::Failed(reason) => {
+                Outcome::Failed(reason) => {
                     if started.elapsed() > Duration::from_secs(60) {
                         failures = 0;
                     }
@@ -150,10 +150,7 @@ impl Recorder {
                 self.camera.id,
                 self.camera.kind.as_str(),
                 purpose.id,
-                serde_json::to_value(&purpose.legal_basis)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                purpose.legal_basis.as_str(),
                 self.camera.class.id,
                 self.policy.id
             );
@@ -162,7 +159,7 @@ impl Recorder {
         tags
     }
 
-    fn attempt(&self) -> Ended {
+    fn attempt(&self) -> Outcome {
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.camera.id));
         let encoding = pipeline::encoding(&self.camera);
         let segment_ns = self.camera.segment.as_nanos() as u64;
@@ -180,7 +177,7 @@ impl Recorder {
             Ok(v) => v,
             Err(e) => {
                 let _ = pipeline.set_state(gst::State::Null);
-                return Ended::Failed(e.to_string());
+                return Outcome::Failed(e.to_string());
             }
         };
         // Data-flow watchdog: time of the last buffer into the segmenter.
@@ -215,14 +212,14 @@ impl Recorder {
         encoding: &'static str,
         epoch: Instant,
         last_buffer_ms: &AtomicU64,
-    ) -> Ended {
+    ) -> Outcome {
         let id = &self.camera.id;
         let Some(bus) = pipeline.bus() else {
-            return Ended::Failed("pipeline has no bus".into());
+            return Outcome::Failed("pipeline has no bus".into());
         };
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             let detail = drain_error(&bus).unwrap_or_else(|| e.to_string());
-            return Ended::Failed(detail);
+            return Outcome::Failed(detail);
         }
         let mut eos_sent: Option<Instant> = None;
         let mut announced = false;
@@ -235,7 +232,7 @@ impl Recorder {
             if let Some(t) = eos_sent {
                 if t.elapsed() > EOS_TIMEOUT {
                     tracing::warn!(camera = %id, "open segment did not close in time; committing it as truncated");
-                    return Ended::Shutdown;
+                    return Outcome::Shutdown;
                 }
             }
             let last = last_buffer_ms.load(Ordering::Relaxed);
@@ -244,13 +241,13 @@ impl Recorder {
                 .saturating_sub(Duration::from_millis(last.saturating_sub(1)));
             if eos_sent.is_none() {
                 if last == 0 && since > START_TIMEOUT {
-                    return Ended::Failed(format!(
+                    return Outcome::Failed(format!(
                         "no video within {} s of starting",
                         START_TIMEOUT.as_secs()
                     ));
                 }
                 if last != 0 && since > STALL_TIMEOUT {
-                    return Ended::Failed(format!("no video for {} s", STALL_TIMEOUT.as_secs()));
+                    return Outcome::Failed(format!("no video for {} s", STALL_TIMEOUT.as_secs()));
                 }
             }
             if last != 0 && !announced {
@@ -270,14 +267,14 @@ impl Recorder {
                             if let Err(e) =
                                 self.on_fragment_message(pipeline, &m, video_pad, encoding)
                             {
-                                return Ended::Failed(e);
+                                return Outcome::Failed(e);
                             }
                         }
                     }
                     return if eos_sent.is_some() {
-                        Ended::Shutdown
+                        Outcome::Shutdown
                     } else {
-                        Ended::SourceEnded
+                        Outcome::SourceEnded
                     };
                 }
                 MessageView::Error(err) => {
@@ -290,11 +287,11 @@ impl Recorder {
                         format!("{}: {}", src.rsplit('/').next().unwrap_or(""), err.error())
                     });
                     tracing::debug!(camera = %id, debug = ?err.debug(), "pipeline error");
-                    return Ended::Failed(redact(&reason));
+                    return Outcome::Failed(redact(&reason));
                 }
                 MessageView::Element(_) => {
                     if let Err(e) = self.on_fragment_message(pipeline, &msg, video_pad, encoding) {
-                        return Ended::Failed(e);
+                        return Outcome::Failed(e);
                     }
                 }
                 _ => {}

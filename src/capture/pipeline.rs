@@ -169,7 +169,7 @@ pub fn build_source(
             let pipeline_weak = pipeline.downgrade();
             let video_pad = video_pad.clone();
             let camera = camera.clone();
-            let transcode = transcode.clone();
+            let transcode = *transcode;
             let linked = std::sync::atomic::AtomicBool::new(false);
             src.connect_pad_added(move |src, pad| {
                 let Some(pipeline) = pipeline_weak.upgrade() else {

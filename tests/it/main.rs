@@ -11,3 +11,4 @@ mod crash;
 mod harness;
 mod record;
 mod rtsp;
+mod sources;

@@ -167,3 +167,34 @@ fn one_flipped_byte_is_detected() {
         r.problems
     );
 }
+
+#[test]
+fn manifests_match_the_published_json_schema() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/manifest.schema.json"))
+            .expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid JSON Schema");
+    let home = Home::new();
+    let cams = test_camera(
+        "cam-s",
+        "cctv",
+        "masks = [{ x = 0, y = 0, width = 16, height = 16 }]",
+    );
+    let config = home.config(2, &cams);
+    record_for(&config, 3.5);
+    // A second run after a pause adds a gap record.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    record_for(&config, 3.5);
+    let dir = home.camera_dir("cam-s");
+    let mut kinds = std::collections::BTreeSet::new();
+    for m in manifests(&dir, &home.device_key()) {
+        let value = serde_json::to_value(&m).expect("manifest as JSON");
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "record {}: {errors:#?}", m.sequence);
+        kinds.insert(format!("{:?}", m.record));
+    }
+    assert_eq!(kinds.len(), 2, "both record kinds were checked: {kinds:?}");
+}

@@ -1,0 +1,105 @@
+//! The other sources: a looped video file, and an RTSP camera transcoded so
+//! that privacy masks can be applied.
+
+use std::process::Command;
+
+use sargs::seal::manifest::RecordKind;
+
+use crate::harness::*;
+use crate::support::rtsp::{Codec, RtspServer};
+
+#[test]
+fn a_video_file_is_looped_into_segments() {
+    let home = Home::new();
+    let clip = home.path().join("clip.mp4");
+    let made = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=40", "pattern=ball", "!"])
+        .args([
+            "video/x-raw,format=I420,width=320,height=240,framerate=20/1",
+            "!",
+        ])
+        .args([
+            "x264enc",
+            "key-int-max=20",
+            "!",
+            "h264parse",
+            "!",
+            "mp4mux",
+            "!",
+        ])
+        .arg("filesink")
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .expect("gst-launch-1.0 is installed (gstreamer1.0-tools)");
+    assert!(made.success(), "made the 2 s clip");
+    let cam = format!(
+        "[[camera]]\nid = \"cam-file\"\nkind = \"stationary\"\npurpose = \"property-protection\"\nclass = \"cctv\"\n[camera.source]\ntype = \"file\"\npath = \"{}\"\nwidth = 320\nheight = 240\nfps = 20\nbitrate_kbps = 300\n",
+        clip.display()
+    );
+    let config = home.config(2, &cam);
+    record_for(&config, 8.0);
+    let dir = home.camera_dir("cam-file");
+    let ms = manifests(&dir, &home.device_key());
+    let segs: Vec<_> = ms
+        .iter()
+        .filter(|m| m.record == RecordKind::Segment)
+        .collect();
+    // 8 s of a 2 s clip: it loops, at the clip's own pace.
+    let total_ms: u64 = segs.iter().map(|m| m.duration_ms).sum();
+    let times: Vec<String> = segs
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} {}",
+                m.start.format("%S%.3f"),
+                m.end.format("%S%.3f"),
+                m.duration_ms
+            )
+        })
+        .collect();
+    assert!(
+        (5_000..=10_500).contains(&total_ms),
+        "{total_ms} ms recorded in 8 s (+ stop): {times:#?}"
+    );
+    assert!(segs.len() >= 3, "{} segments", segs.len());
+    let mut frames = 0;
+    for m in &segs {
+        let media = m.media.as_ref().expect("media");
+        assert_eq!(media.encoding, "encoded");
+        frames += probe(&home.decrypt(&dir.join(&media.file))).frames;
+    }
+    assert!(
+        frames > 40,
+        "more frames ({frames}) than the clip has: it looped"
+    );
+}
+
+#[test]
+fn rtsp_transcode_applies_privacy_masks() {
+    let server = RtspServer::start(Codec::H264, 320, 240, 25);
+    let home = Home::new();
+    let cam = format!(
+        "[[camera]]\nid = \"cam-tx\"\nkind = \"stationary\"\npurpose = \"property-protection\"\nclass = \"cctv\"\nmasks = [{{ x = 0, y = 0, width = 160, height = 120 }}]\n[camera.source]\ntype = \"rtsp\"\nurl = \"{}\"\ntransport = \"tcp\"\ntranscode = true\nwidth = 320\nheight = 240\nbitrate_kbps = 400\n",
+        server.url()
+    );
+    let config = home.config(2, &cam);
+    record_for(&config, 7.0);
+    server.stop();
+    let dir = home.camera_dir("cam-tx");
+    let ms = manifests(&dir, &home.device_key());
+    let m = ms
+        .iter()
+        .find(|m| m.record == RecordKind::Segment)
+        .expect("a segment");
+    let media = m.media.as_ref().expect("media");
+    assert_eq!(media.encoding, "transcoded");
+    assert_eq!(media.codec, "h264");
+    assert_eq!(media.masks.rects.len(), 1);
+    let grey = first_frame_grey(&home.decrypt(&dir.join(&media.file)));
+    assert_eq!(grey.len(), 320 * 240);
+    let px = |x: usize, y: usize| grey[y * 320 + x];
+    for (x, y) in [(5, 5), (80, 60), (150, 110)] {
+        assert!(px(x, y) < 40, "masked pixel {x},{y} is {}", px(x, y));
+    }
+    assert!(px(200, 60) > 100, "unmasked pixel is {}", px(200, 60));
+}
