@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::Recorder;
+use crate::capture::{DiskFloor, Recorder};
 use crate::config::Config;
 use crate::seal::sign::{DeviceKey, KeyError};
 use crate::store::{CameraLog, SealContext, Store, StoreError};
@@ -71,6 +71,10 @@ impl Agent {
             let id = log.camera().id.clone();
             let rec = Recorder::new(
                 log,
+                DiskFloor {
+                    path: config.agent.data_dir.clone(),
+                    min_free_bytes: config.agent.min_free_bytes,
+                },
                 config.policy.clone(),
                 config.agent.id.clone(),
                 config.supervision,

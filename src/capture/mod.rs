@@ -33,6 +33,8 @@ use segment::{MediaFacts, Segmenter};
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the first frame after start (RTSP connect, sensor start).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time allowed for a pipeline to stop.
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed at shutdown for the open segment to close cleanly.
 pub const EOS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,9 +53,36 @@ enum Outcome {
     Failed(String),
 }
 
+/// The free-space floor a camera keeps on the data directory's file system.
+#[derive(Debug, Clone)]
+pub struct DiskFloor {
+    pub path: std::path::PathBuf,
+    pub min_free_bytes: u64,
+}
+
+impl DiskFloor {
+    /// `Some(reason)` when the file system is below the floor (or unreadable).
+    fn check(&self) -> Option<String> {
+        match crate::fsutil::free_bytes(&self.path) {
+            Ok(free) if free >= self.min_free_bytes => None,
+            Ok(free) => Some(format!(
+                "disk space low: {} MiB free on {}, below the {} MiB floor",
+                free >> 20,
+                self.path.display(),
+                self.min_free_bytes >> 20
+            )),
+            Err(e) => Some(format!(
+                "free space of {} unreadable: {e}",
+                self.path.display()
+            )),
+        }
+    }
+}
+
 /// One camera's recorder and supervisor.
 pub struct Recorder {
     camera: CameraConfig,
+    disk: DiskFloor,
     shared: Arc<Mutex<Segmenter>>,
     policy: Arc<Policy>,
     agent_id: String,
@@ -64,6 +93,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(
         log: CameraLog,
+        disk: DiskFloor,
         policy: Arc<Policy>,
         agent_id: String,
         supervision: Supervision,
@@ -71,6 +101,7 @@ impl Recorder {
     ) -> Recorder {
         Recorder {
             camera: log.camera().clone(),
+            disk,
             shared: Arc::new(Mutex::new(Segmenter {
                 log,
                 open: Vec::new(),
@@ -160,6 +191,9 @@ impl Recorder {
     }
 
     fn attempt(&self) -> Outcome {
+        if let Some(reason) = self.disk.check() {
+            return Outcome::Failed(reason);
+        }
         let pipeline = gst::Pipeline::with_name(&format!("camera-{}", self.camera.id));
         let encoding = pipeline::encoding(&self.camera);
         let segment_ns = self.camera.segment.as_nanos() as u64;
@@ -176,7 +210,7 @@ impl Recorder {
         let (_splitmux, video_pad) = match built {
             Ok(v) => v,
             Err(e) => {
-                let _ = pipeline.set_state(gst::State::Null);
+                teardown(&pipeline, &self.camera.id);
                 return Outcome::Failed(e.to_string());
             }
         };
@@ -193,7 +227,7 @@ impl Recorder {
         let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
         // Read the caps before stopping clears them.
         let facts = MediaFacts::from_pad(&video_pad, encoding);
-        let _ = pipeline.set_state(gst::State::Null);
+        teardown(&pipeline, &self.camera.id);
         // Whatever is still open was cut short.
         let mut g = match self.shared.lock() {
             Ok(g) => g,
@@ -223,7 +257,19 @@ impl Recorder {
         }
         let mut eos_sent: Option<Instant> = None;
         let mut announced = false;
+        // Set when recording stops for a reason other than shutdown (disk floor).
+        let mut stop_reason: Option<String> = None;
+        let mut disk_checked = Instant::now();
         loop {
+            if eos_sent.is_none() && disk_checked.elapsed() >= Duration::from_secs(1) {
+                disk_checked = Instant::now();
+                if let Some(reason) = self.disk.check() {
+                    tracing::warn!(camera = %id, %reason, "closing the open segment before the disk fills");
+                    stop_reason = Some(reason);
+                    pipeline.send_event(gst::event::Eos::new());
+                    eos_sent = Some(Instant::now());
+                }
+            }
             if eos_sent.is_none() && self.cancel.is_cancelled() {
                 tracing::info!(camera = %id, "stopping: closing the open segment");
                 pipeline.send_event(gst::event::Eos::new());
@@ -232,7 +278,10 @@ impl Recorder {
             if let Some(t) = eos_sent {
                 if t.elapsed() > EOS_TIMEOUT {
                     tracing::warn!(camera = %id, "open segment did not close in time; committing it as truncated");
-                    return Outcome::Shutdown;
+                    return match stop_reason {
+                        Some(reason) => Outcome::Failed(reason),
+                        None => Outcome::Shutdown,
+                    };
                 }
             }
             let last = last_buffer_ms.load(Ordering::Relaxed);
@@ -271,10 +320,10 @@ impl Recorder {
                             }
                         }
                     }
-                    return if eos_sent.is_some() {
-                        Outcome::Shutdown
-                    } else {
-                        Outcome::SourceEnded
+                    return match (stop_reason, eos_sent) {
+                        (Some(reason), _) => Outcome::Failed(reason),
+                        (None, Some(_)) => Outcome::Shutdown,
+                        (None, None) => Outcome::SourceEnded,
                     };
                 }
                 MessageView::Error(err) => {
@@ -339,6 +388,31 @@ impl Recorder {
             g.closed(at, &facts)
         };
         done.map_err(|e| format!("sealing a segment failed: {e}"))
+    }
+}
+
+/// Stops a pipeline, giving up after [`TEARDOWN_TIMEOUT`]: a plugin that hangs
+/// while stopping (seen with `splitmuxsink` after its sink failed) must not
+/// hold the camera's supervisor, nor the agent's shutdown, forever. A pipeline
+/// given up on is left to its threads and logged as an error.
+fn teardown(pipeline: &gst::Pipeline, camera: &str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pipeline.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("stop-{camera}"))
+        .spawn(move || {
+            let _ = p.set_state(gst::State::Null);
+            let _ = tx.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            if rx.recv_timeout(TEARDOWN_TIMEOUT).is_err() {
+                tracing::error!(%camera, "pipeline did not stop within {} s; abandoning it", TEARDOWN_TIMEOUT.as_secs());
+            }
+        }
+        Err(_) => {
+            let _ = pipeline.set_state(gst::State::Null);
+        }
     }
 }
 

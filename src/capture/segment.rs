@@ -145,45 +145,67 @@ pub fn build(
         .add(&splitmux)
         .map_err(|e| BuildError::Link("splitmuxsink".into(), e.to_string()))?;
 
+    // The handler must always return a string value (NULL included): glib
+    // aborts the process if a signal with a return type gets none.
     splitmux.connect("format-location-full", false, move |args| {
-        let splitmux = args[0].get::<gst::Element>().ok()?;
-        let fragment_id = args[1].get::<u32>().unwrap_or_default();
-        let mut guard = shared.lock().ok()?;
-        let state = &mut *guard;
-        let open_count = state.open.len();
-        match state.log.begin_segment(crate::clock::now(), open_count) {
-            Ok(seg) => {
-                let location = seg.partial.display().to_string();
-                let segment = Arc::new(Mutex::new(seg));
-                if let Ok(mut r) = route.lock() {
-                    *r = Some(segment.clone());
-                }
-                let muxer = splitmux.property::<gst::Element>("muxer");
-                muxer.set_property("streamable", true);
-                if let Some(setter) = muxer.dynamic_cast_ref::<gst::TagSetter>() {
-                    setter.merge_tags(&tags, gst::TagMergeMode::Replace);
-                }
-                tracing::debug!(fragment_id, %location, "fragment opened");
-                state.open.push(Fragment {
-                    segment,
-                    start: None,
-                    closed_at: None,
-                });
-                Some(location.to_value())
-            }
-            Err(e) => {
-                let msg = format!("cannot open a new segment: {e}");
-                state.failure = Some(msg.clone());
-                gst::element_error!(splitmux, gst::ResourceError::OpenWrite, ["{}", msg]);
-                None
-            }
-        }
+        let location = args[0]
+            .get::<gst::Element>()
+            .ok()
+            .and_then(|splitmux| open_fragment(&splitmux, &shared, &route, &tags));
+        Some(location.to_value())
     });
 
     let pad = splitmux
         .request_pad_simple("video")
         .ok_or_else(|| BuildError::Link("splitmuxsink".into(), "no video pad".into()))?;
     Ok((splitmux, pad))
+}
+
+/// Opens the next segment for `splitmuxsink`'s new fragment and points the
+/// sink at it. On failure the sink is pointed nowhere (its next write fails),
+/// the reason is kept for the supervisor, and an element error is posted.
+fn open_fragment(
+    splitmux: &gst::Element,
+    shared: &Mutex<Segmenter>,
+    route: &Route,
+    tags: &gst::TagList,
+) -> Option<String> {
+    let mut guard = match shared.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    let state = &mut *guard;
+    let open_count = state.open.len();
+    let opened = state.log.begin_segment(crate::clock::now(), open_count);
+    let segment = opened.map(|seg| {
+        let location = seg.partial.display().to_string();
+        (location, Arc::new(Mutex::new(seg)))
+    });
+    if let Ok(mut r) = route.lock() {
+        *r = segment.as_ref().ok().map(|(_, seg)| seg.clone());
+    }
+    match segment {
+        Ok((location, segment)) => {
+            let muxer = splitmux.property::<gst::Element>("muxer");
+            muxer.set_property("streamable", true);
+            if let Some(setter) = muxer.dynamic_cast_ref::<gst::TagSetter>() {
+                setter.merge_tags(tags, gst::TagMergeMode::Replace);
+            }
+            tracing::debug!(%location, "fragment opened");
+            state.open.push(Fragment {
+                segment,
+                start: None,
+                closed_at: None,
+            });
+            Some(location)
+        }
+        Err(e) => {
+            let msg = format!("cannot open a new segment: {e}");
+            state.failure = Some(msg.clone());
+            gst::element_error!(splitmux, gst::ResourceError::OpenWrite, ["{}", msg]);
+            None
+        }
+    }
 }
 
 impl Segmenter {

@@ -71,6 +71,9 @@ pub struct AgentConfig {
     pub signing_key: PathBuf,
     /// Default segment length.
     pub segment: Duration,
+    /// Free space the data directory's file system keeps: below it a camera
+    /// closes its open segment cleanly and waits (a gap record says why).
+    pub min_free_bytes: u64,
 }
 
 /// The `[supervision]` table: how a failed camera pipeline is restarted.

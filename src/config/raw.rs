@@ -24,6 +24,7 @@ pub(super) struct RawAgent {
     pub policy: String,
     pub signing_key: Option<String>,
     pub segment_seconds: Option<u32>,
+    pub min_free_mb: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,8 @@ use crate::seal::Recipient;
 /// Segment length bounds, seconds.
 pub(super) const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=600;
 const DEFAULT_SEGMENT_SECONDS: u32 = 60;
+/// Default free-space floor of the data directory, in MiB.
+const DEFAULT_MIN_FREE_MB: u64 = 256;
 /// Back-off bounds, milliseconds.
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 86_400_000;
@@ -36,6 +38,13 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
     };
     let segment = segment(&mut v, "agent.segment_seconds", a.segment_seconds)
         .unwrap_or(Duration::from_secs(u64::from(DEFAULT_SEGMENT_SECONDS)));
+    let min_free_mb = a.min_free_mb.unwrap_or(DEFAULT_MIN_FREE_MB);
+    if min_free_mb == 0 {
+        v.invalid(
+            "agent.min_free_mb",
+            "must be at least 1: a segment is closed cleanly before the disk is full, never after",
+        );
+    }
 
     // [seal]
     let recipients = recipients(&mut v, &raw.seal.recipients);
@@ -85,6 +94,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
                 policy_file,
                 signing_key,
                 segment,
+                min_free_bytes: min_free_mb.saturating_mul(1 << 20),
             },
             recipients,
             supervision,

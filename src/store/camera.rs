@@ -274,16 +274,28 @@ impl CameraLog {
         now: DateTime<Utc>,
         open_count: usize,
     ) -> Result<OpenSegment, StoreError> {
+        if open_count == 0 && self.reserved > self.head.sequence {
+            // A segment could not be committed (e.g. the disk was full): its
+            // bytes become a truncated segment before anything follows it.
+            self.recover()?;
+        }
         if open_count == 0 {
             self.commit_gap_if_needed(now)?;
         }
         let seq = self.reserved + 1;
         let partial = self.partial_path(seq);
         let file = fsutil::create_new(&partial, 0o600).map_err(StoreError::io(&partial))?;
-        let writer = AgeWriter::new(file, &self.ctx.recipients).map_err(|e| StoreError::Io {
-            path: partial.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let writer = match AgeWriter::new(file, &self.ctx.recipients) {
+            Ok(w) => w,
+            Err(e) => {
+                // Only (part of) a header was written: no video, nothing to keep.
+                let _ = std::fs::remove_file(&partial);
+                return Err(StoreError::Io {
+                    path: partial,
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        };
         self.reserved = seq;
         Ok(OpenSegment {
             sequence: seq,

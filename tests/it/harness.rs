@@ -40,8 +40,13 @@ impl Home {
 
     /// Writes `sargs.toml` with `cameras` (TOML `[[camera]]` blocks) and loads it.
     pub fn config(&self, segment_seconds: u32, cameras: &str) -> Config {
+        self.config_with(segment_seconds, "", cameras)
+    }
+
+    /// Like [`Home::config`], with extra `[agent]` keys.
+    pub fn config_with(&self, segment_seconds: u32, agent_extra: &str, cameras: &str) -> Config {
         let text = format!(
-            "[agent]\nid = \"test-gw\"\ndata_dir = \"data\"\npolicy = \"policy.toml\"\nsegment_seconds = {segment_seconds}\n\n[seal]\nrecipients = [\"{}\"]\n\n[supervision]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n\n{cameras}",
+            "[agent]\nid = \"test-gw\"\ndata_dir = \"data\"\npolicy = \"policy.toml\"\nsegment_seconds = {segment_seconds}\n{agent_extra}\n\n[seal]\nrecipients = [\"{}\"]\n\n[supervision]\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n\n{cameras}",
             self.recipient()
         );
         let path = self.path().join("sargs.toml");
@@ -81,10 +86,13 @@ impl Home {
     }
 
     /// Decrypts every whole chunk of a possibly truncated stream; returns the
-    /// bytes and whether the stream was complete.
+    /// bytes and whether the stream was complete (a stream cut inside its
+    /// header salvages nothing).
     pub fn salvage(&self, path: &Path) -> (Vec<u8>, bool) {
         let file = std::fs::File::open(path).expect("open sealed file");
-        let dec = age::Decryptor::new(std::io::BufReader::new(file)).expect("age header");
+        let Ok(dec) = age::Decryptor::new(std::io::BufReader::new(file)) else {
+            return (Vec::new(), false);
+        };
         let mut reader = dec
             .decrypt(std::iter::once(&self.identity as &dyn age::Identity))
             .expect("our identity opens it");

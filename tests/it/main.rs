@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod faults;
 mod harness;
 mod record;
 mod rtsp;

@@ -1,0 +1,169 @@
+//! Disk faults: a full disk stops a camera with a clear reason, loses nothing
+//! that was sealed, and recording resumes by itself when space returns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sargs::seal::manifest::RecordKind;
+
+use crate::harness::*;
+
+/// A small tmpfs, unmounted on drop (the test runs as root, as CI does).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount runs");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        SmallDisk(at.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn sealed_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until a gap record is followed by a whole segment.
+fn resumed_after_gap(dir: &Path, key_path: &Path, limit: Duration) -> bool {
+    wait_until(limit, || {
+        let Ok(key) = sargs::seal::sign::DeviceKey::load_or_create(key_path) else {
+            return false;
+        };
+        sargs::seal::verify::verify_camera(dir, &key.public_key())
+            .map(|r| {
+                let gap = r
+                    .manifests
+                    .iter()
+                    .rposition(|m| m.record == RecordKind::Gap);
+                gap.is_some_and(|g| {
+                    r.manifests[g + 1..]
+                        .iter()
+                        .any(|m| m.media.as_ref().is_some_and(|x| !x.truncated))
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+fn noisy_camera(id: &str) -> String {
+    test_camera(id, "cctv", "")
+        .replace("pattern = \"smpte\"", "pattern = \"snow\"")
+        .replace("bitrate_kbps = 400", "bitrate_kbps = 2000")
+}
+
+#[test]
+fn below_the_free_space_floor_segments_close_cleanly_and_recording_resumes() {
+    let home = Home::new();
+    let disk = SmallDisk::mount(&home.path().join("data"), "8m");
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 3_000_000]).expect("filler");
+    let config = home.config_with(2, "min_free_mb = 3", &noisy_camera("cam-floor"));
+    let dir = home.camera_dir("cam-floor");
+    let agent = sargs::agent::Agent::start(&config).expect("agent starts");
+
+    // The camera stops at the floor: the sealed bytes stop growing.
+    let mut last = 0;
+    let stopped = wait_until(Duration::from_secs(40), || {
+        std::thread::sleep(Duration::from_millis(2500));
+        let now = sealed_bytes(&dir);
+        let stalled = now > 0 && now == last;
+        last = now;
+        stalled
+    });
+    assert!(stopped, "recording paused at the floor");
+    std::fs::remove_file(&filler).expect("free space");
+    let key_path = home.path().join("data/device/signing.pk8");
+    let resumed = resumed_after_gap(&dir, &key_path, Duration::from_secs(30));
+    agent.stop().expect("clean stop");
+    assert!(resumed, "recording resumed after space returned");
+
+    let ms = manifests(&dir, &home.device_key());
+    let gap = ms
+        .iter()
+        .find(|m| m.record == RecordKind::Gap)
+        .expect("a gap record");
+    let reason = &gap.gap.as_ref().expect("gap").reason;
+    assert!(
+        reason.contains("disk space low"),
+        "the reason names the disk: {reason}"
+    );
+    // The floor closes segments cleanly: nothing is cut short, everything decrypts.
+    for m in ms.iter().filter(|m| m.record == RecordKind::Segment) {
+        let media = m.media.as_ref().expect("media");
+        assert!(!media.truncated, "record {} closed cleanly", m.sequence);
+        assert!(probe(&home.decrypt(&dir.join(&media.file))).frames > 0);
+    }
+    drop(disk);
+}
+
+#[test]
+fn a_disk_that_fills_anyway_loses_nothing_and_recording_resumes() {
+    let home = Home::new();
+    let disk = SmallDisk::mount(&home.path().join("data"), "4m");
+    let filler = disk.0.join("filler");
+    std::fs::write(&filler, vec![0u8; 2_500_000]).expect("filler");
+    // A floor of 1 MiB does not stop this camera before the disk is full
+    // (another writer could fill it just as well): writes fail with ENOSPC.
+    let config = home.config_with(2, "min_free_mb = 1", &noisy_camera("cam-full"));
+    let dir = home.camera_dir("cam-full");
+    let agent = sargs::agent::Agent::start(&config).expect("agent starts");
+    std::thread::sleep(Duration::from_secs(3));
+    // Fill the rest behind the agent's back.
+    let hog = disk.0.join("hog");
+    let _ = std::fs::write(&hog, vec![0u8; 4_000_000]);
+    std::thread::sleep(Duration::from_secs(6));
+    std::fs::remove_file(&filler).expect("free space");
+    let _ = std::fs::remove_file(&hog);
+    let key_path = home.path().join("data/device/signing.pk8");
+    let resumed = resumed_after_gap(&dir, &key_path, Duration::from_secs(40));
+    agent.stop().expect("the agent still stops cleanly");
+    assert!(resumed, "recording resumed after space returned");
+
+    // The chain verifies; every sealed segment decrypts (a cut one up to its
+    // last whole chunk); no partial file is left behind.
+    let ms = manifests(&dir, &home.device_key());
+    for m in ms.iter().filter(|m| m.record == RecordKind::Segment) {
+        let media = m.media.as_ref().expect("media");
+        let (_, complete) = home.salvage(&dir.join(&media.file));
+        assert!(
+            complete || media.truncated,
+            "record {} decrypts",
+            m.sequence
+        );
+    }
+    let partials = std::fs::read_dir(&dir)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .count();
+    assert_eq!(partials, 0, "every interrupted segment was committed");
+    drop(disk);
+}
