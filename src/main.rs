@@ -121,8 +121,8 @@ fn demo(dir: &std::path::Path, seconds: Option<u64>) -> Result<(), String> {
 }
 
 fn verify(config: &Config) -> Result<(), String> {
-    let key = sargs::seal::sign::DeviceKey::load_or_create(&config.agent.signing_key)
-        .map_err(|e| e.to_string())?;
+    let key = sargs::seal::sign::DeviceKey::load(&config.agent.signing_key)
+        .map_err(|e| format!("device key: {e}"))?;
     let mut bad = 0;
     for cam in &config.cameras {
         let dir = config.agent.data_dir.join("cameras").join(&cam.id);

@@ -47,29 +47,37 @@ pub struct DeviceKey {
 }
 
 impl DeviceKey {
+    /// Loads the existing key at `path` (never creates one).
+    pub fn load(path: &Path) -> Result<DeviceKey, KeyError> {
+        let io_err = |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(io_err)?;
+        let mode = std::fs::metadata(path)
+            .map_err(io_err)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.to_owned(),
+                mode: mode & 0o777,
+            });
+        }
+        Self::from_pkcs8(&bytes).map_err(|reason| KeyError::Malformed {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
     /// Loads the key at `path`, creating it (and its directory, 0700) on first run.
     pub fn load_or_create(path: &Path) -> Result<DeviceKey, KeyError> {
         let io_err = |source| KeyError::Io {
             path: path.to_owned(),
             source,
         };
-        match std::fs::read(path) {
-            Ok(bytes) => {
-                let mode = std::fs::metadata(path)
-                    .map_err(io_err)?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    return Err(KeyError::Exposed {
-                        path: path.to_owned(),
-                        mode: mode & 0o777,
-                    });
-                }
-                Self::from_pkcs8(&bytes).map_err(|reason| KeyError::Malformed {
-                    path: path.to_owned(),
-                    reason,
-                })
-            }
+        match std::fs::metadata(path) {
+            Ok(_) => Self::load(path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                     .map_err(|_| KeyError::Random)?;

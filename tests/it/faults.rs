@@ -54,7 +54,7 @@ fn sealed_bytes(dir: &Path) -> u64 {
 /// Waits until a gap record is followed by a whole segment.
 fn resumed_after_gap(dir: &Path, key_path: &Path, limit: Duration) -> bool {
     wait_until(limit, || {
-        let Ok(key) = sargs::seal::sign::DeviceKey::load_or_create(key_path) else {
+        let Ok(key) = sargs::seal::sign::DeviceKey::load(key_path) else {
             return false;
         };
         sargs::seal::verify::verify_camera(dir, &key.public_key())

@@ -64,10 +64,8 @@ impl Home {
 
     /// The device public key the agent created.
     pub fn device_key(&self) -> [u8; 32] {
-        let key = sargs::seal::sign::DeviceKey::load_or_create(
-            &self.path().join("data/device/signing.pk8"),
-        )
-        .expect("device key");
+        let key = sargs::seal::sign::DeviceKey::load(&self.path().join("data/device/signing.pk8"))
+            .expect("device key");
         key.public_key()
     }
 
@@ -254,4 +252,16 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     cond()
+}
+
+/// Checks a 320×240 grey frame of SMPTE bars whose top-left quarter is masked:
+/// black inside the mask, the bright bars outside it.
+pub fn assert_top_left_quarter_masked(grey: &[u8]) {
+    assert_eq!(grey.len(), 320 * 240);
+    let px = |x: usize, y: usize| grey[y * 320 + x];
+    for (x, y) in [(5, 5), (80, 60), (150, 110)] {
+        assert!(px(x, y) < 40, "masked pixel {x},{y} is {}", px(x, y));
+    }
+    // The second SMPTE bar (yellow-ish) is bright outside the mask.
+    assert!(px(200, 60) > 100, "unmasked pixel is {}", px(200, 60));
 }

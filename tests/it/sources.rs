@@ -95,11 +95,5 @@ fn rtsp_transcode_applies_privacy_masks() {
     assert_eq!(media.encoding, "transcoded");
     assert_eq!(media.codec, "h264");
     assert_eq!(media.masks.rects.len(), 1);
-    let grey = first_frame_grey(&home.decrypt(&dir.join(&media.file)));
-    assert_eq!(grey.len(), 320 * 240);
-    let px = |x: usize, y: usize| grey[y * 320 + x];
-    for (x, y) in [(5, 5), (80, 60), (150, 110)] {
-        assert!(px(x, y) < 40, "masked pixel {x},{y} is {}", px(x, y));
-    }
-    assert!(px(200, 60) > 100, "unmasked pixel is {}", px(200, 60));
+    assert_top_left_quarter_masked(&first_frame_grey(&home.decrypt(&dir.join(&media.file))));
 }
