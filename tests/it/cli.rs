@@ -1,19 +1,25 @@
-//! The command line: check-config errors and the demo.
+//! The command line: check-config errors, the demo, and sargsctl.
 
 use std::process::Command;
 
 use crate::harness::*;
 
-fn sargs(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sargs"))
-        .args(args)
-        .output()
-        .expect("sargs runs");
+/// Runs a binary of this crate: (success, stdout, stderr).
+fn run_bin(bin: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin).args(args).output().expect("binary runs");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn sargs(args: &[&str]) -> (bool, String, String) {
+    run_bin(env!("CARGO_BIN_EXE_sargs"), args)
+}
+
+fn sargsctl(args: &[&str]) -> (bool, String, String) {
+    run_bin(env!("CARGO_BIN_EXE_sargsctl"), args)
 }
 
 #[test]
@@ -106,18 +112,6 @@ fn demo_records_and_prints_a_working_age_command() {
         out.contains("1 gaps"),
         "the pause between runs is a gap record: {out}"
     );
-}
-
-fn sargsctl(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sargsctl"))
-        .args(args)
-        .output()
-        .expect("sargsctl runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
