@@ -195,7 +195,10 @@ fn kill_9_leaves_no_plaintext_and_the_chain_continues() {
     // HQ salvages every whole chunk of the truncated segment, and it parses as video.
     let (plain, complete) = home.salvage(&dir.join(&t.media.as_ref().expect("media").file));
     assert!(!complete, "the age stream lacks its final chunk");
-    assert!(looks_like_media(&plain), "the plaintext detector recognises our media");
+    assert!(
+        looks_like_media(&plain),
+        "the plaintext detector recognises our media"
+    );
     assert!(
         plain.len() >= 65536,
         "at least one whole chunk salvaged: {}",
