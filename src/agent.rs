@@ -57,7 +57,7 @@ impl Agent {
         });
         let cancel = CancellationToken::new();
         let mut logs = Vec::new();
-        for cam in config.cameras.iter().filter(|c| c.enabled) {
+        for cam in config.enabled_cameras() {
             let log = CameraLog::open(
                 store.camera_dir(&cam.id),
                 cam.clone(),

@@ -197,11 +197,6 @@ impl Envelope {
             .map_err(|_| EnvelopeError::BadSignature)?;
         Ok(env)
     }
-
-    /// The signer's raw public key, if well-formed.
-    pub fn signer(&self) -> Option<[u8; 32]> {
-        STANDARD.decode(&self.key).ok()?.try_into().ok()
-    }
 }
 
 #[cfg(test)]

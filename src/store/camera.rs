@@ -133,14 +133,6 @@ impl CameraLog {
         Ok(log)
     }
 
-    pub fn head(&self) -> &Head {
-        &self.head
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn camera(&self) -> &CameraConfig {
         &self.camera
     }

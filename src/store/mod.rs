@@ -99,10 +99,6 @@ impl Store {
         self.unclean
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The directory that holds one camera's chain.
     pub fn camera_dir(&self, camera: &str) -> PathBuf {
         self.root.join("cameras").join(camera)
