@@ -24,7 +24,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CameraConfig, SourceConfig, Supervision};
+use crate::config::{CameraConfig, Supervision};
 use crate::policy::Policy;
 use crate::store::CameraLog;
 use segment::{MediaFacts, Segmenter};
@@ -122,7 +122,7 @@ impl Recorder {
             if self.cancel.is_cancelled() {
                 break;
             }
-            tracing::info!(camera = %id, source = %describe(&self.camera.source), "camera starting");
+            tracing::info!(camera = %id, source = %self.camera.source.display_url(), "camera starting");
             let started = Instant::now();
             match self.attempt() {
                 Outcome::Shutdown => break,
@@ -155,10 +155,7 @@ impl Recorder {
     }
 
     fn with_log(&self, f: impl FnOnce(&mut CameraLog)) {
-        match self.shared.lock() {
-            Ok(mut g) => f(&mut g.log),
-            Err(p) => f(&mut p.into_inner().log),
-        }
+        f(&mut lock(&self.shared).log)
     }
 
     fn tags(&self) -> gst::TagList {
@@ -229,10 +226,7 @@ impl Recorder {
         let facts = MediaFacts::from_pad(&video_pad, encoding);
         teardown(&pipeline, &self.camera.id);
         // Whatever is still open was cut short.
-        let mut g = match self.shared.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = lock(&self.shared);
         if let Err(e) = g.abort_all(crate::clock::now(), &facts) {
             tracing::error!(camera = %self.camera.id, error = %e, "could not commit a cut-short segment; it is recovered at next start");
         }
@@ -327,7 +321,7 @@ impl Recorder {
                     };
                 }
                 MessageView::Error(err) => {
-                    let shared_failure = self.shared.lock().ok().and_then(|mut g| g.failure.take());
+                    let shared_failure = lock(&self.shared).failure.take();
                     let src = err
                         .src()
                         .map(|s| s.path_string().to_string())
@@ -350,10 +344,10 @@ impl Recorder {
 
     /// True while a fragment is open that `splitmuxsink` has not closed.
     fn has_unclosed(&self) -> bool {
-        match self.shared.lock() {
-            Ok(g) => g.open.iter().any(|f| f.closed_at.is_none()),
-            Err(_) => false,
-        }
+        lock(&self.shared)
+            .open
+            .iter()
+            .any(|f| f.closed_at.is_none())
     }
 
     /// Handles `splitmuxsink-fragment-opened/closed`; other messages are ignored.
@@ -378,10 +372,7 @@ impl Recorder {
             .and_then(|rt| utc_of_running_time(pipeline, rt))
             .unwrap_or_else(crate::clock::now);
         let facts = MediaFacts::from_pad(video_pad, encoding);
-        let mut g = match self.shared.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = lock(&self.shared);
         let done = if opened {
             g.opened(at, &facts)
         } else {
@@ -460,17 +451,16 @@ fn wait_cancelled(cancel: &CancellationToken, d: Duration) -> bool {
     cancel.is_cancelled()
 }
 
-/// A source described for logs, with any password removed.
-pub fn describe(source: &SourceConfig) -> String {
-    match source {
-        SourceConfig::Test { pattern, .. } => format!("test:{pattern}"),
-        SourceConfig::V4l2 { device, .. } => format!("v4l2:{}", device.display()),
-        SourceConfig::File { path, .. } => format!("file:{}", path.display()),
-        SourceConfig::Rtsp { url, .. } => redact(url),
-    }
+/// Locks a mutex even if a thread panicked while holding it: the state it
+/// guards (open segments, the chain) is consistent between calls into it,
+/// step, and recording must go on.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Removes `user:password@` from any URL in `s`.
+/// Removes `user:password@` from every URL in free text (GStreamer error
+/// messages quote the location); a single configured URL is shown with
+/// `SourceConfig::display_url` instead.
 pub fn redact(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;

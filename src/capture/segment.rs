@@ -170,10 +170,7 @@ fn open_fragment(
     route: &Route,
     tags: &gst::TagList,
 ) -> Option<String> {
-    let mut guard = match shared.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
+    let mut guard = super::lock(shared);
     let state = &mut *guard;
     let open_count = state.open.len();
     let opened = state.log.begin_segment(crate::clock::now(), open_count);
@@ -288,10 +285,7 @@ impl Segmenter {
             height: media.height,
             encoding: media.encoding,
         };
-        let mut seg = match f.segment.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut seg = super::lock(&f.segment);
         self.log.commit_segment(&mut seg, &info, truncated)
     }
 }
