@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod capture;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod demo;
 pub mod fsutil;
