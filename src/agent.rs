@@ -7,6 +7,11 @@
 //! segment, join the threads, then mark the stop clean. A store that cannot
 //! be taken or a key that cannot be read stops start-up with the reason; a
 //! camera that cannot record only affects that camera.
+//!
+//! Beside the cameras runs one retention thread: it applies commands handed
+//! over through the inbox (within a second) and sweeps every
+//! `retention.sweep_interval`. It is stopped after the cameras, so every
+//! segment they seal is indexed.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::{DiskFloor, Recorder};
 use crate::config::Config;
+use crate::retention::clockguard::Now;
+use crate::retention::{inbox, LogEvents, Retention, RetentionError, Setup};
 use crate::seal::sign::{DeviceKey, KeyError};
 use crate::store::{CameraLog, SealContext, Store, StoreError};
 
@@ -25,6 +32,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
     #[error("{0}")]
     Gstreamer(String),
     #[error("starting camera thread {camera}: {source}")]
@@ -38,7 +47,32 @@ pub enum StartError {
 pub struct Agent {
     store: Store,
     cameras: Vec<(String, JoinHandle<()>)>,
+    retention: Arc<Retention>,
+    sweeper: Option<JoinHandle<()>>,
+    /// Stops the retention thread (after the cameras).
+    stop_sweeper: CancellationToken,
     cancel: CancellationToken,
+}
+
+/// Opens the retention engine of `config`'s store (the store must be taken).
+pub fn open_retention(config: &Config, key: Arc<DeviceKey>) -> Result<Retention, RetentionError> {
+    Retention::open(retention_setup(config, key))
+}
+
+/// What the retention engine of `config`'s store is opened with.
+pub fn retention_setup(config: &Config, key: Arc<DeviceKey>) -> Setup {
+    let data_dir = config.agent.data_dir.clone();
+    let probe = data_dir.clone();
+    Setup {
+        agent_id: config.agent.id.clone(),
+        data_dir,
+        key,
+        policy: config.policy.clone(),
+        settings: config.retention,
+        command_keys: config.command_keys.clone(),
+        events: Arc::new(LogEvents),
+        free_space: Box::new(move || crate::fsutil::free_bytes(&probe)),
+    }
 }
 
 impl Agent {
@@ -46,14 +80,16 @@ impl Agent {
     pub fn start(config: &Config) -> Result<Agent, StartError> {
         crate::capture::init().map_err(StartError::Gstreamer)?;
         let store = Store::open(&config.agent.data_dir)?;
-        let key = DeviceKey::load_or_create(&config.agent.signing_key)?;
+        let key = Arc::new(DeviceKey::load_or_create(&config.agent.signing_key)?);
         tracing::info!(agent = %config.agent.id, data_dir = %config.agent.data_dir.display(),
             device_key = %key.public_key_b64(), unclean_stop = store.unclean(), "agent starting");
+        let retention = Arc::new(open_retention(config, key.clone())?);
         let ctx = Arc::new(SealContext {
             agent_id: config.agent.id.clone(),
             key,
             recipients: config.recipients.clone(),
             policy: config.policy.clone(),
+            observer: Some(retention.clone()),
         });
         let cancel = CancellationToken::new();
         let mut logs = Vec::new();
@@ -92,9 +128,29 @@ impl Agent {
                 })?;
             cameras.push((id, handle));
         }
+        let stop_sweeper = CancellationToken::new();
+        let sweeper = {
+            let retention = retention.clone();
+            let stop = stop_sweeper.clone();
+            let data_dir = config.agent.data_dir.clone();
+            let interval = config.retention.sweep_interval;
+            std::thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || retention_loop(&retention, &data_dir, interval, &stop))
+                .map_err(|source| {
+                    cancel.cancel();
+                    StartError::Thread {
+                        camera: "retention".into(),
+                        source,
+                    }
+                })?
+        };
         Ok(Agent {
             store,
             cameras,
+            retention,
+            sweeper: Some(sweeper),
+            stop_sweeper,
             cancel,
         })
     }
@@ -104,16 +160,57 @@ impl Agent {
         self.cancel.clone()
     }
 
+    /// The retention engine (status, commands).
+    pub fn retention(&self) -> &Arc<Retention> {
+        &self.retention
+    }
+
     /// Stops every camera (each closes its open segment) and marks a clean stop.
-    pub fn stop(self) -> Result<(), StoreError> {
+    pub fn stop(mut self) -> Result<(), StoreError> {
         self.cancel.cancel();
         for (id, handle) in self.cameras {
             if handle.join().is_err() {
                 tracing::error!(camera = %id, "camera thread panicked");
             }
         }
+        self.stop_sweeper.cancel();
+        if let Some(h) = self.sweeper.take() {
+            if h.join().is_err() {
+                tracing::error!("retention thread panicked");
+            }
+        }
         self.store.close()?;
         tracing::info!("agent stopped");
         Ok(())
+    }
+}
+
+/// The retention thread: the inbox every second, a sweep every `interval`.
+fn retention_loop(
+    retention: &Retention,
+    data_dir: &std::path::Path,
+    interval: std::time::Duration,
+    stop: &CancellationToken,
+) {
+    let origin = std::time::Instant::now();
+    let mut next_sweep = origin;
+    while !stop.is_cancelled() {
+        inbox::drain(data_dir, retention);
+        if std::time::Instant::now() >= next_sweep {
+            let now = Now {
+                wall: crate::clock::now(),
+                mono: origin.elapsed(),
+                sync: crate::clock::sync_state(),
+            };
+            match retention.sweep(now) {
+                Ok(r) if r.expired + r.evicted > 0 => {
+                    tracing::info!(expired = r.expired, evicted = r.evicted, "sweep")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "sweep failed; retried at the next interval"),
+            }
+            next_sweep += interval;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }

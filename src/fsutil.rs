@@ -9,7 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Fsyncs a directory so that entries created, renamed or removed in it persist.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -28,6 +28,14 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` atomically and durably: a temporary sibling is
 /// written and fsynced, renamed over `path`, then the directory is fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = write_atomic_nosync_dir(path, bytes, mode)?;
+    sync_dir(&dir)
+}
+
+/// [`write_atomic`] without the final directory fsync, for a batch of files
+/// in one directory: the caller fsyncs the directory (returned) once after
+/// the last file, and relies on none of them before that.
+pub fn write_atomic_nosync_dir(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no directory"))?;
@@ -49,7 +57,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
+    Ok(dir.to_owned())
 }
 
 /// Creates a new file that must not exist yet (`O_EXCL`), with `mode`.

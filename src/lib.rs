@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod fsutil;
 pub mod policy;
+pub mod retention;
 pub mod seal;
 pub mod store;
 

@@ -39,8 +39,31 @@ enum Command {
         #[arg(long)]
         seconds: Option<u64>,
     },
-    /// Check every camera's chain: signatures, sequence, hashes, gaps.
+    /// Check chains, deletion receipts and the index against each other.
     Verify {
+        #[arg(long, default_value = "/etc/sargs/sargs.toml")]
+        config: PathBuf,
+    },
+    /// Retention status: segments per class against their limits, deletions,
+    /// holds, requests, the next deletion.
+    Status {
+        #[arg(long, default_value = "/etc/sargs/sargs.toml")]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a signed command file from HQ (hold, release, request, erase…):
+    /// durable before this returns; to the running agent if there is one.
+    Apply {
+        #[arg(long, default_value = "/etc/sargs/sargs.toml")]
+        config: PathBuf,
+        /// The signed command (as written by `sargsctl … --out FILE`).
+        file: PathBuf,
+    },
+    /// Rebuild the index from the chains, receipts and command journal
+    /// (stop the agent first).
+    Reindex {
         #[arg(long, default_value = "/etc/sargs/sargs.toml")]
         config: PathBuf,
     },
@@ -70,6 +93,9 @@ fn main() -> ExitCode {
         }),
         Command::Demo { dir, seconds } => demo(&dir, seconds),
         Command::Verify { config } => load(&config).and_then(|c| verify(&c)),
+        Command::Status { config, json } => load(&config).and_then(|c| status(&c, json)),
+        Command::Apply { config, file } => load(&config).and_then(|c| apply(&c, &file)),
+        Command::Reindex { config } => load(&config).and_then(|c| reindex(&c)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,20 +149,16 @@ fn demo(dir: &std::path::Path, seconds: Option<u64>) -> Result<(), String> {
 fn verify(config: &Config) -> Result<(), String> {
     let key = sargs::seal::sign::DeviceKey::load(&config.agent.signing_key)
         .map_err(|e| format!("device key: {e}"))?;
-    let mut bad = 0;
-    for cam in &config.cameras {
-        let dir = config.agent.data_dir.join("cameras").join(&cam.id);
-        if !dir.exists() {
-            println!("{}: no recordings yet", cam.id);
-            continue;
-        }
-        let r = sargs::seal::verify::verify_camera(&dir, &key.public_key())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let data_dir = &config.agent.data_dir;
+    let audit = sargs::retention::audit::audit(data_dir, &config.agent.id, &key.public_key())
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let mut bad = audit.problems.len();
+    for (cam, r) in &audit.cameras {
         println!(
-            "{}: {} records ({} segments, {} truncated, {} gaps): {}",
-            cam.id,
+            "{cam}: {} records ({} segments, {} deleted with receipts, {} truncated, {} gaps): {}",
             r.records,
             r.segments,
+            r.deleted,
             r.truncated,
             r.gaps,
             if r.ok() { "verified" } else { "PROBLEMS" }
@@ -146,9 +168,104 @@ fn verify(config: &Config) -> Result<(), String> {
         }
         bad += r.problems.len();
     }
+    for cam in &config.cameras {
+        if !audit.cameras.iter().any(|(c, _)| *c == cam.id) {
+            println!("{}: no recordings yet", cam.id);
+        }
+    }
+    println!(
+        "receipts: {}; index: {}",
+        audit.receipts,
+        if audit.indexed { "checked" } else { "none yet" }
+    );
+    for p in &audit.problems {
+        println!("  {p}");
+    }
     if bad == 0 {
+        println!("verified");
         Ok(())
     } else {
         Err(format!("{bad} problem(s) found"))
     }
+}
+
+fn status(config: &Config, json: bool) -> Result<(), String> {
+    let path = config.agent.data_dir.join(sargs::retention::INDEX_FILE);
+    if !path.exists() {
+        return Err(format!(
+            "{}: no index yet (the agent has not run on this data directory)",
+            path.display()
+        ));
+    }
+    let index = sargs::retention::index::Index::open_read_only(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let st = sargs::retention::status::status(&index, &config.policy, sargs::clock::now())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{st}");
+    }
+    Ok(())
+}
+
+fn apply(config: &Config, file: &std::path::Path) -> Result<(), String> {
+    use sargs::store::{Store, StoreError};
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let data_dir = &config.agent.data_dir;
+    let response = match Store::lock(data_dir) {
+        Ok(store) => {
+            let key = sargs::seal::sign::DeviceKey::load_or_create(&config.agent.signing_key)
+                .map_err(|e| format!("device key: {e}"))?;
+            let retention = sargs::agent::open_retention(config, std::sync::Arc::new(key))
+                .map_err(|e| e.to_string())?;
+            let r = retention
+                .apply(&bytes, sargs::clock::now())
+                .map_err(|e| e.to_string())?;
+            drop(retention);
+            store.close().map_err(|e| e.to_string())?;
+            r
+        }
+        Err(StoreError::Locked { .. }) => {
+            sargs::retention::inbox::submit(data_dir, &bytes, Duration::from_secs(30))?
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&response).map_err(|e| e.to_string())?
+    );
+    if response.applied() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {} ({})",
+            file.display(),
+            response.reason.as_deref().unwrap_or("rejected"),
+            response.code.as_deref().unwrap_or("")
+        ))
+    }
+}
+
+fn reindex(config: &Config) -> Result<(), String> {
+    use sargs::store::{Store, StoreError};
+    let data_dir = &config.agent.data_dir;
+    let store = Store::lock(data_dir).map_err(|e| match e {
+        StoreError::Locked { path } => format!(
+            "{}: the agent is running; stop it before rebuilding the index",
+            path.display()
+        ),
+        e => e.to_string(),
+    })?;
+    let key = sargs::seal::sign::DeviceKey::load(&config.agent.signing_key)
+        .map_err(|e| format!("device key: {e}"))?;
+    let setup = sargs::agent::retention_setup(config, std::sync::Arc::new(key));
+    let st = sargs::retention::Retention::reindex(setup).map_err(|e| e.to_string())?;
+    store.close().map_err(|e| e.to_string())?;
+    println!("index rebuilt");
+    print!("{st}");
+    Ok(())
 }

@@ -16,6 +16,12 @@
 //! time and expiry. (Replays are refused by the retention engine, which owns
 //! the durable set of seen command ids.)
 
+mod verify;
+mod wire;
+
+pub use verify::{sign, verify, Rejection, Trust, Verified};
+pub use wire::{parse_payload, to_payload};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -147,3 +153,6 @@ impl Action {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -54,6 +54,10 @@ pub struct Config {
     /// HQ (and escrow) keys every segment is sealed to; at least one.
     pub recipients: Vec<crate::seal::Recipient>,
     pub supervision: Supervision,
+    pub retention: RetentionSettings,
+    /// HQ's Ed25519 command-signing public keys (`[hq] command_keys`); a
+    /// command signed by any other key is refused.
+    pub command_keys: Vec<[u8; 32]>,
     /// All configured cameras, in file order (including disabled ones).
     pub cameras: Vec<CameraConfig>,
     pub policy: Arc<Policy>,
@@ -90,6 +94,35 @@ impl Default for Supervision {
         Supervision {
             backoff_initial: Duration::from_millis(1000),
             backoff_max: Duration::from_millis(60_000),
+        }
+    }
+}
+
+/// The `[retention]` table: how the sweeper enforces deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// How often due segments are looked for (a segment is gone at most this
+    /// long after its deadline).
+    pub sweep_interval: Duration,
+    /// Below this much free space, unprotected segments are deleted early,
+    /// earliest deadline first. At least `agent.min_free_mb`.
+    pub free_space_floor_bytes: u64,
+    /// A wall-clock step larger than this (against the monotonic clock)
+    /// pauses deletions until the clock is synchronised again.
+    pub clock_jump: Duration,
+    /// Delete on deadline even while the kernel reports the clock as not
+    /// synchronised. Off by default: a board without RTC may boot far in the
+    /// future and must not delete everything.
+    pub trust_unsynchronised_clock: bool,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            sweep_interval: Duration::from_secs(60),
+            free_space_floor_bytes: 1024 << 20,
+            clock_jump: Duration::from_secs(120),
+            trust_unsynchronised_clock: false,
         }
     }
 }

@@ -12,8 +12,26 @@ pub(super) struct RawConfig {
     pub agent: RawAgent,
     pub seal: RawSeal,
     pub supervision: Option<RawSupervision>,
+    pub retention: Option<RawRetention>,
+    pub hq: Option<RawHq>,
     #[serde(default)]
     pub camera: Vec<RawCamera>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    pub sweep_interval_s: Option<u64>,
+    pub free_space_floor_mb: Option<u64>,
+    pub clock_jump_s: Option<u64>,
+    pub trust_unsynchronised_clock: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHq {
+    #[serde(default)]
+    pub command_keys: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

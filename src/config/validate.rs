@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::check::{self, Collector};
-use super::raw::{RawCamera, RawConfig, RawSupervision};
-use super::{source, AgentConfig, CameraConfig, Config, ConfigError, Supervision};
+use super::raw::{RawCamera, RawConfig, RawHq, RawRetention, RawSupervision};
+use super::{
+    source, AgentConfig, CameraConfig, Config, ConfigError, RetentionSettings, Supervision,
+};
 use crate::policy::Policy;
 use crate::seal::Recipient;
 
@@ -51,6 +53,14 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
 
     // [supervision]
     let supervision = supervision(&mut v, raw.supervision.as_ref());
+
+    // [retention], [hq]
+    let retention = retention(
+        &mut v,
+        raw.retention.as_ref(),
+        min_free_mb.saturating_mul(1 << 20),
+    );
+    let command_keys = command_keys(&mut v, raw.hq.as_ref());
 
     // The policy file: its own errors name it.
     let policy = match &policy_file {
@@ -98,6 +108,8 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
             },
             recipients,
             supervision,
+            retention,
+            command_keys,
             cameras,
             policy,
         }),
@@ -213,6 +225,81 @@ fn supervision(v: &mut Collector<'_>, raw: Option<&RawSupervision>) -> Supervisi
         backoff_initial: Duration::from_millis(initial),
         backoff_max: Duration::from_millis(max.max(initial)),
     }
+}
+
+fn retention(
+    v: &mut Collector<'_>,
+    raw: Option<&RawRetention>,
+    min_free_bytes: u64,
+) -> RetentionSettings {
+    let default = RetentionSettings {
+        free_space_floor_bytes: RetentionSettings::default()
+            .free_space_floor_bytes
+            .max(min_free_bytes),
+        ..RetentionSettings::default()
+    };
+    let Some(raw) = raw else { return default };
+    let mut out = default;
+    if let Some(s) = raw.sweep_interval_s {
+        if (1..=3600).contains(&s) {
+            out.sweep_interval = Duration::from_secs(s);
+        } else {
+            v.invalid(
+                "retention.sweep_interval_s",
+                format!("{s} is out of range 1..=3600 (seconds)"),
+            );
+        }
+    }
+    if let Some(mb) = raw.free_space_floor_mb {
+        let bytes = mb.saturating_mul(1 << 20);
+        if bytes < min_free_bytes {
+            v.invalid(
+                "retention.free_space_floor_mb",
+                format!(
+                    "{mb} is below agent.min_free_mb ({}): space must be freed before recording has to stop",
+                    min_free_bytes >> 20
+                ),
+            );
+        } else {
+            out.free_space_floor_bytes = bytes;
+        }
+    }
+    if let Some(s) = raw.clock_jump_s {
+        if (1..=86_400).contains(&s) {
+            out.clock_jump = Duration::from_secs(s);
+        } else {
+            v.invalid(
+                "retention.clock_jump_s",
+                format!("{s} is out of range 1..=86400 (seconds)"),
+            );
+        }
+    }
+    if let Some(t) = raw.trust_unsynchronised_clock {
+        out.trust_unsynchronised_clock = t;
+    }
+    out
+}
+
+fn command_keys(v: &mut Collector<'_>, raw: Option<&RawHq>) -> Vec<[u8; 32]> {
+    use base64::Engine;
+    let Some(raw) = raw else { return Vec::new() };
+    let mut keys = Vec::new();
+    for (i, k) in raw.command_keys.iter().enumerate() {
+        match base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        {
+            Some(key) => keys.push(key),
+            None => v.invalid(
+                format!("hq.command_keys[{i}]"),
+                format!(
+                    "{k:?} is not a Base64 Ed25519 public key (as printed by `sargsctl keygen`)"
+                ),
+            ),
+        }
+    }
+    keys
 }
 
 fn camera(

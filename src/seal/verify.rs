@@ -4,10 +4,11 @@
 //! against the device key; the sequence is contiguous; `prev_manifest_sha256`
 //! matches the previous payload; time does not run backwards and any hole
 //! longer than the contiguity tolerance is covered by a gap record; for a
-//! segment, the media file exists and its size and SHA-256 match the manifest.
+//! segment, the media file exists and its size and SHA-256 match the manifest
+//! — or it was deleted and a valid deletion receipt names it.
 //! One flipped byte anywhere — media, manifest or signature — is reported.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Manifest, RecordKind, GENESIS};
@@ -21,6 +22,8 @@ pub struct Report {
     pub segments: u64,
     pub gaps: u64,
     pub truncated: u64,
+    /// Segments whose media was deleted with a receipt.
+    pub deleted: u64,
     /// Problems, each naming the file and what is wrong. Empty means verified.
     pub problems: Vec<String>,
     /// Manifests in order, for callers that inspect them further.
@@ -36,6 +39,16 @@ impl Report {
 /// Verifies every record in `dir` against the device public key `key`.
 /// Partial files (a segment being written) are ignored.
 pub fn verify_camera(dir: &Path, key: &[u8; 32]) -> std::io::Result<Report> {
+    verify_camera_with(dir, key, &HashSet::new())
+}
+
+/// [`verify_camera`], accepting a missing media file for the segment ids in
+/// `deleted` (those with a verified deletion receipt).
+pub fn verify_camera_with(
+    dir: &Path,
+    key: &[u8; 32],
+    deleted: &HashSet<String>,
+) -> std::io::Result<Report> {
     let mut manifests: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -113,6 +126,12 @@ pub fn verify_camera(dir: &Path, key: &[u8; 32]) -> std::io::Result<Report> {
                         }
                         let file = dir.join(&media.file);
                         match std::fs::metadata(&file) {
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::NotFound
+                                    && deleted.contains(&m.segment_id) =>
+                            {
+                                report.deleted += 1;
+                            }
                             Err(e) => problem(format!("{}: {e}", media.file)),
                             Ok(meta) if meta.len() != media.ciphertext_bytes => problem(format!(
                                 "{}: {} bytes, manifest says {}",

@@ -37,9 +37,17 @@ const PARTIAL_EXT: &str = "mp4.age.partial";
 /// What every camera of an agent seals with.
 pub struct SealContext {
     pub agent_id: String,
-    pub key: DeviceKey,
+    pub key: Arc<DeviceKey>,
     pub recipients: Vec<Recipient>,
     pub policy: Arc<Policy>,
+    /// Told about every committed record (the retention index), after `HEAD`.
+    pub observer: Option<Arc<dyn SealObserver>>,
+}
+
+/// Learns of each record once it is durable. It cannot veto or fail the
+/// commit: whatever it misses it must recover from the chains at start.
+pub trait SealObserver: Send + Sync {
+    fn sealed(&self, manifest: &Manifest, payload: &str);
 }
 
 /// The chain head as stored in `HEAD`.
@@ -388,16 +396,20 @@ impl CameraLog {
         let partial = self.partial_path(seq);
         let media = self.media_path(seq);
         // Step 2: the manifest; step 3: the rename; step 4 (HEAD) in write_manifest.
-        let env = self.ctx.key.sign_envelope(&m.to_payload());
+        let payload = m.to_payload();
+        let env = self.ctx.key.sign_envelope(&payload);
         let mpath = self.manifest_path(seq);
         fsutil::write_atomic(&mpath, &env, 0o600).map_err(StoreError::io(&mpath))?;
         std::fs::rename(&partial, &media).map_err(StoreError::io(&partial))?;
         fsutil::sync_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
         self.set_head(Head {
             sequence: seq,
-            manifest_sha256: manifest::sha256_hex(m.to_payload().as_bytes()),
+            manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
             end: Some(end),
         })?;
+        if let Some(o) = &self.ctx.observer {
+            o.sealed(&m, &payload);
+        }
         tracing::info!(camera = %self.camera.id, sequence = seq, start = %info.start, end = %end,
             bytes = summary.ciphertext_len, truncated, "segment sealed");
         Ok(())
@@ -412,7 +424,11 @@ impl CameraLog {
             sequence: m.sequence,
             manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
             end: Some(m.end),
-        })
+        })?;
+        if let Some(o) = &self.ctx.observer {
+            o.sealed(m, &payload);
+        }
+        Ok(())
     }
 
     fn set_head(&mut self, head: Head) -> Result<(), StoreError> {

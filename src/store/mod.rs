@@ -10,7 +10,11 @@
 //!     0000000042.mp4.age.partial   segment being written (age stream, no final chunk yet)
 //!     0000000042.mp4.age      sealed segment
 //!     0000000042.json         signed manifest (segment or gap record)
+//!   receipts/, commands/, inbox/, index.sqlite   owned by [`crate::retention`]
 //! ```
+//!
+//! A segment's media file is removed only by the retention engine, after its
+//! deletion receipt is durable; its manifest stays in the chain.
 //!
 //! Durability order for a segment (the invariant every path keeps; recovery in
 //! [`camera::CameraLog::open`] completes or marks whatever a crash interrupted):
@@ -35,7 +39,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-pub use camera::{CameraLog, OpenSegment, SealContext, SegmentInfo};
+pub use camera::{CameraLog, OpenSegment, SealContext, SealObserver, SegmentInfo};
 
 /// Store errors. I/O errors during a commit are fatal for that commit: the
 /// segment is retried as a truncated one at the next start, never dropped.
@@ -65,12 +69,26 @@ pub struct Store {
     root: PathBuf,
     _lock: File,
     unclean: bool,
+    /// Whether this owner marked the store running (an agent) or only
+    /// locked it (maintenance: `apply`, `reindex`).
+    running: bool,
 }
 
 impl Store {
     /// Takes the data directory: creates it (0700), locks it against a second
     /// agent, and notes whether the previous agent stopped cleanly.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let mut store = Store::lock(root)?;
+        let running = root.join("RUNNING");
+        crate::fsutil::write_atomic(&running, std::process::id().to_string().as_bytes(), 0o600)
+            .map_err(StoreError::io(&running))?;
+        store.running = true;
+        Ok(store)
+    }
+
+    /// Takes the data directory for maintenance without marking it running:
+    /// an unclean stop stays on record for the next agent.
+    pub fn lock(root: &Path) -> Result<Store, StoreError> {
         crate::fsutil::create_private_dir(&root.join("cameras")).map_err(StoreError::io(root))?;
         let lock_path = root.join("LOCK");
         let lock = OpenOptions::new()
@@ -83,14 +101,12 @@ impl Store {
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return Err(StoreError::Locked { path: lock_path });
         }
-        let running = root.join("RUNNING");
-        let unclean = running.exists();
-        crate::fsutil::write_atomic(&running, std::process::id().to_string().as_bytes(), 0o600)
-            .map_err(StoreError::io(&running))?;
+        let unclean = root.join("RUNNING").exists();
         Ok(Store {
             root: root.to_owned(),
             _lock: lock,
             unclean,
+            running: false,
         })
     }
 
@@ -106,6 +122,9 @@ impl Store {
 
     /// Marks a clean stop. Call after every camera has committed its last record.
     pub fn close(self) -> Result<(), StoreError> {
+        if !self.running {
+            return Ok(());
+        }
         let running = self.root.join("RUNNING");
         std::fs::remove_file(&running).map_err(StoreError::io(&running))?;
         crate::fsutil::sync_dir(&self.root).map_err(StoreError::io(&self.root))

@@ -4,24 +4,6 @@ use std::process::Command;
 
 use crate::harness::*;
 
-/// Runs a binary of this crate: (success, stdout, stderr).
-fn run_bin(bin: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin).args(args).output().expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn sargs(args: &[&str]) -> (bool, String, String) {
-    run_bin(env!("CARGO_BIN_EXE_sargs"), args)
-}
-
-fn sargsctl(args: &[&str]) -> (bool, String, String) {
-    run_bin(env!("CARGO_BIN_EXE_sargsctl"), args)
-}
-
 #[test]
 fn check_config_accepts_good_and_names_file_and_key_of_bad() {
     let home = Home::new();
@@ -119,15 +101,16 @@ fn sargsctl_keygen_verify_and_decrypt() {
     let home = Home::new();
     // HQ makes its key; the agent seals to the printed recipient.
     let id_path = home.path().join("hq.txt");
-    let (ok, recipient, err) = sargsctl(&["keygen", "--out", id_path.to_str().expect("utf8")]);
+    let id = id_path.to_str().expect("utf8");
+    let (ok, out, err) = sargsctl_in(&["keygen", "--out", id], home.path());
     assert!(ok, "{err}");
-    let recipient = recipient.trim();
+    let recipient = out.lines().next().unwrap_or_default();
     assert!(recipient.starts_with("age1"), "{recipient}");
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&id_path).expect("identity").permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "the identity is private");
-    let (ok, _, err) = sargsctl(&["keygen", "--out", id_path.to_str().expect("utf8")]);
+    let (ok, _, err) = sargsctl_in(&["keygen", "--out", id], home.path());
     assert!(
         !ok && err.contains("exists"),
         "keygen never overwrites: {err}"

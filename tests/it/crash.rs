@@ -3,29 +3,11 @@
 //! and the outage recorded as a gap.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use sargs::seal::manifest::RecordKind;
 
 use crate::harness::*;
-
-fn spawn_agent(home: &Home) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sargs"))
-        .args(["run", "--config"])
-        .arg(home.config_path())
-        .env("SARGS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(home.path().with_extension("log"))
-                .expect("log file"),
-        )
-        .spawn()
-        .expect("sargs binary")
-}
 
 /// True if `bytes` look like plaintext media: MP4 boxes, or the x264 encoder's
 /// SEI banner that every H.264 stream it makes carries.

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sargs::config::Config;
@@ -264,4 +264,57 @@ pub fn assert_top_left_quarter_masked(grey: &[u8]) {
     }
     // The second SMPTE bar (yellow-ish) is bright outside the mask.
     assert!(px(200, 60) > 100, "unmasked pixel is {}", px(200, 60));
+}
+
+/// Runs a binary of this crate in `cwd`: (success, stdout, stderr).
+pub fn run_in(bin: &str, args: &[&str], cwd: &Path) -> (bool, String, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `sargs ARGS` in `cwd`.
+pub fn sargs_in(args: &[&str], cwd: &Path) -> (bool, String, String) {
+    run_in(env!("CARGO_BIN_EXE_sargs"), args, cwd)
+}
+
+/// `sargsctl ARGS` in `cwd`.
+pub fn sargsctl_in(args: &[&str], cwd: &Path) -> (bool, String, String) {
+    run_in(env!("CARGO_BIN_EXE_sargsctl"), args, cwd)
+}
+
+/// `sargs` in the current directory.
+pub fn sargs(args: &[&str]) -> (bool, String, String) {
+    sargs_in(args, Path::new("."))
+}
+
+/// `sargsctl` in the current directory.
+pub fn sargsctl(args: &[&str]) -> (bool, String, String) {
+    sargsctl_in(args, Path::new("."))
+}
+
+/// Starts `sargs run` on the home's config as a separate process, logging
+/// beside the home (`<home>.log`).
+pub fn spawn_agent(home: &Home) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sargs"))
+        .args(["run", "--config"])
+        .arg(home.config_path())
+        .env("SARGS_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(home.path().with_extension("log"))
+                .expect("log file"),
+        )
+        .spawn()
+        .expect("sargs binary")
 }

@@ -7,9 +7,11 @@
 mod support;
 
 mod cli;
+mod commands;
 mod crash;
 mod faults;
 mod harness;
 mod record;
+mod retention;
 mod rtsp;
 mod sources;

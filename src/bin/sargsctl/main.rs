@@ -1,5 +1,7 @@
 //! `sargsctl`: the HQ/operator side.
 
+mod verbs;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,12 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Make HQ's age identity (keep it at HQ) and print its recipient (put it in agent configs).
+    /// Make HQ's age identity and command-signing key (keep both at HQ); print
+    /// the recipient and the command key (both go in agent configs).
     Keygen {
-        /// Where to write the identity (mode 0600); refuses to overwrite.
+        /// Where to write the age identity (mode 0600); refuses to overwrite.
         #[arg(long, default_value = "hq-identity.txt")]
         out: PathBuf,
+        /// Where to write the Ed25519 command-signing key (mode 0600); refuses to overwrite.
+        #[arg(long, default_value = "hq-signing.pk8")]
+        signing_key: PathBuf,
     },
+    #[command(flatten)]
+    Verb(Box<verbs::Verb>),
     /// Verify a camera's chain as copied from an agent (signatures, sequence, hashes, gaps).
     Verify {
         /// The camera's directory (`<data_dir>/cameras/<camera>`).
@@ -61,7 +69,25 @@ fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<(), String> {
     match cmd {
-        Command::Keygen { out } => {
+        Command::Verb(v) => verbs::run(*v),
+        Command::Keygen { out, signing_key } => {
+            for p in [&out, &signing_key] {
+                if p.exists() {
+                    return Err(format!(
+                        "{}: exists; refusing to overwrite a key",
+                        p.display()
+                    ));
+                }
+            }
+            let signing_key = std::path::absolute(&signing_key)
+                .map_err(|e| format!("{}: {e}", signing_key.display()))?;
+            if let Some(dir) = out
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+            {
+                sargs::fsutil::create_private_dir(dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
             let id = age::x25519::Identity::generate();
             let recipient = id.to_public().to_string();
             let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
@@ -70,7 +96,10 @@ fn run(cmd: Command) -> Result<(), String> {
             writeln!(f, "# public key: {recipient}\n{secret}")
                 .and_then(|_| f.sync_all())
                 .map_err(|e| format!("{}: {e}", out.display()))?;
+            let key = sargs::seal::sign::DeviceKey::load_or_create(&signing_key)
+                .map_err(|e| e.to_string())?;
             println!("{recipient}");
+            println!("command key: {}", key.public_key_b64());
             Ok(())
         }
         Command::Verify { dir, device_key } => {

@@ -1,0 +1,332 @@
+//! `sargsctl hold|release|extend|request|inventory|restrict|erase`: each writes
+//! one signed command file for `sargs apply` (or, later, the MQTT link).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use clap::{Args, Subcommand};
+use sargs::command::{Action, Command, Scope, Target};
+use sargs::seal::sign::DeviceKey;
+
+/// Options every command verb takes.
+#[derive(Args, Debug)]
+pub struct Common {
+    /// HQ's command-signing key (from `sargsctl keygen --signing-key`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The agent the command is for.
+    #[arg(long, conflicts_with = "fleet", required_unless_present = "fleet")]
+    agent: Option<String>,
+    /// Every agent of the fleet.
+    #[arg(long)]
+    fleet: bool,
+    /// Who issues it (role or name), as the agent records it.
+    #[arg(long)]
+    issuer: String,
+    /// Command id (default: random `c-` + 16 hex digits).
+    #[arg(long)]
+    id: Option<String>,
+    /// How long the command stays valid: `90m`, `12h`, `7d` (at most 31 days).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    expires_in: Duration,
+    /// Where to write the signed command (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Which records: cameras and a time range, or explicit segment ids.
+#[derive(Args, Debug)]
+pub struct ScopeArgs {
+    /// Cameras, comma-separated (with --from and --to).
+    #[arg(long, value_delimiter = ',', requires_all = ["from", "to"], conflicts_with = "segments")]
+    cameras: Vec<String>,
+    /// Start of the range: RFC 3339 (`2026-11-20T08:00:00Z`) or a date (midnight UTC).
+    #[arg(long, value_parser = parse_time)]
+    from: Option<DateTime<Utc>>,
+    /// End of the range (exclusive).
+    #[arg(long, value_parser = parse_time)]
+    to: Option<DateTime<Utc>>,
+    /// Segment ids `agent/camera/sequence`, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    segments: Vec<String>,
+}
+
+impl ScopeArgs {
+    fn scope(self) -> Result<Scope, String> {
+        if !self.segments.is_empty() {
+            return Ok(Scope::Segments(self.segments));
+        }
+        match (self.cameras.is_empty(), self.from, self.to) {
+            (false, Some(from), Some(to)) if from < to => Ok(Scope::Range {
+                cameras: self.cameras,
+                from,
+                to,
+            }),
+            (false, Some(from), Some(to)) => Err(format!("--from {from} is not before --to {to}")),
+            _ => Err("give --cameras with --from and --to, or --segments".into()),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RequestVerb {
+    /// Open a data-subject request: covered segments are kept while it is answered.
+    Open {
+        #[arg(long)]
+        request: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Due date (default one month after it is applied; at most three).
+        #[arg(long, value_parser = parse_time)]
+        due: Option<DateTime<Utc>>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move the due date (at most three months after opening).
+    Extend {
+        #[arg(long)]
+        request: String,
+        #[arg(long, value_parser = parse_time)]
+        due: DateTime<Utc>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Close an answered request (its protection ends).
+    Close {
+        #[arg(long)]
+        request: String,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// The verbs, each with its own arguments.
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Place a legal hold.
+    Hold {
+        #[arg(long)]
+        hold: String,
+        /// Case or proceedings reference.
+        #[arg(long)]
+        case: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The hold ends by itself at this instant.
+        #[arg(long, value_parser = parse_time)]
+        until: Option<DateTime<Utc>>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Release a legal hold.
+    Release {
+        #[arg(long)]
+        hold: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Give a hold a new end, or keep its segments past the class cap.
+    Extend {
+        #[arg(long)]
+        hold: String,
+        #[arg(long, value_parser = parse_time, required_unless_present = "beyond_cap_until")]
+        until: Option<DateTime<Utc>>,
+        /// Keep held segments past their class's hold cap until this instant.
+        #[arg(long, value_parser = parse_time)]
+        beyond_cap_until: Option<DateTime<Utc>>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Data-subject requests.
+    Request {
+        #[command(subcommand)]
+        verb: RequestVerb,
+    },
+    /// Ask which records exist for cameras and a time range, and their state.
+    Inventory {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Restrict processing of covered segments (kept, marked), or lift it.
+    Restrict {
+        /// Restriction id (with a scope and --reason), or the one to lift (with --lift).
+        #[arg(long, required_unless_present = "lift")]
+        restriction: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long, required_unless_present = "lift")]
+        reason: Option<String>,
+        /// Lift this restriction.
+        #[arg(long, conflicts_with_all = ["restriction", "reason"])]
+        lift: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Erase covered segments (refused where a hold protects them).
+    Erase {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// The data-subject request this answers (its own request-hold does not block).
+        #[arg(long)]
+        request: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| {
+            format!("{s:?} is neither RFC 3339 (2026-11-20T08:00:00Z) nor a date (2026-11-20)")
+        })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 90m, 12h or 7d");
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "m" => Duration::minutes(n),
+        "h" => Duration::hours(n),
+        "d" => Duration::days(n),
+        _ => return Err(bad()),
+    };
+    if d <= Duration::zero() || d > Duration::days(31) {
+        return Err(format!("{s:?}: must be positive and at most 31 days"));
+    }
+    Ok(d)
+}
+
+fn random_id() -> Result<String, String> {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| "the system random source failed".to_string())?;
+    Ok(format!("c-{}", sargs::seal::manifest::hex(&b)))
+}
+
+/// Builds, signs and writes the command; prints its id and kind.
+pub fn run(verb: Verb) -> Result<(), String> {
+    let (action, common) = match verb {
+        Verb::Hold {
+            hold,
+            case,
+            scope,
+            until,
+            common,
+        } => (
+            Action::HoldPlace {
+                hold,
+                case,
+                scope: scope.scope()?,
+                until,
+            },
+            common,
+        ),
+        Verb::Release { hold, common } => (Action::HoldRelease { hold }, common),
+        Verb::Extend {
+            hold,
+            until,
+            beyond_cap_until,
+            common,
+        } => (
+            Action::HoldExtend {
+                hold,
+                until,
+                beyond_cap_until,
+            },
+            common,
+        ),
+        Verb::Request { verb } => match verb {
+            RequestVerb::Open {
+                request,
+                scope,
+                due,
+                common,
+            } => (
+                Action::RequestOpen {
+                    request,
+                    scope: scope.scope()?,
+                    due,
+                },
+                common,
+            ),
+            RequestVerb::Extend {
+                request,
+                due,
+                common,
+            } => (Action::RequestExtend { request, due }, common),
+            RequestVerb::Close { request, common } => (Action::RequestClose { request }, common),
+        },
+        Verb::Inventory { scope, common } => (
+            Action::Inventory {
+                scope: scope.scope()?,
+            },
+            common,
+        ),
+        Verb::Restrict {
+            restriction,
+            scope,
+            reason,
+            lift,
+            common,
+        } => match (lift, restriction, reason) {
+            (Some(restriction), _, _) => (Action::Unrestrict { restriction }, common),
+            (None, Some(restriction), Some(reason)) => (
+                Action::Restrict {
+                    restriction,
+                    scope: scope.scope()?,
+                    reason,
+                },
+                common,
+            ),
+            _ => return Err("--restriction and --reason, or --lift".into()),
+        },
+        Verb::Erase {
+            scope,
+            request,
+            common,
+        } => (
+            Action::Erase {
+                scope: scope.scope()?,
+                request,
+            },
+            common,
+        ),
+    };
+    let now = Utc::now();
+    let cmd = Command {
+        id: match common.id {
+            Some(id) => id,
+            None => random_id()?,
+        },
+        issued_at: now,
+        expires_at: now + common.expires_in,
+        target: match common.agent {
+            Some(a) => Target::Agent(a),
+            None => Target::Fleet,
+        },
+        issuer: common.issuer,
+        action,
+    };
+    // The same schema checks the agent applies, before anything is written.
+    sargs::command::parse_payload(&sargs::command::to_payload(&cmd)).map_err(|e| e.to_string())?;
+    let key = DeviceKey::load(&common.key).map_err(|e| format!("--key: {e}"))?;
+    let bytes = sargs::command::sign(&key, &cmd);
+    let out = &common.out;
+    let mut f = sargs::fsutil::create_new(out, 0o600)
+        .map_err(|e| format!("--out {}: {e}", out.display()))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("--out {}: {e}", out.display()))?;
+    println!("{} {} -> {}", cmd.id, cmd.action.kind(), out.display());
+    Ok(())
+}

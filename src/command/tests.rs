@@ -1,0 +1,338 @@
+//! Commands: every kind round-trips, every rejection is produced by a
+//! realistic input, and scope boundaries are exact.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::*;
+use crate::seal::sign::DeviceKey;
+
+fn at(h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, h, 0, 0)
+        .single()
+        .expect("time")
+}
+
+fn range() -> Scope {
+    Scope::Range {
+        cameras: vec!["cam-1".into(), "cam-2".into()],
+        from: at(8),
+        to: at(9),
+    }
+}
+
+fn all_actions() -> Vec<Action> {
+    vec![
+        Action::HoldPlace {
+            hold: "H-17".into(),
+            case: "KP 11-2026/88".into(),
+            scope: range(),
+            until: Some(at(20)),
+        },
+        Action::HoldPlace {
+            hold: "H-18".into(),
+            case: "c".into(),
+            scope: Scope::Segments(vec!["gw-01/cam-1/42".into()]),
+            until: None,
+        },
+        Action::HoldRelease {
+            hold: "H-17".into(),
+        },
+        Action::HoldExtend {
+            hold: "H-17".into(),
+            until: None,
+            beyond_cap_until: Some(at(23)),
+        },
+        Action::RequestOpen {
+            request: "DSR-1".into(),
+            scope: range(),
+            due: None,
+        },
+        Action::RequestExtend {
+            request: "DSR-1".into(),
+            due: at(22),
+        },
+        Action::RequestClose {
+            request: "DSR-1".into(),
+        },
+        Action::Inventory { scope: range() },
+        Action::Restrict {
+            restriction: "X-1".into(),
+            scope: range(),
+            reason: "accuracy contested".into(),
+        },
+        Action::Unrestrict {
+            restriction: "X-1".into(),
+        },
+        Action::Erase {
+            scope: range(),
+            request: Some("DSR-1".into()),
+        },
+        Action::Status,
+    ]
+}
+
+fn cmd(action: Action, target: Target) -> Command {
+    Command {
+        id: "c-1".into(),
+        issued_at: at(10),
+        expires_at: at(10) + Duration::days(7),
+        target,
+        issuer: "HQ duty officer".into(),
+        action,
+    }
+}
+
+struct Keys {
+    hq: DeviceKey,
+    trust: Trust,
+}
+
+fn keys() -> Keys {
+    let hq = DeviceKey::generate().expect("key");
+    let trust = Trust::new(vec![hq.public_key()]);
+    Keys { hq, trust }
+}
+
+#[test]
+fn every_kind_round_trips_through_sign_and_verify() {
+    let k = keys();
+    for action in all_actions() {
+        for target in [Target::Agent("gw-01".into()), Target::Fleet] {
+            let c = cmd(action.clone(), target);
+            let v = verify(&sign(&k.hq, &c), &k.trust, "gw-01", at(11)).expect("verifies");
+            assert_eq!(v.command, c);
+            assert_eq!(v.payload, to_payload(&c));
+        }
+    }
+}
+
+#[test]
+fn the_documented_example_parses() {
+    let payload = r#"{"v":1,"id":"c-2026-0042","kind":"hold.place","issued_at":"2026-11-23T10:00:00Z",
+ "expires_at":"2026-11-30T10:00:00Z","target":{"agent":"gw-01"},"issuer":"HQ duty officer",
+ "args":{"hold":"H-17","case":"KP 11-2026/88","scope":{"cameras":["cam-1"],
+ "from":"2026-11-20T08:00:00Z","to":"2026-11-20T09:00:00Z"}}}"#;
+    let c = parse_payload(payload).expect("parses");
+    assert_eq!(c.action.kind(), "hold.place");
+    assert_eq!(c.target, Target::Agent("gw-01".into()));
+}
+
+fn reject(bytes: &[u8], k: &Keys, now: DateTime<Utc>) -> Rejection {
+    match verify(bytes, &k.trust, "gw-01", now) {
+        Err(r) => r,
+        Ok(v) => panic!("accepted: {:?}", v.command),
+    }
+}
+
+#[test]
+fn each_rejection_names_its_reason() {
+    let k = keys();
+    let good = cmd(Action::Status, Target::Agent("gw-01".into()));
+    // A bare command without an envelope.
+    assert_eq!(
+        reject(to_payload(&good).as_bytes(), &k, at(11)).code(),
+        "unsigned"
+    );
+    assert_eq!(reject(b"not json", &k, at(11)).code(), "malformed");
+    // One flipped byte in the signed payload.
+    let bytes = String::from_utf8(sign(&k.hq, &good)).expect("utf8");
+    let flipped = bytes.replace("HQ duty officer", "HQ duty officeR");
+    assert_eq!(
+        reject(flipped.as_bytes(), &k, at(11)).code(),
+        "bad-signature"
+    );
+    // Signed by a key this agent does not trust.
+    let other = DeviceKey::generate().expect("key");
+    let r = reject(&sign(&other, &good), &k, at(11));
+    assert_eq!(r.code(), "untrusted-key");
+    assert!(r.to_string().contains(&other.public_key_b64()));
+    // Expired, and issued an hour in the future.
+    assert_eq!(
+        reject(&sign(&k.hq, &good), &k, at(10) + Duration::days(8)).code(),
+        "expired"
+    );
+    assert_eq!(
+        reject(&sign(&k.hq, &good), &k, at(9)).code(),
+        "not-yet-valid"
+    );
+    // Within the skew: accepted.
+    assert!(verify(
+        &sign(&k.hq, &good),
+        &k.trust,
+        "gw-01",
+        at(10) - Duration::minutes(4)
+    )
+    .is_ok());
+    // Another agent's command.
+    let theirs = cmd(Action::Status, Target::Agent("gw-02".into()));
+    assert_eq!(
+        reject(&sign(&k.hq, &theirs), &k, at(11)).code(),
+        "wrong-target"
+    );
+    // Validity window longer than allowed.
+    let mut long = good.clone();
+    long.expires_at = long.issued_at + Duration::days(60);
+    assert_eq!(reject(&sign(&k.hq, &long), &k, at(11)).code(), "invalid");
+}
+
+/// Signs a hand-written payload (for shapes `to_payload` never makes).
+fn signed_raw(k: &Keys, args: &str, extra: &str) -> Vec<u8> {
+    let payload = format!(
+        r#"{{"v":1,"id":"c-9","kind":"hold.place","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{{"agent":"gw-01"}},"issuer":"x","args":{args}{extra}}}"#
+    );
+    k.hq.sign_envelope(&payload)
+}
+
+#[test]
+fn schema_errors_name_the_field() {
+    let k = keys();
+    let case = |args: &str, extra: &str, code: &str, field: &str| {
+        let r = reject(&signed_raw(&k, args, extra), &k, at(11));
+        assert_eq!(r.code(), code, "{args}{extra}: {r}");
+        assert!(r.to_string().contains(field), "{r} should name {field}");
+    };
+    let scope =
+        r#"{"cameras":["cam-1"],"from":"2026-11-20T08:00:00Z","to":"2026-11-20T09:00:00Z"}"#;
+    case(
+        &format!(r#"{{"hold":"H","case":"c","scope":{scope},"colour":"red"}}"#),
+        "",
+        "invalid",
+        "colour",
+    );
+    case(
+        r#"{"hold":"H","case":"c","scope":{"cameras":["cam-1"],"from":"2026-11-20T08:00:00Z","to":"2026-11-20T09:00:00Z","segments":["a/b/1"]}}"#,
+        "",
+        "invalid",
+        "args.scope",
+    );
+    case(
+        r#"{"hold":"H","case":"c","scope":{"cameras":[],"from":"2026-11-20T08:00:00Z","to":"2026-11-20T09:00:00Z"}}"#,
+        "",
+        "invalid",
+        "args.scope.cameras",
+    );
+    case(
+        r#"{"hold":"H","case":"c","scope":{"cameras":["cam-1"],"from":"2026-11-20T09:00:00Z","to":"2026-11-20T09:00:00Z"}}"#,
+        "",
+        "invalid",
+        "args.scope.from",
+    );
+    case(
+        &format!(r#"{{"hold":"H 1!","case":"c","scope":{scope}}}"#),
+        "",
+        "invalid",
+        "args.hold",
+    );
+    case(
+        &format!(r#"{{"hold":"H","case":"c","scope":{scope}}}"#),
+        r#","x":1"#,
+        "malformed",
+        "x",
+    );
+    let v2 = k.hq.sign_envelope(
+        r#"{"v":2,"id":"c","kind":"status","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{"fleet":true},"issuer":"x"}"#,
+    );
+    assert_eq!(reject(&v2, &k, at(11)).code(), "unsupported-version");
+}
+
+#[test]
+fn a_range_covers_records_that_overlap_it() {
+    let s = Scope::Range {
+        cameras: vec!["cam-1".into()],
+        from: at(8),
+        to: at(9),
+    };
+    let m = |h: u32, min: u32| at(h) + Duration::minutes(min.into());
+    // Ends exactly at `from`: covered (it touches the range's first instant).
+    assert!(s.covers("x", "cam-1", m(7, 59), at(8)));
+    // Starts exactly at `to`: not covered (the range is half-open).
+    assert!(!s.covers("x", "cam-1", at(9), m(9, 1)));
+    assert!(s.covers("x", "cam-1", m(8, 59), m(9, 1)));
+    assert!(!s.covers("x", "cam-2", m(8, 10), m(8, 11)));
+    let ids = Scope::Segments(vec!["gw/cam-1/3".into()]);
+    assert!(ids.covers("gw/cam-1/3", "cam-1", at(0), at(0)));
+    assert!(!ids.covers("gw/cam-1/4", "cam-1", at(0), at(0)));
+}
+
+fn arb_id() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._:/-]{1,40}"
+}
+
+fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
+    (0i64..2_000_000_000).prop_map(|s| Utc.timestamp_opt(1_600_000_000 + s, 0).single().expect("t"))
+}
+
+fn arb_scope() -> impl Strategy<Value = Scope> {
+    prop_oneof![
+        (
+            proptest::collection::vec(arb_id(), 1..4),
+            arb_time(),
+            1i64..10_000_000
+        )
+            .prop_map(|(cameras, from, len)| Scope::Range {
+                cameras,
+                from,
+                to: from + Duration::seconds(len)
+            }),
+        proptest::collection::vec(arb_id(), 1..4).prop_map(Scope::Segments),
+    ]
+}
+
+fn arb_action() -> impl Strategy<Value = Action> {
+    let text = "[a-zA-Z0-9 ./-]{0,30}[a-z]";
+    prop_oneof![
+        (
+            arb_id(),
+            text,
+            arb_scope(),
+            proptest::option::of(arb_time())
+        )
+            .prop_map(|(hold, case, scope, until)| Action::HoldPlace {
+                hold,
+                case,
+                scope,
+                until
+            }),
+        arb_id().prop_map(|hold| Action::HoldRelease { hold }),
+        (arb_id(), arb_time()).prop_map(|(hold, t)| Action::HoldExtend {
+            hold,
+            until: Some(t),
+            beyond_cap_until: None
+        }),
+        (arb_id(), arb_scope(), proptest::option::of(arb_time())).prop_map(
+            |(request, scope, due)| Action::RequestOpen {
+                request,
+                scope,
+                due
+            }
+        ),
+        (arb_id(), arb_time()).prop_map(|(request, due)| Action::RequestExtend { request, due }),
+        arb_scope().prop_map(|scope| Action::Inventory { scope }),
+        (arb_id(), arb_scope(), text).prop_map(|(restriction, scope, reason)| Action::Restrict {
+            restriction,
+            scope,
+            reason
+        }),
+        (arb_scope(), proptest::option::of(arb_id()))
+            .prop_map(|(scope, request)| Action::Erase { scope, request }),
+        Just(Action::Status),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn any_valid_command_round_trips(action in arb_action(), id in arb_id(), fleet in any::<bool>()) {
+        let k = keys();
+        let c = Command {
+            id,
+            issued_at: at(10),
+            expires_at: at(11),
+            target: if fleet { Target::Fleet } else { Target::Agent("gw-01".into()) },
+            issuer: "hq".into(),
+            action,
+        };
+        let v = verify(&sign(&k.hq, &c), &k.trust, "gw-01", at(10)).expect("verifies");
+        prop_assert_eq!(v.command, c);
+    }
+}

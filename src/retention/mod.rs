@@ -1,0 +1,571 @@
+//! Retention, legal holds and data-subject requests, enforced on the edge.
+//!
+//! One engine per store ([`Retention`]) owns the index, the receipt chain and
+//! the command journal; every change goes through its lock, so there is one
+//! writer. The guarantees it keeps (design.md 2–4):
+//! - **Retention is a maximum**: a segment is deleted no later than its
+//!   deadline plus one sweep interval, unless protected ([`rules`]) or the
+//!   clock cannot be trusted ([`clockguard`]) — then deletions wait and the
+//!   reason is reported, never a mass deletion.
+//! - **Holds override**: nothing deletes a protected segment — not the
+//!   sweeper, not disk pressure, not an erasure. [`rules::Protections::protector`]
+//!   is the one definition of "protected".
+//! - **Durable before acknowledged**: a command is journaled and committed to
+//!   the index before [`Retention::apply`] returns its response.
+//! - **Provable**: a media file is removed only after its signed, chained
+//!   receipt is durable ([`receipt`]); the order of one deletion batch is
+//!   receipts (fsync) → unlink media (directory fsync) → index commit. A crash
+//!   anywhere in it is completed at the next start from the receipts.
+//!
+//! The segment's manifest stays in its camera chain after deletion (it holds
+//! no image content): the chain stays verifiable, and chain + receipts show
+//! for any time range whether a segment was recorded, deleted and why.
+
+pub mod apply;
+pub mod audit;
+pub mod clockguard;
+pub mod inbox;
+pub mod index;
+pub mod journal;
+pub mod receipt;
+pub mod rules;
+pub mod status;
+pub mod sweep;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::RetentionSettings;
+use crate::policy::Policy;
+use crate::seal::manifest::{self, Manifest, RecordKind};
+use crate::seal::sign::{DeviceKey, Envelope};
+use clockguard::ClockGuard;
+use index::{Deletion, Index, Row, Writer};
+use journal::Journal;
+use receipt::{Reason, Receipt, ReceiptHead, ReceiptLog};
+
+/// Retention engine errors: always name the file or database and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("index {path}: {source}")]
+    Index {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Something HQ should hear about (the MQTT link forwards these; without it
+/// they are logged).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    SegmentDeleted(Box<Receipt>),
+    HoldApplied {
+        hold: String,
+        command: String,
+    },
+    HoldReleased {
+        hold: String,
+        command: String,
+    },
+    HoldCapWarning {
+        hold: String,
+        cap_at: DateTime<Utc>,
+        segments: u64,
+    },
+    DiskPressure {
+        free_bytes: u64,
+        floor_bytes: u64,
+        message: String,
+    },
+    ClockProblem {
+        message: String,
+    },
+    ClockTrusted,
+    CommandRejected {
+        id: String,
+        code: String,
+        reason: String,
+    },
+}
+
+/// Where events go.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event);
+}
+
+/// The default sink: a log line per event.
+pub struct LogEvents;
+
+impl EventSink for LogEvents {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::SegmentDeleted(r) => tracing::info!(segment = %r.segment_id,
+                reason = r.reason.as_str(), receipt = r.sequence, "segment deleted"),
+            Event::DiskPressure { .. }
+            | Event::ClockProblem { .. }
+            | Event::HoldCapWarning { .. } => {
+                tracing::warn!(?event, "retention")
+            }
+            other => tracing::info!(event = ?other, "retention"),
+        }
+    }
+}
+
+/// How the engine reads free space (the real file system, or a test's).
+pub type FreeSpace = Box<dyn Fn() -> std::io::Result<u64> + Send>;
+
+/// What the engine needs from the agent.
+pub struct Setup {
+    pub agent_id: String,
+    pub data_dir: PathBuf,
+    pub key: Arc<DeviceKey>,
+    pub policy: Arc<Policy>,
+    pub settings: RetentionSettings,
+    pub command_keys: Vec<[u8; 32]>,
+    pub events: Arc<dyn EventSink>,
+    pub free_space: FreeSpace,
+}
+
+/// The engine. Cheap to share (`Arc`); every method takes the one lock.
+pub struct Retention {
+    inner: Mutex<Engine>,
+}
+
+pub(crate) struct Engine {
+    agent: String,
+    data_dir: PathBuf,
+    index_path: PathBuf,
+    index: Index,
+    receipts: ReceiptLog,
+    receipt_head: ReceiptHead,
+    journal: Journal,
+    journal_head: u64,
+    key: Arc<DeviceKey>,
+    policy: Arc<Policy>,
+    settings: RetentionSettings,
+    trust: crate::command::Trust,
+    guard: ClockGuard,
+    events: Arc<dyn EventSink>,
+    free_space: FreeSpace,
+    /// The last sweep's clock verdict and pressure state, for status.
+    pub(crate) paused: Option<String>,
+    pub(crate) pressure: Option<String>,
+    pub(crate) last_sweep: Option<DateTime<Utc>>,
+    /// Wall time of the last sweep that trusted the clock.
+    pub(crate) last_trusted: Option<DateTime<Utc>>,
+}
+
+pub const INDEX_FILE: &str = "index.sqlite";
+
+impl Retention {
+    /// Opens the index (creating it), then brings it up to date with the disk:
+    /// completes deletions whose receipts exist, re-applies journal entries the
+    /// index has not seen, and indexes records sealed since (chain heads).
+    pub fn open(setup: Setup) -> Result<Retention, RetentionError> {
+        let index_path = setup.data_dir.join(INDEX_FILE);
+        Retention::open_at(setup, index_path)
+    }
+
+    /// Rebuilds the index from the files alone — chains, receipts, journal —
+    /// into a new database that replaces the old one only when complete.
+    /// The store must be locked (agent stopped).
+    pub fn reindex(setup: Setup) -> Result<status::Status, RetentionError> {
+        let data_dir = setup.data_dir.clone();
+        let live = data_dir.join(INDEX_FILE);
+        let fresh = data_dir.join(format!("{INDEX_FILE}.rebuild"));
+        let remove = |p: &Path| match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RetentionError::Io {
+                path: p.to_owned(),
+                source: e,
+            }),
+            _ => Ok(()),
+        };
+        let sidecars = |p: &Path| -> [PathBuf; 3] {
+            let s = p.display().to_string();
+            [
+                p.to_owned(),
+                format!("{s}-wal").into(),
+                format!("{s}-shm").into(),
+            ]
+        };
+        for p in sidecars(&fresh) {
+            remove(&p)?;
+        }
+        let status = {
+            let engine = Retention::open_at(setup, fresh.clone())?;
+            let now = crate::clock::now();
+            engine.status(now)?
+        };
+        // The old database's WAL must not be applied to the new one.
+        for p in &sidecars(&live)[1..] {
+            remove(p)?;
+        }
+        std::fs::rename(&fresh, &live).map_err(|source| RetentionError::Io {
+            path: live.clone(),
+            source,
+        })?;
+        crate::fsutil::sync_dir(&data_dir).map_err(|source| RetentionError::Io {
+            path: data_dir,
+            source,
+        })?;
+        Ok(status)
+    }
+
+    fn open_at(setup: Setup, index_path: PathBuf) -> Result<Retention, RetentionError> {
+        crate::fsutil::create_private_dir(&setup.data_dir).map_err(|source| {
+            RetentionError::Io {
+                path: setup.data_dir.clone(),
+                source,
+            }
+        })?;
+        let index = Index::open(&index_path).map_err(|source| RetentionError::Index {
+            path: index_path.clone(),
+            source,
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| RetentionError::Io { path, source }
+        };
+        let receipts = ReceiptLog::open(&setup.data_dir).map_err(io(&setup.data_dir))?;
+        let journal = Journal::open(&setup.data_dir).map_err(io(&setup.data_dir))?;
+        let settle = setup
+            .settings
+            .sweep_interval
+            .max(std::time::Duration::from_secs(60));
+        let mut engine = Engine {
+            agent: setup.agent_id,
+            data_dir: setup.data_dir,
+            index_path,
+            index,
+            receipts,
+            receipt_head: ReceiptHead::genesis(),
+            journal,
+            journal_head: 0,
+            key: setup.key,
+            policy: setup.policy,
+            guard: ClockGuard::new(
+                setup.settings.clock_jump,
+                settle,
+                setup.settings.trust_unsynchronised_clock,
+            ),
+            settings: setup.settings,
+            trust: crate::command::Trust::new(setup.command_keys),
+            events: setup.events,
+            free_space: setup.free_space,
+            paused: None,
+            pressure: None,
+            last_sweep: None,
+            last_trusted: None,
+        };
+        engine.recover()?;
+        Ok(Retention {
+            inner: Mutex::new(engine),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Engine> {
+        // A panic while holding the lock leaves the database consistent
+        // (transactions roll back), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Indexes a freshly sealed record (segment or gap); `payload` is the
+    /// exact signed manifest text.
+    pub fn sealed(&self, m: &Manifest, payload: &str) -> Result<(), RetentionError> {
+        let mut e = self.lock();
+        let row = e.row_from_manifest(m, payload);
+        e.write(|w| w.insert(&row))
+    }
+}
+
+/// Indexes each sealed record; a failure is logged and repaired at the next
+/// start (the index catches up from the chains).
+impl crate::store::SealObserver for Retention {
+    fn sealed(&self, manifest: &Manifest, payload: &str) {
+        if let Err(e) = Retention::sealed(self, manifest, payload) {
+            tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
+                "could not index a sealed record; it is indexed at the next start");
+        }
+    }
+}
+
+impl Engine {
+    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
+        move |source| RetentionError::Index {
+            path: self.index_path.clone(),
+            source,
+        }
+    }
+
+    /// Runs `f` in one committed transaction.
+    pub(crate) fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Writer<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, RetentionError> {
+        let path = self.index_path.clone();
+        let err = move |source| RetentionError::Index { path, source };
+        let tx = self.index.tx().map_err(err.clone())?;
+        let out = f(&Writer { tx: &tx }).map_err(err.clone())?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    pub(crate) fn camera_dir(&self, camera: &str) -> PathBuf {
+        self.data_dir.join("cameras").join(camera)
+    }
+
+    fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
+        let payload_sha = manifest::sha256(payload.as_bytes());
+        let cap_at = self
+            .policy
+            .class(&m.retention.class)
+            .and_then(|c| c.hold_limit(m.start));
+        let (bytes, cipher, truncated) = match &m.media {
+            Some(media) => (
+                media.ciphertext_bytes,
+                manifest::unhex32(&media.ciphertext_sha256),
+                media.truncated,
+            ),
+            None => (0, None, false),
+        };
+        Row {
+            camera: m.camera_id.clone(),
+            seq: m.sequence,
+            gap: m.record == RecordKind::Gap,
+            start: m.start,
+            end: m.end,
+            sealed_at: m.sealed_at,
+            class: m.retention.class.clone(),
+            delete_after: m.retention.delete_after,
+            cap_at,
+            bytes,
+            manifest_sha256: payload_sha,
+            ciphertext_sha256: cipher,
+            truncated,
+            deleted: None,
+        }
+    }
+
+    /// Brings the index up to date with the files (see [`Retention::open`]):
+    /// records first (a receipt or a journaled erasure refers to them), then
+    /// receipts past the index's head, then journal entries past its head.
+    fn recover(&mut self) -> Result<(), RetentionError> {
+        self.index_chains()?;
+        let head_seq: u64 = self
+            .index
+            .meta("receipt_head")
+            .map_err(self.db_err())?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let head_sha = self.index.meta("receipt_sha256").map_err(self.db_err())?;
+        self.receipt_head = ReceiptHead {
+            sequence: head_seq,
+            sha256: head_sha.unwrap_or_else(|| ReceiptHead::genesis().sha256),
+        };
+        let pubkey = self.key.public_key();
+        let mut pending = Vec::new();
+        let mut seq = head_seq + 1;
+        while let Some((r, sha)) = self
+            .receipts
+            .read(seq, &pubkey)
+            .map_err(RetentionError::Corrupt)?
+        {
+            pending.push((r, sha));
+            seq += 1;
+        }
+        for chunk in pending.chunks(4096) {
+            tracing::info!(
+                receipts = chunk.len(),
+                "completing deletions from their receipts"
+            );
+            self.finish_deletions(chunk)?;
+        }
+        self.journal_head = self
+            .index
+            .meta("journal_head")
+            .map_err(self.db_err())?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let entries = self
+            .journal
+            .after(self.journal_head)
+            .map_err(RetentionError::Corrupt)?;
+        for entry in entries {
+            tracing::info!(sequence = entry.sequence, "applying a journaled command");
+            self.replay(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes every manifest newer than the index's head of its camera.
+    pub(crate) fn index_chains(&mut self) -> Result<(), RetentionError> {
+        let cams_dir = self.data_dir.join("cameras");
+        let entries = match std::fs::read_dir(&cams_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(RetentionError::Io {
+                    path: cams_dir,
+                    source,
+                })
+            }
+        };
+        let mut cameras = Vec::new();
+        for e in entries {
+            let e = e.map_err(|source| RetentionError::Io {
+                path: cams_dir.clone(),
+                source,
+            })?;
+            if let Some(name) = e.file_name().to_str() {
+                cameras.push(name.to_owned());
+            }
+        }
+        let key = self.key.public_key();
+        for cam in cameras {
+            let dir = self.camera_dir(&cam);
+            let mut seq = self.index.camera_head(&cam).map_err(self.db_err())? + 1;
+            let mut rows = Vec::new();
+            loop {
+                let path = dir.join(format!("{seq:010}.json"));
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(source) => return Err(RetentionError::Io { path, source }),
+                };
+                let env = Envelope::open(&bytes, Some(&key))
+                    .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
+                let m: Manifest = serde_json::from_str(&env.payload)
+                    .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
+                rows.push(self.row_from_manifest(&m, &env.payload));
+                seq += 1;
+            }
+            if !rows.is_empty() {
+                tracing::info!(camera = %cam, records = rows.len(), "indexing records");
+                self.write(|w| rows.iter().try_for_each(|r| w.insert(r)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes `rows` (present segments) for `reason`: receipts first, then
+    /// the media, then the index. Returns the receipts written.
+    pub(crate) fn delete(
+        &mut self,
+        rows: &[Row],
+        reason: Reason,
+        command: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Receipt>, RetentionError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sync = crate::clock::sync_state();
+        let mut receipts: Vec<Receipt> = rows
+            .iter()
+            .map(|r| Receipt {
+                v: 1,
+                record: "deletion".into(),
+                sequence: 0,
+                agent_id: self.agent.clone(),
+                segment_id: r.segment_id(&self.agent),
+                camera_id: r.camera.clone(),
+                segment_start: r.start,
+                segment_end: r.end,
+                class: r.class.clone(),
+                delete_after: r.delete_after,
+                manifest_sha256: manifest::hex(&r.manifest_sha256),
+                ciphertext_sha256: r
+                    .ciphertext_sha256
+                    .map(|h| manifest::hex(&h))
+                    .unwrap_or_default(),
+                ciphertext_bytes: r.bytes,
+                deleted_at: now,
+                reason,
+                command_id: command.map(str::to_owned),
+                clock: sync,
+                prev_receipt_sha256: String::new(),
+            })
+            .collect();
+        let dir = self.receipts.dir().to_owned();
+        self.receipts
+            .append(&self.key, &self.receipt_head, &mut receipts)
+            .map_err(|source| RetentionError::Io { path: dir, source })?;
+        let with_sha: Vec<(Receipt, String)> = receipts
+            .iter()
+            .map(|r| (r.clone(), manifest::sha256_hex(r.to_payload().as_bytes())))
+            .collect();
+        self.finish_deletions(&with_sha)?;
+        for r in &receipts {
+            self.events.emit(Event::SegmentDeleted(Box::new(r.clone())));
+        }
+        Ok(receipts)
+    }
+
+    /// Steps 2 and 3 of a deletion for durable receipts (also recovery).
+    fn finish_deletions(&mut self, receipts: &[(Receipt, String)]) -> Result<(), RetentionError> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for (r, _) in receipts {
+            let Some((camera, seq)) = index::parse_segment_id(&r.segment_id, &self.agent) else {
+                return Err(RetentionError::Corrupt(format!(
+                    "receipt {}: segment id {} is not this agent's",
+                    r.sequence, r.segment_id
+                )));
+            };
+            let dir = self.camera_dir(&camera);
+            let media = dir.join(format!("{seq:010}.mp4.age"));
+            match std::fs::remove_file(&media) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(RetentionError::Io {
+                        path: media,
+                        source,
+                    })
+                }
+            }
+            dirs.insert(dir);
+        }
+        for dir in dirs {
+            crate::fsutil::sync_dir(&dir)
+                .map_err(|source| RetentionError::Io { path: dir, source })?;
+        }
+        let agent = self.agent.clone();
+        let last = receipts.last().map(|(r, sha)| (r.sequence, sha.clone()));
+        self.write(|w| {
+            for (r, _) in receipts {
+                if let Some((camera, seq)) = index::parse_segment_id(&r.segment_id, &agent) {
+                    w.mark_deleted(
+                        &camera,
+                        seq,
+                        &Deletion {
+                            at: r.deleted_at,
+                            receipt: r.sequence,
+                            reason: r.reason.as_str().into(),
+                        },
+                    )?;
+                }
+            }
+            if let Some((seq, sha)) = &last {
+                w.set_meta("receipt_head", &seq.to_string())?;
+                w.set_meta("receipt_sha256", sha)?;
+            }
+            Ok(())
+        })?;
+        if let Some((sequence, sha256)) = last {
+            self.receipt_head = ReceiptHead { sequence, sha256 };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

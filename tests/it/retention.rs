@@ -1,0 +1,250 @@
+//! Retention through the real binaries: a hold applied with `sargs apply`
+//! survives kill -9 of the agent, and kill -9 during a sweep leaves index,
+//! receipts and files consistent.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sargs::command::{Action, Command as Cmd, Scope, Target};
+use sargs::seal::sign::DeviceKey;
+use sargs::store::{CameraLog, SealContext, SegmentInfo};
+
+use crate::harness::*;
+
+/// `[retention]` and `[hq]` tables trusting `hq`, before the cameras.
+fn tables(hq: &DeviceKey, extra_retention: &str) -> String {
+    format!(
+        "[retention]\nsweep_interval_s = 1\nfree_space_floor_mb = 1\ntrust_unsynchronised_clock = true\n{extra_retention}\n[hq]\ncommand_keys = [\"{}\"]\n\n",
+        hq.public_key_b64()
+    )
+}
+
+fn write_command(home: &Home, hq: &DeviceKey, name: &str, action: Action) -> std::path::PathBuf {
+    let now = Utc::now();
+    let cmd = Cmd {
+        id: format!("c-{name}"),
+        issued_at: now,
+        expires_at: now + chrono::Duration::days(1),
+        target: Target::Agent("test-gw".into()),
+        issuer: "duty officer".into(),
+        action,
+    };
+    let path = home.path().join(format!("{name}.cmd"));
+    std::fs::write(&path, sargs::command::sign(hq, &cmd)).expect("command file");
+    path
+}
+
+fn status_json(home: &Home) -> serde_json::Value {
+    let cfg = home.config_path();
+    let (ok, out, err) = sargs(&["status", "--json", "--config", cfg.to_str().expect("utf8")]);
+    assert!(ok, "status: {err}");
+    serde_json::from_str(&out).expect("status JSON")
+}
+
+#[test]
+fn a_hold_applied_to_a_running_agent_survives_kill_9() {
+    let home = Home::new();
+    let hq = DeviceKey::generate().expect("hq key");
+    home.config_with(
+        2,
+        "min_free_mb = 1",
+        &(tables(&hq, "") + &test_camera("cam-1", "cctv", "")),
+    );
+    let mut agent = spawn_agent(&home);
+    let dir = home.camera_dir("cam-1");
+    assert!(
+        wait_until(Duration::from_secs(30), || dir.exists()
+            && segments(&dir).len() >= 2),
+        "the agent records"
+    );
+    let scope = Scope::Range {
+        cameras: vec!["cam-1".into()],
+        from: Utc::now() - chrono::Duration::hours(1),
+        to: Utc::now() + chrono::Duration::hours(1),
+    };
+    let file = write_command(
+        &home,
+        &hq,
+        "hold",
+        Action::HoldPlace {
+            hold: "H-2026-17".into(),
+            case: "KP 11-2026/88".into(),
+            scope,
+            until: None,
+        },
+    );
+    let cfg = home.config_path();
+    let cfg = cfg.to_str().expect("utf8");
+    let f = file.to_str().expect("utf8");
+    let (ok, out, err) = sargs(&["apply", "--config", cfg, f]);
+    // The instant apply returns, the agent dies without any chance to flush.
+    agent.kill().expect("kill -9");
+    let _ = agent.wait();
+    assert!(ok, "apply: {out} {err}");
+    let resp: serde_json::Value = serde_json::from_str(&out).expect("response JSON");
+    assert_eq!(resp["status"], "applied", "{resp}");
+    assert!(
+        resp["result"]["covered_segments"].as_u64().unwrap_or(0) >= 1,
+        "{resp}"
+    );
+    let st = status_json(&home);
+    assert_eq!(st["holds"], serde_json::json!(["H-2026-17"]), "{st}");
+    // Even a lost index gets the hold back, from the command journal.
+    std::fs::remove_file(home.path().join("data/index.sqlite")).expect("rm index");
+    let (ok, _, err) = sargs(&["reindex", "--config", cfg]);
+    assert!(ok, "reindex: {err}");
+    assert_eq!(
+        status_json(&home)["holds"],
+        serde_json::json!(["H-2026-17"])
+    );
+    // Applying the same file again changes nothing and says why.
+    let (ok, out, _) = sargs(&["apply", "--config", cfg, f]);
+    assert!(!ok);
+    assert!(out.contains("\"replayed\""), "{out}");
+    let (ok, out, err) = sargs(&["verify", "--config", cfg]);
+    assert!(ok, "verify: {out} {err}");
+}
+
+#[test]
+fn a_command_signed_by_an_untrusted_key_is_refused_and_changes_nothing() {
+    let home = Home::new();
+    let hq = DeviceKey::generate().expect("hq key");
+    let intruder = DeviceKey::generate().expect("other key");
+    home.config_with(
+        2,
+        "min_free_mb = 1",
+        &(tables(&hq, "") + &test_camera("cam-1", "cctv", "")),
+    );
+    let file = write_command(
+        &home,
+        &intruder,
+        "bad",
+        Action::Erase {
+            scope: Scope::Segments(vec!["test-gw/cam-1/1".into()]),
+            request: None,
+        },
+    );
+    let cfg = home.config_path();
+    let (ok, out, err) = sargs(&[
+        "apply",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        file.to_str().expect("utf8"),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("bad.cmd"), "the error names the file: {err}");
+    let resp: serde_json::Value = serde_json::from_str(&out).expect("response JSON");
+    assert_eq!(resp["status"], "rejected");
+    assert_eq!(status_json(&home)["receipts"], 0);
+}
+
+/// Seals `n` one-minute segments of `camera` starting `days_ago`, in process,
+/// as an agent would have recorded them back then.
+fn old_segments(home: &Home, camera: &str, n: usize, days_ago: i64) {
+    let config = sargs::config::Config::load(&home.config_path()).expect("config");
+    let key = DeviceKey::load_or_create(&config.agent.signing_key).expect("device key");
+    let ctx = Arc::new(SealContext {
+        agent_id: config.agent.id.clone(),
+        key: Arc::new(key),
+        recipients: config.recipients.clone(),
+        policy: config.policy.clone(),
+        observer: None,
+    });
+    let cam = config
+        .cameras
+        .iter()
+        .find(|c| c.id == camera)
+        .expect("camera")
+        .clone();
+    let mut log = CameraLog::open(home.camera_dir(camera), cam, ctx, false).expect("log");
+    let t0: DateTime<Utc> = Utc::now() - chrono::Duration::days(days_ago);
+    for i in 0..n {
+        let start = t0 + chrono::Duration::minutes(i as i64);
+        let mut seg = log.begin_segment(start, 0).expect("begin");
+        std::io::Write::write_all(seg.writer.as_mut().expect("writer"), &[1u8; 4096])
+            .expect("write");
+        let info = SegmentInfo {
+            start,
+            end: start + chrono::Duration::minutes(1),
+            codec: "h264".into(),
+            width: None,
+            height: None,
+            encoding: "encoded",
+        };
+        log.commit_segment(&mut seg, &info, false).expect("commit");
+    }
+}
+
+fn count(dir: &Path, suffix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn kill_9_during_a_sweep_leaves_index_receipts_and_files_consistent() {
+    const N: usize = 400;
+    let home = Home::new();
+    let hq = DeviceKey::generate().expect("hq key");
+    home.config_with(
+        2,
+        "min_free_mb = 1",
+        &(tables(&hq, "") + &test_camera("cam-old", "cctv", "enabled = false")),
+    );
+    old_segments(&home, "cam-old", N, 40);
+    let dir = home.camera_dir("cam-old");
+    let receipts = home.path().join("data/receipts");
+    assert_eq!(count(&dir, ".mp4.age"), N);
+    // The agent's first sweep finds all N past their 30-day deadline.
+    let mut agent = spawn_agent(&home);
+    assert!(
+        wait_until(Duration::from_secs(60), || count(&receipts, ".json") >= 50),
+        "the sweep starts"
+    );
+    agent.kill().expect("kill -9");
+    let _ = agent.wait();
+    let written = count(&receipts, ".json");
+    let left = count(&dir, ".mp4.age");
+    assert!(
+        written < N || left > 0,
+        "killed in the middle ({written} receipts, {left} left)"
+    );
+    // At every instant: each missing media file has a valid receipt.
+    let key = home.device_key();
+    let chain = sargs::retention::receipt::verify_chain(&receipts, &key).expect("chain");
+    assert!(chain.problems.is_empty(), "{:?}", chain.problems);
+    assert!(
+        N - left <= chain.deleted.len(),
+        "{} gone, {} receipts",
+        N - left,
+        chain.deleted.len()
+    );
+    // The next start completes what the kill interrupted, then sweeps the rest.
+    let mut agent = spawn_agent(&home);
+    assert!(
+        wait_until(Duration::from_secs(60), || count(&dir, ".mp4.age") == 0),
+        "everything due is deleted after restart"
+    );
+    // SIGTERM: a clean stop.
+    let _ = Command::new("kill").arg(agent.id().to_string()).status();
+    let _ = agent.wait();
+    let chain = sargs::retention::receipt::verify_chain(&receipts, &key).expect("chain");
+    assert!(chain.problems.is_empty(), "{:?}", chain.problems);
+    assert_eq!(
+        chain.receipts as usize, N,
+        "exactly one receipt per segment"
+    );
+    let cfg = home.config_path();
+    let (ok, out, err) = sargs(&["verify", "--config", cfg.to_str().expect("utf8")]);
+    assert!(ok, "verify: {out} {err}");
+    assert!(out.contains(&format!("{N} deleted with receipts")), "{out}");
+    let st = status_json(&home);
+    assert_eq!(st["deleted"]["retention-expired"], N, "{st}");
+}
