@@ -212,11 +212,15 @@ impl Index {
         Ok(seq.unwrap_or(0) as u64)
     }
 
-    /// The newest `sealed_at` of any record.
+    /// The newest `sealed_at` of any record: each camera's last record,
+    /// found through the primary key (no table scan).
     pub fn newest_sealed(&self) -> Result<Option<DateTime<Utc>>> {
-        let v: Option<i64> =
-            self.conn
-                .query_row("SELECT MAX(sealed_ms) FROM records", [], |r| r.get(0))?;
+        let v: Option<i64> = self.conn.query_row(
+            "SELECT MAX((SELECT r.sealed_ms FROM records r WHERE r.camera = c.id \
+             ORDER BY r.seq DESC LIMIT 1)) FROM cameras c",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(v.map(from_ms))
     }
 

@@ -160,8 +160,9 @@ pub(crate) struct Engine {
     pub(crate) paused: Option<String>,
     pub(crate) pressure: Option<String>,
     pub(crate) last_sweep: Option<DateTime<Utc>>,
-    /// Wall time of the last sweep that trusted the clock.
-    pub(crate) last_trusted: Option<DateTime<Utc>>,
+    /// Wall time of the last sweep that trusted the clock, and when that was
+    /// on the monotonic clock.
+    pub(crate) last_trusted: Option<(DateTime<Utc>, std::time::Instant)>,
 }
 
 pub const INDEX_FILE: &str = "index.sqlite";
@@ -277,23 +278,26 @@ impl Retention {
         // (transactions roll back), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
-
-    /// Indexes a freshly sealed record (segment or gap); `payload` is the
-    /// exact signed manifest text.
-    pub fn sealed(&self, m: &Manifest, payload: &str) -> Result<(), RetentionError> {
-        let mut e = self.lock();
-        let row = e.row_from_manifest(m, payload);
-        e.write(|w| w.insert(&row))
-    }
 }
 
-/// Indexes each sealed record; a failure is logged and repaired at the next
-/// start (the index catches up from the chains).
+/// Indexes each sealed record without ever making a camera wait: while the
+/// engine is busy (a long sweep), the record is left to the catch-up every
+/// sweep starts with; a failure is logged and repaired the same way.
 impl crate::store::SealObserver for Retention {
     fn sealed(&self, manifest: &Manifest, payload: &str) {
-        if let Err(e) = Retention::sealed(self, manifest, payload) {
+        let mut engine = match self.inner.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                tracing::debug!(camera = %manifest.camera_id, sequence = manifest.sequence,
+                    "engine busy; the record is indexed at the next sweep");
+                return;
+            }
+        };
+        let row = engine.row_from_manifest(manifest, payload);
+        if let Err(e) = engine.write(|w| w.insert(&row)) {
             tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
-                "could not index a sealed record; it is indexed at the next start");
+                "could not index a sealed record; it is indexed at the next sweep");
         }
     }
 }

@@ -8,9 +8,11 @@
 //!   protected data is left it stops and raises an alarm (recording then
 //!   pauses at `agent.min_free_mb` by itself and resumes when space returns);
 //! - protection is always judged at a time the agent can vouch for — the
-//!   wall clock while it is trusted, otherwise the earlier of the wall clock
-//!   and the last trusted reading (or newest sealed record) — so a clock that
-//!   jumps ahead cannot make a hold look expired.
+//!   earlier of the wall clock and the last trusted reading plus the
+//!   monotonic time since (before any trusted reading: the newest sealed
+//!   record) — so a clock that jumps ahead cannot make a hold look expired,
+//!   not even between a jump and the sweep that notices it;
+//! - every sweep first indexes what the cameras sealed while it was busy.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,18 +51,22 @@ impl Retention {
 }
 
 impl Engine {
-    /// The instant protections are judged at (see the module invariant).
+    /// The instant protections are judged at (see the module invariant): the
+    /// wall clock, but never later than the last trusted reading plus the
+    /// monotonic time since — nor, before any trusted reading, than the
+    /// newest sealed record.
     pub(crate) fn protection_time(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
-        match self.last_trusted {
-            Some(t) if self.paused.is_none() => t.max(wall),
-            Some(t) => t.min(wall),
-            None => self
-                .index
-                .newest_sealed()
+        let vouched = match self.last_trusted {
+            Some((t, at)) => chrono::Duration::from_std(at.elapsed())
                 .ok()
-                .flatten()
-                .map_or(wall, |n| n.min(wall)),
-        }
+                .and_then(|d| t.checked_add_signed(d))
+                .unwrap_or(t),
+            None => match self.index.newest_sealed().ok().flatten() {
+                Some(n) => n,
+                None => return wall,
+            },
+        };
+        wall.min(vouched)
     }
 
     pub(crate) fn sweep(&mut self, now: Now) -> Result<SweepReport, RetentionError> {
@@ -68,13 +74,15 @@ impl Engine {
             at: Some(now.wall),
             ..SweepReport::default()
         };
+        // Records the cameras sealed while the engine was busy.
+        self.index_chains()?;
         let newest = self.index.newest_sealed().map_err(self.db_err())?;
         match self.guard.observe(now, newest) {
             Trust::Trusted => {
                 if self.paused.take().is_some() {
                     self.events.emit(Event::ClockTrusted);
                 }
-                self.last_trusted = Some(now.wall);
+                self.last_trusted = Some((now.wall, std::time::Instant::now()));
                 report.expired = self.delete_due(now.wall)?;
                 report.cap_warnings = self.warn_caps(now.wall)?;
             }

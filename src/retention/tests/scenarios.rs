@@ -552,3 +552,55 @@ fn reindex_rebuilds_the_same_state_from_files_alone() {
     assert!(a.ok(), "{:?}", a.problems);
     drop(dir);
 }
+
+#[test]
+fn a_clock_that_jumps_ahead_never_makes_a_protection_look_expired() {
+    let mut f = Fixture::new_with(false);
+    let t = t0();
+    let asked = f.seal(0, t, 60);
+    let held = f.seal(0, t + D::seconds(60), 60);
+    f.seal(0, t + D::seconds(120), 60);
+    f.apply(
+        Action::RequestOpen {
+            request: "R".into(),
+            scope: Scope::Segments(vec![asked.clone()]),
+            due: None,
+        },
+        t,
+    );
+    f.apply(
+        Action::HoldPlace {
+            hold: "H".into(),
+            case: "c".into(),
+            scope: Scope::Segments(vec![held.clone()]),
+            until: Some(t + day(10)),
+        },
+        t,
+    );
+    assert_eq!(f.sweep(t + D::minutes(5)).paused, None);
+    // The clock leaps two months ahead; before any sweep notices, an erasure
+    // arrives stamped with the leapt clock.
+    let leapt = t + day(60);
+    let resp = f.apply(
+        Action::Erase {
+            scope: Fixture::range(0, t - D::hours(1), t + D::hours(1)),
+            request: None,
+        },
+        leapt,
+    );
+    assert!(resp.applied(), "{resp:?}");
+    assert!(
+        f.media_exists(&asked),
+        "the request still protects: {resp:?}"
+    );
+    assert!(
+        f.media_exists(&held),
+        "the hold has not truly ended: {resp:?}"
+    );
+    // Disk pressure under the leapt, unsynchronised clock: the same.
+    f.capacity.store(1 << 20, Ordering::SeqCst);
+    let r = f.sweep_at(leapt, Duration::from_secs(60), SyncState::Unsynchronised);
+    assert!(r.paused.is_some());
+    assert!(f.media_exists(&asked) && f.media_exists(&held), "{r:?}");
+    f.audit_ok();
+}
