@@ -20,8 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::{DiskFloor, Recorder};
 use crate::config::Config;
+use crate::hq::messages::{OutboxEvents, Topics};
+use crate::hq::outbox::Outbox;
+use crate::hq::telemetry::Telemetry;
+use crate::hq::{Link, LinkError};
 use crate::retention::clockguard::Now;
-use crate::retention::{inbox, LogEvents, Retention, RetentionError, Setup};
+use crate::retention::{inbox, EventSink, LogEvents, Retention, RetentionError, Setup};
 use crate::seal::sign::{DeviceKey, KeyError};
 use crate::store::{CameraLog, SealContext, Store, StoreError};
 
@@ -34,6 +38,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Retention(#[from] RetentionError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
     #[error("{0}")]
     Gstreamer(String),
     #[error("starting camera thread {camera}: {source}")]
@@ -49,18 +55,45 @@ pub struct Agent {
     cameras: Vec<(String, JoinHandle<()>)>,
     retention: Arc<Retention>,
     sweeper: Option<JoinHandle<()>>,
+    link: Option<Link>,
     /// Stops the retention thread (after the cameras).
     stop_sweeper: CancellationToken,
     cancel: CancellationToken,
 }
 
 /// Opens the retention engine of `config`'s store (the store must be taken).
-pub fn open_retention(config: &Config, key: Arc<DeviceKey>) -> Result<Retention, RetentionError> {
-    Retention::open(retention_setup(config, key))
+pub fn open_retention(config: &Config, key: Arc<DeviceKey>) -> Result<Retention, StartError> {
+    let (events, _) = event_sink(config)?;
+    Ok(Retention::open(retention_setup(config, key, events))?)
+}
+
+/// The retention engine's event sink, and the outbox behind it if any.
+pub type Events = (Arc<dyn EventSink>, Option<Arc<Outbox>>);
+
+/// Where retention events go: with an HQ link configured, the durable outbox
+/// (also when no agent runs, e.g. `sargs apply`), else the log.
+pub fn event_sink(config: &Config) -> Result<Events, StartError> {
+    let Some(link) = &config.link else {
+        return Ok((Arc::new(LogEvents), None));
+    };
+    let data_dir = &config.agent.data_dir;
+    let outbox = Arc::new(Outbox::open(data_dir, link.outbox_max).map_err(|source| {
+        StartError::Store(StoreError::Io {
+            path: data_dir.join("outbox"),
+            source,
+        })
+    })?);
+    let topics = Topics::new(&link.prefix, &config.agent.id);
+    let sink = OutboxEvents {
+        agent: config.agent.id.clone(),
+        topic: topics.events,
+        outbox: outbox.clone(),
+    };
+    Ok((Arc::new(sink), Some(outbox)))
 }
 
 /// What the retention engine of `config`'s store is opened with.
-pub fn retention_setup(config: &Config, key: Arc<DeviceKey>) -> Setup {
+pub fn retention_setup(config: &Config, key: Arc<DeviceKey>, events: Arc<dyn EventSink>) -> Setup {
     let data_dir = config.agent.data_dir.clone();
     let probe = data_dir.clone();
     Setup {
@@ -70,7 +103,7 @@ pub fn retention_setup(config: &Config, key: Arc<DeviceKey>) -> Setup {
         policy: config.policy.clone(),
         settings: config.retention,
         command_keys: config.command_keys.clone(),
-        events: Arc::new(LogEvents),
+        events,
         free_space: Box::new(move || crate::fsutil::free_bytes(&probe)),
     }
 }
@@ -83,7 +116,12 @@ impl Agent {
         let key = Arc::new(DeviceKey::load_or_create(&config.agent.signing_key)?);
         tracing::info!(agent = %config.agent.id, data_dir = %config.agent.data_dir.display(),
             device_key = %key.public_key_b64(), unclean_stop = store.unclean(), "agent starting");
-        let retention = Arc::new(open_retention(config, key.clone())?);
+        let (events, outbox) = event_sink(config)?;
+        let retention = Arc::new(Retention::open(retention_setup(
+            config,
+            key.clone(),
+            events,
+        ))?);
         let ctx = Arc::new(SealContext {
             agent_id: config.agent.id.clone(),
             key,
@@ -145,10 +183,41 @@ impl Agent {
                     }
                 })?
         };
+        let link = match (&config.link, outbox) {
+            (Some(settings), Some(outbox)) => {
+                let telemetry = Telemetry::new(
+                    config.agent.id.clone(),
+                    config.agent.data_dir.clone(),
+                    retention.clone(),
+                    outbox.clone(),
+                    config
+                        .cameras
+                        .iter()
+                        .map(|c| (c.id.clone(), c.enabled))
+                        .collect(),
+                );
+                match Link::start(
+                    settings,
+                    &config.agent.id,
+                    retention.clone(),
+                    outbox,
+                    telemetry,
+                ) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        cancel.cancel();
+                        stop_sweeper.cancel();
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Agent {
             store,
             cameras,
             retention,
+            link,
             sweeper: Some(sweeper),
             stop_sweeper,
             cancel,
@@ -178,6 +247,14 @@ impl Agent {
             if h.join().is_err() {
                 tracing::error!("retention thread panicked");
             }
+        }
+        if let Err(e) = self.retention.catch_up() {
+            tracing::error!(error = %e, "indexing the last records failed; the next start does it");
+        }
+        // Last: what the cameras and the sweeper queued has had its chance,
+        // and HQ hears `offline` from the agent itself.
+        if let Some(link) = self.link.take() {
+            link.stop();
         }
         self.store.close()?;
         tracing::info!("agent stopped");

@@ -13,6 +13,7 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod fsutil;
+pub mod hq;
 pub mod policy;
 pub mod retention;
 pub mod seal;

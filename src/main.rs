@@ -262,7 +262,8 @@ fn reindex(config: &Config) -> Result<(), String> {
     })?;
     let key = sargs::seal::sign::DeviceKey::load(&config.agent.signing_key)
         .map_err(|e| format!("device key: {e}"))?;
-    let setup = sargs::agent::retention_setup(config, std::sync::Arc::new(key));
+    let (events, _) = sargs::agent::event_sink(config).map_err(|e| e.to_string())?;
+    let setup = sargs::agent::retention_setup(config, std::sync::Arc::new(key), events);
     let st = sargs::retention::Retention::reindex(setup).map_err(|e| e.to_string())?;
     store.close().map_err(|e| e.to_string())?;
     println!("index rebuilt");

@@ -24,6 +24,7 @@
 
 pub(crate) mod check;
 pub mod error;
+mod link;
 mod raw;
 mod source;
 #[cfg(test)]
@@ -58,6 +59,8 @@ pub struct Config {
     /// HQ's Ed25519 command-signing public keys (`[hq] command_keys`); a
     /// command signed by any other key is refused.
     pub command_keys: Vec<[u8; 32]>,
+    /// The MQTT link to HQ (`[hq] broker`), if configured.
+    pub link: Option<LinkSettings>,
     /// All configured cameras, in file order (including disabled ones).
     pub cameras: Vec<CameraConfig>,
     pub policy: Arc<Policy>,
@@ -125,6 +128,35 @@ impl Default for RetentionSettings {
             trust_unsynchronised_clock: false,
         }
     }
+}
+
+/// The `[hq]` table's MQTT link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkSettings {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS with these files (CA for the server; optional client
+    /// certificate and key).
+    pub tls: Option<TlsFiles>,
+    pub username: Option<String>,
+    /// Read from `password_file` at load time.
+    pub password: Option<String>,
+    /// Topic prefix, default `sargs`.
+    pub prefix: String,
+    pub telemetry_interval: Duration,
+    pub keep_alive: Duration,
+    /// Most messages the durable outbox keeps while HQ is unreachable.
+    pub outbox_max: usize,
+}
+
+/// TLS files of the link (absolute paths).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM CA certificate(s) that sign the broker's certificate; `None`: the
+    /// system's trust store is not used, so this is required for `mqtts://`.
+    pub ca: PathBuf,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 /// One `[[camera]]`.

@@ -32,6 +32,16 @@ pub(super) struct RawRetention {
 pub(super) struct RawHq {
     #[serde(default)]
     pub command_keys: Vec<String>,
+    pub broker: Option<String>,
+    pub prefix: Option<String>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub telemetry_interval_s: Option<u64>,
+    pub keep_alive_s: Option<u64>,
+    pub outbox_max: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,6 +61,10 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         min_free_mb.saturating_mul(1 << 20),
     );
     let command_keys = command_keys(&mut v, raw.hq.as_ref());
+    let link = raw
+        .hq
+        .as_ref()
+        .and_then(|hq| super::link::link(&mut v, hq, &base));
 
     // The policy file: its own errors name it.
     let policy = match &policy_file {
@@ -110,6 +114,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
             supervision,
             retention,
             command_keys,
+            link,
             cameras,
             policy,
         }),
@@ -283,6 +288,12 @@ fn retention(
 fn command_keys(v: &mut Collector<'_>, raw: Option<&RawHq>) -> Vec<[u8; 32]> {
     use base64::Engine;
     let Some(raw) = raw else { return Vec::new() };
+    if raw.broker.is_some() && raw.command_keys.is_empty() {
+        v.invalid(
+            "hq.command_keys",
+            "a broker is configured but no HQ command key: every command would be refused",
+        );
+    }
     let mut keys = Vec::new();
     for (i, k) in raw.command_keys.iter().enumerate() {
         match base64::engine::general_purpose::STANDARD

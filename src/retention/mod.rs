@@ -273,6 +273,12 @@ impl Retention {
         })
     }
 
+    /// Indexes every record sealed since the index last saw its camera (the
+    /// indexer skips a busy engine; the agent calls this at a clean stop).
+    pub fn catch_up(&self) -> Result<(), RetentionError> {
+        self.lock().index_chains()
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Engine> {
         // A panic while holding the lock leaves the database consistent
         // (transactions roll back), so a poisoned lock is still usable.

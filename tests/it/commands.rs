@@ -8,31 +8,9 @@ use sargs::command::{Action, Scope, Target, Trust};
 
 use crate::harness::*;
 
-/// `sargsctl keygen` in `dir` (keys in `dir/hq/`); returns the command key it prints.
-fn keygen(dir: &Path) -> String {
-    let (ok, out, err) = sargsctl_in(
-        &[
-            "keygen",
-            "--out",
-            "hq/identity.txt",
-            "--signing-key",
-            "hq-signing.pk8",
-        ],
-        dir,
-    );
-    assert!(ok, "keygen: {err}");
-    let mut lines = out.lines();
-    assert!(lines.next().is_some_and(|l| l.starts_with("age1")), "{out}");
-    lines
-        .next()
-        .and_then(|l| l.strip_prefix("command key: "))
-        .expect("command key line")
-        .to_owned()
-}
-
 const COMMON: [&str; 6] = [
     "--key",
-    "hq-signing.pk8",
+    "hq/signing.pk8",
     "--agent",
     "test-gw",
     "--issuer",
@@ -43,7 +21,7 @@ const COMMON: [&str; 6] = [
 fn every_verb_writes_a_command_the_agent_verifies() {
     let home = Home::new();
     let dir = home.path();
-    let key = keygen(dir);
+    let key = hq_keygen(dir);
     let trust = Trust::from_b64(&[key]).expect("key");
     let range = [
         "--cameras",
@@ -153,7 +131,7 @@ fn every_verb_writes_a_command_the_agent_verifies() {
 fn bad_options_name_the_option_and_write_nothing() {
     let home = Home::new();
     let dir = home.path();
-    keygen(dir);
+    hq_keygen(dir);
     let hold = ["hold", "--hold", "H", "--case", "c", "--cameras", "a"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -196,7 +174,7 @@ fn bad_options_name_the_option_and_write_nothing() {
             "--hold",
             "H",
             "--key",
-            "hq-signing.pk8",
+            "hq/signing.pk8",
             "--issuer",
             "x",
             "--out",
@@ -225,7 +203,7 @@ fn bad_options_name_the_option_and_write_nothing() {
 fn hold_and_release_from_sargsctl_through_sargs_apply() {
     let home = Home::new();
     let dir = home.path();
-    let key = keygen(dir);
+    let key = hq_keygen(dir);
     let cams = format!(
         "[retention]\ntrust_unsynchronised_clock = true\nfree_space_floor_mb = 1\n\n[hq]\ncommand_keys = [\"{key}\"]\n\n{}",
         test_camera("cam-1", "cctv", "")
@@ -292,7 +270,7 @@ fn hold_and_release_from_sargsctl_through_sargs_apply() {
             "--hold",
             "H-7",
             "--key",
-            "hq-signing.pk8",
+            "hq/signing.pk8",
             "--agent",
             "gw-elsewhere",
             "--issuer",

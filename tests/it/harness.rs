@@ -7,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sargs::config::Config;
 use sargs::seal::manifest::Manifest;
+use sargs::seal::sign::DeviceKey;
+use sargs::store::{CameraLog, SealContext, SegmentInfo};
 
 /// A temporary agent home.
 pub struct Home {
@@ -317,4 +321,62 @@ pub fn spawn_agent(home: &Home) -> Child {
         )
         .spawn()
         .expect("sargs binary")
+}
+
+/// Seals `n` one-minute segments of `camera` starting `days_ago`, in process,
+/// as an agent would have recorded them back then.
+pub fn old_segments(home: &Home, camera: &str, n: usize, days_ago: i64) {
+    let config = sargs::config::Config::load(&home.config_path()).expect("config");
+    let key = DeviceKey::load_or_create(&config.agent.signing_key).expect("device key");
+    let ctx = Arc::new(SealContext {
+        agent_id: config.agent.id.clone(),
+        key: Arc::new(key),
+        recipients: config.recipients.clone(),
+        policy: config.policy.clone(),
+        observer: None,
+    });
+    let cam = config
+        .cameras
+        .iter()
+        .find(|c| c.id == camera)
+        .expect("camera")
+        .clone();
+    let mut log = CameraLog::open(home.camera_dir(camera), cam, ctx, false).expect("log");
+    let t0 = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    for i in 0..n {
+        let start = t0 + chrono::Duration::minutes(i as i64);
+        let mut seg = log.begin_segment(start, 0).expect("begin");
+        std::io::Write::write_all(seg.writer.as_mut().expect("writer"), &[1u8; 4096])
+            .expect("write");
+        let info = SegmentInfo {
+            start,
+            end: start + chrono::Duration::minutes(1),
+            codec: "h264".into(),
+            width: None,
+            height: None,
+            encoding: "encoded",
+        };
+        log.commit_segment(&mut seg, &info, false).expect("commit");
+    }
+}
+
+/// `sargsctl keygen` in `dir`, keys in `dir/hq/` (`identity.txt`,
+/// `signing.pk8`); returns the command key it prints.
+pub fn hq_keygen(dir: &Path) -> String {
+    let args = [
+        "keygen",
+        "--out",
+        "hq/identity.txt",
+        "--signing-key",
+        "hq/signing.pk8",
+    ];
+    let (ok, out, err) = sargsctl_in(&args, dir);
+    assert!(ok, "keygen: {err}");
+    let mut lines = out.lines();
+    assert!(lines.next().is_some_and(|l| l.starts_with("age1")), "{out}");
+    lines
+        .next()
+        .and_then(|l| l.strip_prefix("command key: "))
+        .expect("command key line")
+        .to_owned()
 }

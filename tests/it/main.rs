@@ -11,6 +11,7 @@ mod commands;
 mod crash;
 mod faults;
 mod harness;
+mod mqtt;
 mod record;
 mod retention;
 mod rtsp;

@@ -4,13 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sargs::command::{Action, Command as Cmd, Scope, Target};
 use sargs::seal::sign::DeviceKey;
-use sargs::store::{CameraLog, SealContext, SegmentInfo};
 
 use crate::harness::*;
 
@@ -139,43 +137,6 @@ fn a_command_signed_by_an_untrusted_key_is_refused_and_changes_nothing() {
     let resp: serde_json::Value = serde_json::from_str(&out).expect("response JSON");
     assert_eq!(resp["status"], "rejected");
     assert_eq!(status_json(&home)["receipts"], 0);
-}
-
-/// Seals `n` one-minute segments of `camera` starting `days_ago`, in process,
-/// as an agent would have recorded them back then.
-fn old_segments(home: &Home, camera: &str, n: usize, days_ago: i64) {
-    let config = sargs::config::Config::load(&home.config_path()).expect("config");
-    let key = DeviceKey::load_or_create(&config.agent.signing_key).expect("device key");
-    let ctx = Arc::new(SealContext {
-        agent_id: config.agent.id.clone(),
-        key: Arc::new(key),
-        recipients: config.recipients.clone(),
-        policy: config.policy.clone(),
-        observer: None,
-    });
-    let cam = config
-        .cameras
-        .iter()
-        .find(|c| c.id == camera)
-        .expect("camera")
-        .clone();
-    let mut log = CameraLog::open(home.camera_dir(camera), cam, ctx, false).expect("log");
-    let t0: DateTime<Utc> = Utc::now() - chrono::Duration::days(days_ago);
-    for i in 0..n {
-        let start = t0 + chrono::Duration::minutes(i as i64);
-        let mut seg = log.begin_segment(start, 0).expect("begin");
-        std::io::Write::write_all(seg.writer.as_mut().expect("writer"), &[1u8; 4096])
-            .expect("write");
-        let info = SegmentInfo {
-            start,
-            end: start + chrono::Duration::minutes(1),
-            codec: "h264".into(),
-            width: None,
-            height: None,
-            encoding: "encoded",
-        };
-        log.commit_segment(&mut seg, &info, false).expect("commit");
-    }
 }
 
 fn count(dir: &Path, suffix: &str) -> usize {

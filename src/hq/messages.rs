@@ -1,0 +1,107 @@
+//! Topics and payloads of the HQ link (design.md, MQTT). Every payload is
+//! JSON with a `v` schema version; none carries image content or the names
+//! of people filmed — counts and identifiers only.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::outbox::Outbox;
+use crate::retention::{Event, EventSink};
+
+/// The topics of one agent under a prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub status: String,
+    pub telemetry: String,
+    pub events: String,
+    pub commands: String,
+    pub responses: String,
+    pub fleet_commands: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, agent: &str) -> Topics {
+        let a = |t: &str| format!("{prefix}/agents/{agent}/{t}");
+        Topics {
+            status: a("status"),
+            telemetry: a("telemetry"),
+            events: a("events"),
+            commands: a("commands"),
+            responses: a("responses"),
+            fleet_commands: format!("{prefix}/fleet/commands"),
+        }
+    }
+}
+
+/// The retained status: `online` (birth) or `offline` (Will, clean stop).
+pub fn status(agent: &str, online: bool, at: DateTime<Utc>) -> String {
+    json!({
+        "v": 1,
+        "agent": agent,
+        "state": if online { "online" } else { "offline" },
+        "at": at,
+        "version": crate::VERSION,
+    })
+    .to_string()
+}
+
+/// An event as published on `…/events`.
+pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
+    let (kind, body) = match e {
+        Event::SegmentDeleted(r) => ("segment.deleted", json!({"receipt": r})),
+        Event::HoldApplied { hold, command } => {
+            ("hold.applied", json!({"hold": hold, "command_id": command}))
+        }
+        Event::HoldReleased { hold, command } => (
+            "hold.released",
+            json!({"hold": hold, "command_id": command}),
+        ),
+        Event::HoldCapWarning {
+            hold,
+            cap_at,
+            segments,
+        } => (
+            "hold.cap_warning",
+            json!({"hold": hold, "cap_at": cap_at, "segments": segments}),
+        ),
+        Event::DiskPressure {
+            free_bytes,
+            floor_bytes,
+            message,
+        } => (
+            "disk.pressure",
+            json!({"free_bytes": free_bytes, "floor_bytes": floor_bytes, "message": message}),
+        ),
+        Event::ClockProblem { message } => ("clock.problem", json!({"message": message})),
+        Event::ClockTrusted => ("clock.trusted", json!({})),
+        Event::CommandRejected { id, code, reason } => (
+            "command.rejected",
+            json!({"command_id": id, "code": code, "reason": reason}),
+        ),
+    };
+    let mut v = json!({"v": 1, "agent": agent, "event": kind, "at": at});
+    if let (Some(obj), Value::Object(b)) = (v.as_object_mut(), body) {
+        obj.extend(b);
+    }
+    v
+}
+
+/// Events go to the durable outbox (and the log); a failure to queue is
+/// logged — the receipt itself is already durable in `receipts/`.
+pub struct OutboxEvents {
+    pub agent: String,
+    pub topic: String,
+    pub outbox: Arc<Outbox>,
+}
+
+impl EventSink for OutboxEvents {
+    fn emit(&self, e: Event) {
+        let payload = event(&self.agent, &e, crate::clock::now()).to_string();
+        if let Err(err) = self.outbox.push(&self.topic, &payload) {
+            tracing::error!(error = %err, "outbox: could not queue an event");
+        }
+        crate::retention::LogEvents.emit(e);
+    }
+}

@@ -1,0 +1,243 @@
+//! A real Mosquitto broker on a free 127.0.0.1 port, plain or TLS with
+//! client certificates made here (rcgen), stopped when dropped; and a small
+//! MQTT client that records what arrives.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+
+/// Certificates for a TLS broker and one client, as PEM files in a folder.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Pki {
+    pub fn make(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sargs test CA");
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let leaf = |names: Vec<String>, cn: &str| {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(names).expect("params");
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            let cert = p.signed_by(&key, &ca).expect("signed");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_pem, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "broker");
+        let (client_pem, client_key) = leaf(vec!["gw-client".into()], "test-gw");
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).expect("pem");
+            p
+        };
+        Pki {
+            dir: dir.to_owned(),
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server_pem),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.pem", &client_pem),
+            client_key: write("client.key", &client_key),
+        }
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    conf: PathBuf,
+    pub tls: bool,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Broker {
+    /// Starts Mosquitto in `dir` (plain, or TLS requiring a client
+    /// certificate signed by `pki`'s CA).
+    pub fn start(dir: &Path, pki: Option<&Pki>) -> Broker {
+        Broker::start_on(dir, pki, free_port())
+    }
+
+    /// Starts (or restarts) on a given port.
+    pub fn start_on(dir: &Path, pki: Option<&Pki>, port: u16) -> Broker {
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+        );
+        // As root, mosquitto drops to its own user unless told to stay.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            text += "user root\n";
+        }
+        if let Some(p) = pki {
+            text += &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+                p.ca.display(),
+                p.server_cert.display(),
+                p.server_key.display()
+            );
+        }
+        std::fs::File::create(&conf)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("mosquitto.conf");
+        let log = std::fs::File::create(dir.join(format!("mosquitto-{port}.log"))).expect("log");
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto; scripts/install-deps --test)");
+        let b = Broker {
+            child: Some(child),
+            port,
+            conf,
+            tls: pki.is_some(),
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        b
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            if self.tls { "mqtts" } else { "mqtt" },
+            self.port
+        )
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A test-side MQTT client: subscribes, publishes, and keeps what arrives.
+pub struct Watcher {
+    pub client: Client,
+    rx: mpsc::Receiver<(String, Vec<u8>, bool)>,
+    pub seen: Vec<(String, Vec<u8>, bool)>,
+}
+
+impl Watcher {
+    pub fn connect(port: u16, id: &str, pki: Option<&Pki>, topics: &[&str]) -> Watcher {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        if let Some(p) = pki {
+            let read = |p: &Path| std::fs::read(p).expect("pem");
+            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca: read(&p.ca),
+                alpn: None,
+                client_auth: Some((read(&p.client_cert), read(&p.client_key))),
+            }));
+        }
+        let (client, mut conn) = Client::new(opts, 64);
+        let (tx, rx) = mpsc::channel();
+        let resubscribe = client.clone();
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    // Every (re)connect is a clean session: subscribe again.
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for t in &topics {
+                            let _ = resubscribe.try_subscribe(t.as_str(), QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx
+                            .send((p.topic.clone(), p.payload.to_vec(), p.retain))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        });
+        Watcher {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits until a message on a topic ending in `suffix` satisfies `pred`;
+    /// returns its payload as JSON.
+    pub fn wait(
+        &mut self,
+        suffix: &str,
+        limit: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+        for (t, p, _) in &self.seen {
+            if t.ends_with(suffix) {
+                if let Some(v) = json(p).filter(|v| pred(v)) {
+                    return Some(v);
+                }
+            }
+        }
+        let end = Instant::now() + limit;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            let Ok(m) = self.rx.recv_timeout(left) else {
+                break;
+            };
+            self.seen.push(m.clone());
+            if m.0.ends_with(suffix) {
+                if let Some(v) = json(&m.1).filter(|v| pred(v)) {
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .expect("publish");
+    }
+}
