@@ -155,6 +155,10 @@ fn jittered(d: Duration) -> Duration {
 impl Task {
     async fn run(mut self, opts: MqttOptions) {
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        // Small request/response messages: no Nagle delay.
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, String>>(64);
         let poller = tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);

@@ -304,10 +304,36 @@ pub fn sargsctl(args: &[&str]) -> (bool, String, String) {
     sargsctl_in(args, Path::new("."))
 }
 
+/// A `sargs run` child process that is killed if the test fails before
+/// stopping it, so no agent outlives its test.
+pub struct Spawned(pub Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `sargs run` on the home's config as a separate process, logging
 /// beside the home (`<home>.log`).
-pub fn spawn_agent(home: &Home) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sargs"))
+pub fn spawn_agent(home: &Home) -> Spawned {
+    let child = Command::new(env!("CARGO_BIN_EXE_sargs"))
         .args(["run", "--config"])
         .arg(home.config_path())
         .env("SARGS_LOG", "info")
@@ -320,7 +346,8 @@ pub fn spawn_agent(home: &Home) -> Child {
                 .expect("log file"),
         )
         .spawn()
-        .expect("sargs binary")
+        .expect("sargs binary");
+    Spawned(child)
 }
 
 /// Seals `n` one-minute segments of `camera` starting `days_ago`, in process,

@@ -83,7 +83,7 @@ impl Broker {
     pub fn start_on(dir: &Path, pki: Option<&Pki>, port: u16) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let mut text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nset_tcp_nodelay true\nmax_connections -1\n"
         );
         // As root, mosquitto drops to its own user unless told to stay.
         // SAFETY: geteuid has no preconditions.
