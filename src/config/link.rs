@@ -12,8 +12,8 @@ const DEFAULT_TELEMETRY_S: u64 = 60;
 const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 const DEFAULT_OUTBOX_MAX: usize = 100_000;
 
-/// `mqtt://host[:1883]` or `mqtts://host[:8883]`.
-fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
+/// `mqtt://host[:1883]` or `mqtts://host[:8883]`: (TLS?, host, port).
+pub fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("mqtt://") {

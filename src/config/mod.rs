@@ -24,7 +24,7 @@
 
 pub(crate) mod check;
 pub mod error;
-mod link;
+pub mod link;
 mod raw;
 mod source;
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! MQTT 3.1.1 (every broker speaks it); TLS is rustls with the configured CA
 //! and optional client certificate.
 
+pub mod client;
 pub mod messages;
 pub mod outbox;
 pub mod telemetry;

@@ -344,3 +344,97 @@ fn kill_9_shows_offline_through_the_last_will() {
     });
     assert!(off.is_some(), "the Will says offline");
 }
+
+#[test]
+fn sargsctl_places_and_releases_over_the_broker_and_watches_the_fleet() {
+    let home = Home::new();
+    let dir = home.path();
+    let (broker, config, mut w) = setup(&home, None, "cam-1", "enabled = false");
+    let agent = sargs::agent::Agent::start(&config).expect("agent");
+    assert!(w.wait("/status", T, |v| v["state"] == "online").is_some());
+    let url = broker.url();
+    let common = [
+        "--key",
+        "hq/signing.pk8",
+        "--issuer",
+        "HQ duty officer",
+        "--broker",
+        &url,
+        "--wait",
+        "15",
+    ];
+    let from = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let to = Utc::now().to_rfc3339();
+    let hold = [
+        &[
+            "hold",
+            "--hold",
+            "H-9",
+            "--case",
+            "KP 9",
+            "--cameras",
+            "cam-1",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--agent",
+            AGENT,
+            "--id",
+            "c-h9",
+        ][..],
+        &common,
+    ]
+    .concat();
+    let (ok, out, err) = sargsctl_in(&hold, dir);
+    assert!(ok, "{out} {err}");
+    assert!(out.contains("test-gw c-h9 applied"), "{out}");
+    // A fleet command, answered by the one agent there is.
+    let inv = [
+        &[
+            "inventory",
+            "--cameras",
+            "cam-1",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--fleet",
+            "--expect",
+            "1",
+            "--json",
+        ][..],
+        &common,
+    ]
+    .concat();
+    let (ok, out, err) = sargsctl_in(&inv, dir);
+    assert!(ok, "{out} {err}");
+    let r: Value = serde_json::from_str(out.lines().next().unwrap_or_default()).expect("JSON line");
+    assert_eq!(r["agent_id"], AGENT);
+    // A refusal is an error with the reason.
+    let bad = [
+        &["release", "--hold", "H-none", "--agent", AGENT][..],
+        &common,
+    ]
+    .concat();
+    let (ok, out, err) = sargsctl_in(&bad, dir);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("rejected") && out.contains("no hold H-none"),
+        "{out} {err}"
+    );
+    // watch shows the retained status and what happens meanwhile.
+    let watcher = std::thread::spawn({
+        let dir = dir.to_owned();
+        let url = url.clone();
+        move || sargsctl_in(&["watch", "--broker", &url, "--seconds", "4"], &dir)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let release = [&["release", "--hold", "H-9", "--agent", AGENT][..], &common].concat();
+    assert!(sargsctl_in(&release, dir).0);
+    let (ok, out, err) = watcher.join().expect("watch");
+    assert!(ok, "{err}");
+    assert!(out.contains("test-gw online"), "{out}");
+    assert!(out.contains("hold.released H-9"), "{out}");
+    agent.stop().expect("stop");
+}

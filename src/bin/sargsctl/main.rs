@@ -33,6 +33,24 @@ enum Command {
     },
     #[command(flatten)]
     Verb(Box<verbs::Verb>),
+    /// Show the fleet's status, events, responses (and, with --telemetry,
+    /// telemetry) live, one line each.
+    Watch {
+        #[command(flatten)]
+        broker: verbs::BrokerArgs,
+        /// Only this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Include periodic telemetry.
+        #[arg(long)]
+        telemetry: bool,
+        /// Print each message as a JSON line: {"topic", "message"}.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Verify a camera's chain as copied from an agent (signatures, sequence, hashes, gaps).
     Verify {
         /// The camera's directory (`<data_dir>/cameras/<camera>`).
@@ -70,6 +88,13 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<(), String> {
     match cmd {
         Command::Verb(v) => verbs::run(*v),
+        Command::Watch {
+            broker,
+            agent,
+            telemetry,
+            json,
+            seconds,
+        } => watch(&broker, agent.as_deref(), telemetry, json, seconds),
         Command::Keygen { out, signing_key } => {
             for p in [&out, &signing_key] {
                 if p.exists() {
@@ -180,6 +205,50 @@ fn run(cmd: Command) -> Result<(), String> {
                 .map_err(|e| format!("{}: {e}", output.display()))?;
             println!("{total} bytes written to {}", output.display());
             Ok(())
+        }
+    }
+}
+
+fn watch(
+    broker: &verbs::BrokerArgs,
+    agent: Option<&str>,
+    telemetry: bool,
+    json: bool,
+    seconds: Option<u64>,
+) -> Result<(), String> {
+    use std::time::{Duration, Instant};
+    let url = broker.broker.as_deref().ok_or("--broker is required")?;
+    let who = agent.unwrap_or("+");
+    let mut kinds = vec!["status", "events", "responses"];
+    if telemetry {
+        kinds.push("telemetry");
+    }
+    let topics: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("{}/agents/{who}/{k}", broker.prefix))
+        .collect();
+    let id = format!("sargsctl-watch-{}", std::process::id());
+    let client = sargs::hq::client::HqClient::connect(
+        &broker.options(url)?,
+        &id,
+        &topics,
+        Duration::from_secs(10),
+    )?;
+    let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
+    loop {
+        let left = match end {
+            Some(e) => e.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if left.is_zero() {
+            return Ok(());
+        }
+        if let Some((topic, v)) = client.next(left)? {
+            if json {
+                println!("{}", serde_json::json!({"topic": topic, "message": v}));
+            } else {
+                println!("{}", sargs::hq::client::summary(&topic, &v));
+            }
         }
     }
 }

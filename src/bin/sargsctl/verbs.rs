@@ -30,9 +30,68 @@ pub struct Common {
     /// How long the command stays valid: `90m`, `12h`, `7d` (at most 31 days).
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     expires_in: Duration,
-    /// Where to write the signed command (must not exist).
+    /// Where to write the signed command (must not exist), for `sargs apply`.
+    #[arg(long, required_unless_present = "broker")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// With --broker: how long to wait for the response(s), seconds.
+    #[arg(long, default_value_t = 30)]
+    wait: u64,
+    /// With --broker and --fleet: stop after this many responses.
     #[arg(long)]
-    out: PathBuf,
+    expect: Option<usize>,
+    /// With --broker: print responses as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How to reach HQ's MQTT broker.
+#[derive(Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// Publish to the broker (mqtt://HOST[:PORT] or mqtts://HOST[:PORT]) and
+    /// wait for the response(s).
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Topic prefix.
+    #[arg(long, default_value = "sargs")]
+    pub prefix: String,
+    /// PEM CA of the broker's certificate (mqtts://).
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    #[arg(long)]
+    pub username: Option<String>,
+    /// File whose first line is the MQTT password.
+    #[arg(long, requires = "username")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    pub fn options(&self, url: &str) -> Result<sargs::hq::client::BrokerOptions, String> {
+        let password = match &self.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("--password-file {}: {e}", p.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(sargs::hq::client::BrokerOptions {
+            url: url.to_owned(),
+            ca: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            username: self.username.clone(),
+            password,
+        })
+    }
 }
 
 /// Which records: cameras and a time range, or explicit segment ids.
@@ -304,29 +363,90 @@ pub fn run(verb: Verb) -> Result<(), String> {
     };
     let now = Utc::now();
     let cmd = Command {
-        id: match common.id {
+        id: match common.id.clone() {
             Some(id) => id,
             None => random_id()?,
         },
         issued_at: now,
         expires_at: now + common.expires_in,
-        target: match common.agent {
+        target: match common.agent.clone() {
             Some(a) => Target::Agent(a),
             None => Target::Fleet,
         },
-        issuer: common.issuer,
+        issuer: common.issuer.clone(),
         action,
     };
     // The same schema checks the agent applies, before anything is written.
     sargs::command::parse_payload(&sargs::command::to_payload(&cmd)).map_err(|e| e.to_string())?;
     let key = DeviceKey::load(&common.key).map_err(|e| format!("--key: {e}"))?;
     let bytes = sargs::command::sign(&key, &cmd);
-    let out = &common.out;
-    let mut f = sargs::fsutil::create_new(out, 0o600)
-        .map_err(|e| format!("--out {}: {e}", out.display()))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("--out {}: {e}", out.display()))?;
-    println!("{} {} -> {}", cmd.id, cmd.action.kind(), out.display());
-    Ok(())
+    if let Some(out) = &common.out {
+        let mut f = sargs::fsutil::create_new(out, 0o600)
+            .map_err(|e| format!("--out {}: {e}", out.display()))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| format!("--out {}: {e}", out.display()))?;
+        println!("{} {} -> {}", cmd.id, cmd.action.kind(), out.display());
+    }
+    match &common.broker.broker {
+        Some(url) => publish(&common, url, &cmd, bytes),
+        None => Ok(()),
+    }
+}
+
+/// Publishes the command and prints the response(s); fails if any agent
+/// rejected it or none answered.
+fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<(), String> {
+    let prefix = &common.broker.prefix;
+    let (topic, responses) = match &cmd.target {
+        Target::Agent(a) => (
+            format!("{prefix}/agents/{a}/commands"),
+            format!("{prefix}/agents/{a}/responses"),
+        ),
+        Target::Fleet => (
+            format!("{prefix}/fleet/commands"),
+            format!("{prefix}/agents/+/responses"),
+        ),
+    };
+    let wait = std::time::Duration::from_secs(common.wait);
+    let client = sargs::hq::client::HqClient::connect(
+        &common.broker.options(url)?,
+        &format!("sargsctl-{}", cmd.id),
+        &[responses],
+        wait,
+    )?;
+    client.publish(&topic, bytes)?;
+    let expect = match cmd.target {
+        Target::Agent(_) => Some(1),
+        Target::Fleet => common.expect,
+    };
+    let got = client.responses(&cmd.id, expect, wait)?;
+    let mut rejected = 0;
+    for r in &got {
+        if common.json {
+            println!("{r}");
+        } else {
+            println!(
+                "{} {} {}{}",
+                r["agent_id"].as_str().unwrap_or("?"),
+                cmd.id,
+                r["status"].as_str().unwrap_or("?"),
+                r["reason"]
+                    .as_str()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            );
+        }
+        if r["status"] != "applied" {
+            rejected += 1;
+        }
+    }
+    match (got.len(), rejected) {
+        (0, _) => Err(format!(
+            "no response to {} within {} s",
+            cmd.id, common.wait
+        )),
+        (_, 0) => Ok(()),
+        (n, r) => Err(format!("{r} of {n} agent(s) rejected {}", cmd.id)),
+    }
 }
