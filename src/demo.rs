@@ -24,6 +24,10 @@ pub struct DemoSetup {
     pub dir: PathBuf,
     pub config: Config,
     pub identity: PathBuf,
+    /// HQ's command-signing key (throwaway, like the identity).
+    pub signing_key: PathBuf,
+    /// The broker the demo agent connects to (`--mqtt`).
+    pub broker: Option<String>,
 }
 
 /// Why the demo could not be prepared.
@@ -45,11 +49,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
     }
 }
 
-/// Creates (or reuses) the demo folder and loads its config.
-pub fn prepare(dir: &Path) -> Result<DemoSetup, DemoError> {
+/// Creates (or reuses) the demo folder and loads its config; with `broker`
+/// (`mqtt://HOST:PORT`) the agent connects to it.
+pub fn prepare(dir: &Path, broker: Option<&str>) -> Result<DemoSetup, DemoError> {
     fsutil::create_private_dir(dir).map_err(io(dir))?;
     let dir = dir.canonicalize().map_err(io(dir))?;
     let identity = dir.join("hq-identity.txt");
+    let signing_key = dir.join("hq-signing.pk8");
+    let hq =
+        crate::seal::sign::DeviceKey::load_or_create(&signing_key).map_err(|e| DemoError::Io {
+            path: signing_key.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     let config_path = dir.join("sargs.toml");
     if !config_path.exists() {
         let id = age::x25519::Identity::generate();
@@ -65,11 +76,34 @@ pub fn prepare(dir: &Path) -> Result<DemoSetup, DemoError> {
         fsutil::write_atomic(&config_path, demo_config(&recipient).as_bytes(), 0o644)
             .map_err(io(&config_path))?;
     }
+    // The [hq] table: HQ's command key always; the broker only with --mqtt.
+    let text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut in_hq = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_hq = line.trim() == "[hq]";
+        }
+        if !in_hq {
+            kept.push(line);
+        }
+    }
+    let mut text = kept.join("\n");
+    text.push_str(&format!(
+        "\n[hq]\n# HQ's command key (its secret half is hq-signing.pk8 beside this file).\ncommand_keys = [\"{}\"]\n",
+        hq.public_key_b64()
+    ));
+    if let Some(url) = broker {
+        text.push_str(&format!("broker = \"{url}\"\ntelemetry_interval_s = 10\n"));
+    }
+    fsutil::write_atomic(&config_path, text.as_bytes(), 0o644).map_err(io(&config_path))?;
     let config = Config::load(&config_path)?;
     Ok(DemoSetup {
         dir,
         config,
         identity,
+        signing_key,
+        broker: broker.map(str::to_owned),
     })
 }
 
@@ -122,13 +156,32 @@ bitrate_kbps = 800
 impl DemoSetup {
     /// What the demo prints before it starts.
     pub fn banner(&self) -> String {
-        format!(
+        let mut out = format!(
             "sargs demo in {dir}\n  config:   {dir}/sargs.toml\n  HQ key:   {id} (throwaway; only HQ would hold this)\n  recording {n} test cameras into {data}; press Ctrl-C to stop",
             dir = self.dir.display(),
             id = self.identity.display(),
             n = self.config.cameras.len(),
             data = self.config.agent.data_dir.display(),
-        )
+        );
+        if let Some(url) = &self.broker {
+            let now = crate::clock::now();
+            let t = |d: i64| {
+                (now + chrono::Duration::hours(d))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            };
+            let common = format!(
+                "--key {} --agent {} --issuer demo --broker {url}",
+                self.signing_key.display(),
+                self.config.agent.id
+            );
+            out.push_str(&format!(
+                "\n\nConnected to HQ's broker {url}. From another terminal, as HQ:\n  sargsctl watch --broker {url}\n  sargsctl hold --hold DEMO-1 --case DEMO --cameras {CCTV_CAMERA} --from {} --to {} {common}\n  sargsctl release --hold DEMO-1 {common}\n  sargs status --config {}",
+                t(-1),
+                t(1),
+                self.dir.join("sargs.toml").display()
+            ));
+        }
+        out
     }
 
     /// What the demo prints after it stops: where the segments are and how to play one.

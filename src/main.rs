@@ -38,6 +38,10 @@ enum Command {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Connect the demo agent to an MQTT broker (mqtt://HOST:PORT) and
+        /// print the sargsctl commands that hold, release and watch it.
+        #[arg(long)]
+        mqtt: Option<String>,
     },
     /// Check chains, deletion receipts and the index against each other.
     Verify {
@@ -91,7 +95,7 @@ fn main() -> ExitCode {
                 c.agent.policy_file.display()
             );
         }),
-        Command::Demo { dir, seconds } => demo(&dir, seconds),
+        Command::Demo { dir, seconds, mqtt } => demo(&dir, seconds, mqtt.as_deref()),
         Command::Verify { config } => load(&config).and_then(|c| verify(&c)),
         Command::Status { config, json } => load(&config).and_then(|c| status(&c, json)),
         Command::Apply { config, file } => load(&config).and_then(|c| apply(&c, &file)),
@@ -138,8 +142,8 @@ fn run(config: &Config, limit: Option<Duration>) -> Result<(), String> {
     agent.stop().map_err(|e| e.to_string())
 }
 
-fn demo(dir: &std::path::Path, seconds: Option<u64>) -> Result<(), String> {
-    let setup = sargs::demo::prepare(dir).map_err(|e| e.to_string())?;
+fn demo(dir: &std::path::Path, seconds: Option<u64>, mqtt: Option<&str>) -> Result<(), String> {
+    let setup = sargs::demo::prepare(dir, mqtt).map_err(|e| e.to_string())?;
     println!("{}", setup.banner());
     run(&setup.config, seconds.map(Duration::from_secs))?;
     println!("{}", setup.summary().map_err(|e| e.to_string())?);

@@ -17,6 +17,10 @@
 //!   the broker publishes the retained Last Will `offline` if the agent dies;
 //!   a clean stop publishes `offline` itself.
 //!
+//! - **Commands are not missed.** The session is persistent (clean session
+//!   off, client id `sargs-<agent>`): the broker queues commands while the
+//!   agent is offline and redelivers one it could not apply.
+//!
 //! Reconnects back off exponentially (1 s doubling to 60 s, ±25 % jitter).
 //! MQTT 3.1.1 (every broker speaks it); TLS is rustls with the configured CA
 //! and optional client certificate.
@@ -78,7 +82,10 @@ impl Link {
         let topics = Topics::new(&settings.prefix, agent);
         let mut opts = MqttOptions::new(format!("sargs-{agent}"), &settings.host, settings.port);
         opts.set_keep_alive(settings.keep_alive)
-            .set_clean_session(true)
+            // A persistent session: the broker keeps the subscriptions and
+            // queues QoS 1 commands while the agent is away, and redelivers a
+            // command the agent could not apply (left unacknowledged).
+            .set_clean_session(false)
             .set_manual_acks(true)
             .set_max_packet_size(16 << 20, 16 << 20)
             .set_last_will(LastWill::new(

@@ -438,3 +438,69 @@ fn sargsctl_places_and_releases_over_the_broker_and_watches_the_fleet() {
     assert!(out.contains("hold.released H-9"), "{out}");
     agent.stop().expect("stop");
 }
+
+#[test]
+fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
+    use std::io::BufRead;
+    let home = Home::new();
+    let broker = Broker::start(home.path(), None);
+    let mut w = Watcher::connect(
+        broker.port,
+        "hq-demo",
+        None,
+        &["sargs/agents/demo-gateway/status"],
+    );
+    let dir = home.path().join("demo");
+    let mut demo = Spawned(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sargs"))
+            .args(["demo", "--seconds", "20", "--mqtt", &broker.url(), "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sargs demo"),
+    );
+    let stdout = demo.stdout.take().expect("stdout");
+    // Read everything the demo prints (to its end: it prints a summary when it stops).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    while let Ok(line) = rx.recv_timeout(T) {
+        let done = line.contains("sargs status");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        w.wait("/status", T, |v| v["state"] == "online").is_some(),
+        "the demo agent connects"
+    );
+    let command = |verb: &str| -> Vec<String> {
+        let l = printed
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("sargsctl {verb}")))
+            .unwrap_or_else(|| panic!("the demo prints `sargsctl {verb}`: {printed:?}"));
+        l.split_whitespace().skip(1).map(str::to_owned).collect()
+    };
+    let run = |args: Vec<String>| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        sargsctl_in(&a, home.path())
+    };
+    let (ok, out, err) = run(command("hold"));
+    assert!(
+        ok && out.contains("demo-gateway") && out.contains("applied"),
+        "{out} {err}"
+    );
+    let (ok, out, err) = run(command("release"));
+    assert!(ok && out.contains("applied"), "{out} {err}");
+    let status = demo.wait().expect("demo exits");
+    assert!(status.success());
+}
