@@ -120,7 +120,7 @@ impl Agent {
         let retention = Arc::new(Retention::open(retention_setup(
             config,
             key.clone(),
-            events,
+            events.clone(),
         ))?);
         let ctx = Arc::new(SealContext {
             agent_id: config.agent.id.clone(),
@@ -153,7 +153,8 @@ impl Agent {
                 config.agent.id.clone(),
                 config.supervision,
                 cancel.clone(),
-            );
+            )
+            .with_events(events.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("cam-{id}"))
                 .spawn(move || rec.run())

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CameraConfig, Supervision};
 use crate::policy::Policy;
+use crate::retention::{Event, EventSink};
 use crate::store::CameraLog;
 use segment::{MediaFacts, Segmenter};
 
@@ -88,6 +89,10 @@ pub struct Recorder {
     agent_id: String,
     supervision: Supervision,
     cancel: CancellationToken,
+    /// Where camera up/down and recording-stopped events go (HQ, logs).
+    events: Option<Arc<dyn EventSink>>,
+    /// 0 not yet known, 1 up, 2 down: only changes are reported.
+    state: std::sync::atomic::AtomicU8,
 }
 
 impl Recorder {
@@ -111,6 +116,24 @@ impl Recorder {
             agent_id,
             supervision,
             cancel,
+            events: None,
+            state: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// Reports camera up/down and recording-stopped to `sink`.
+    pub fn with_events(mut self, sink: Arc<dyn EventSink>) -> Recorder {
+        self.events = Some(sink);
+        self
+    }
+
+    /// Emits `event` if the camera's state changed to `up` (or down).
+    fn report(&self, up: bool, event: Event) {
+        let new = if up { 1 } else { 2 };
+        if self.state.swap(new, Ordering::Relaxed) != new {
+            if let Some(sink) = &self.events {
+                sink.emit(event);
+            }
         }
     }
 
@@ -138,6 +161,13 @@ impl Recorder {
                     failures = failures.saturating_add(1);
                     tracing::warn!(camera = %id, %reason, retry_in_ms = delay.as_millis() as u64,
                         attempt = failures, "camera down");
+                    self.report(
+                        false,
+                        Event::CameraDown {
+                            camera: id.clone(),
+                            reason: reason.clone(),
+                        },
+                    );
                     self.with_log(|log| log.note_gap_reason(format!("camera down: {reason}")));
                     if wait_cancelled(&self.cancel, delay) {
                         break;
@@ -259,6 +289,12 @@ impl Recorder {
                 disk_checked = Instant::now();
                 if let Some(reason) = self.disk.check() {
                     tracing::warn!(camera = %id, %reason, "closing the open segment before the disk fills");
+                    if let Some(sink) = &self.events {
+                        sink.emit(Event::RecordingStopped {
+                            camera: id.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
                     stop_reason = Some(reason);
                     pipeline.send_event(gst::event::Eos::new());
                     eos_sent = Some(Instant::now());
@@ -296,6 +332,7 @@ impl Recorder {
             if last != 0 && !announced {
                 announced = true;
                 tracing::info!(camera = %id, "camera up: video flowing");
+                self.report(true, Event::CameraUp { camera: id.clone() });
             }
             let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
                 continue;

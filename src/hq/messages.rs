@@ -80,6 +80,14 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
             "command.rejected",
             json!({"command_id": id, "code": code, "reason": reason}),
         ),
+        Event::CameraDown { camera, reason } => {
+            ("camera.down", json!({"camera": camera, "reason": reason}))
+        }
+        Event::CameraUp { camera } => ("camera.up", json!({"camera": camera})),
+        Event::RecordingStopped { camera, reason } => (
+            "recording.stopped",
+            json!({"camera": camera, "reason": reason}),
+        ),
     };
     let mut v = json!({"v": 1, "agent": agent, "event": kind, "at": at});
     if let (Some(obj), Value::Object(b)) = (v.as_object_mut(), body) {

@@ -95,6 +95,20 @@ pub enum Event {
         code: String,
         reason: String,
     },
+    /// A camera's video stopped (the reason from the pipeline or watchdog).
+    CameraDown {
+        camera: String,
+        reason: String,
+    },
+    /// Video flows (again).
+    CameraUp {
+        camera: String,
+    },
+    /// Recording stopped for a reason other than the camera (disk floor).
+    RecordingStopped {
+        camera: String,
+        reason: String,
+    },
 }
 
 /// Where events go.
