@@ -522,20 +522,29 @@ fn camera_up_and_down_reach_hq_as_events() {
     let config = home.config_with(2, "min_free_mb = 1", &cams);
     let mut w = Watcher::connect(broker.port, "hq-cams", None, &["sargs/agents/test-gw/#"]);
     let agent = sargs::agent::Agent::start(&config).expect("agent");
-    let up = w.wait("/events", T, |v| v["event"] == "camera.up" && v["camera"] == "cam-up");
-    let down = w.wait("/events", T, |v| v["event"] == "camera.down" && v["camera"] == "cam-gone");
+    let up = w.wait("/events", T, |v| {
+        v["event"] == "camera.up" && v["camera"] == "cam-up"
+    });
+    let down = w.wait("/events", T, |v| {
+        v["event"] == "camera.down" && v["camera"] == "cam-gone"
+    });
     // Several retries (back-off 0.2–1 s) while it stays down.
     std::thread::sleep(Duration::from_secs(3));
     w.wait("/events", Duration::from_millis(500), |_| false);
     agent.stop().expect("stop");
     assert!(up.is_some(), "camera.up for the test camera");
     let down = down.expect("camera.down for the unreachable camera");
-    assert!(down["reason"].as_str().is_some_and(|r| !r.is_empty()), "{down}");
+    assert!(
+        down["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{down}"
+    );
     // Reported once per change, not once per retry.
     let downs = w
         .seen
         .iter()
-        .filter(|(t, p, _)| t.ends_with("/events") && String::from_utf8_lossy(p).contains("\"camera.down\""))
+        .filter(|(t, p, _)| {
+            t.ends_with("/events") && String::from_utf8_lossy(p).contains("\"camera.down\"")
+        })
         .count();
     assert_eq!(downs, 1, "one camera.down while it stays down");
 }
