@@ -2,9 +2,11 @@
 //! shutdown path.
 //!
 //! Start order: take the data directory (lock, unclean-stop detection), load
-//! or create the device key, recover each camera's chain, then start the
-//! cameras. Stop order: cancel the token, let every camera close its open
-//! segment, join the threads, then mark the stop clean. A store that cannot
+//! or create the device key, open the retention engine, start the HQ link
+//! (if configured), recover each camera's chain, then start the cameras.
+//! Stop order: cancel the token, let every camera close its open segment,
+//! join the threads, stop the retention thread, index what it skipped, stop
+//! the link (it publishes `offline`), then mark the stop clean. A store that cannot
 //! be taken or a key that cannot be read stops start-up with the reason; a
 //! camera that cannot record only affects that camera.
 //!
@@ -129,6 +131,35 @@ impl Agent {
             policy: config.policy.clone(),
             observer: Some(retention.clone()),
         });
+        // The link first: it only reads the engine and the outbox, and a
+        // configuration it cannot use stops start-up before any camera runs.
+        let link = match (&config.link, outbox) {
+            (Some(settings), Some(outbox)) => {
+                let telemetry = Telemetry::new(
+                    config.agent.id.clone(),
+                    config.agent.data_dir.clone(),
+                    retention.clone(),
+                    outbox.clone(),
+                    config
+                        .cameras
+                        .iter()
+                        .map(|c| (c.id.clone(), c.enabled))
+                        .collect(),
+                );
+                match Link::start(
+                    settings,
+                    &config.agent.id,
+                    retention.clone(),
+                    outbox,
+                    telemetry,
+                ) {
+                    Ok(l) => Some(l),
+                    // Nothing has started yet: a bad TLS file stops start-up cleanly.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            _ => None,
+        };
         let cancel = CancellationToken::new();
         let mut logs = Vec::new();
         for cam in config.enabled_cameras() {
@@ -183,36 +214,6 @@ impl Agent {
                         source,
                     }
                 })?
-        };
-        let link = match (&config.link, outbox) {
-            (Some(settings), Some(outbox)) => {
-                let telemetry = Telemetry::new(
-                    config.agent.id.clone(),
-                    config.agent.data_dir.clone(),
-                    retention.clone(),
-                    outbox.clone(),
-                    config
-                        .cameras
-                        .iter()
-                        .map(|c| (c.id.clone(), c.enabled))
-                        .collect(),
-                );
-                match Link::start(
-                    settings,
-                    &config.agent.id,
-                    retention.clone(),
-                    outbox,
-                    telemetry,
-                ) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        cancel.cancel();
-                        stop_sweeper.cancel();
-                        return Err(e.into());
-                    }
-                }
-            }
-            _ => None,
         };
         Ok(Agent {
             store,

@@ -142,6 +142,13 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    /// A link dropped without `stop` (start-up failed later) still ends.
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 struct Task {
     agent: String,
     topics: Topics,
