@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::check::{self, Collector};
 use super::raw::RawHq;
 use super::validate::resolve;
-use super::{LinkSettings, TlsFiles};
+use super::{LinkSettings, MqttVersion, TlsFiles};
 
 const DEFAULT_TELEMETRY_S: u64 = 60;
 const DEFAULT_KEEP_ALIVE_S: u64 = 30;
@@ -121,14 +121,22 @@ pub(super) fn link(v: &mut Collector<'_>, raw: &RawHq, base: &Path) -> Option<Li
     }
     let prefix = raw.prefix.clone().unwrap_or_else(|| "sargs".into());
     v.check("hq.prefix", &prefix, check::id);
-    let secs = |v: &mut Collector<'_>, key: &str, value: Option<u64>, default: u64, max: u64| {
+    let secs = |v: &mut Collector<'_>,
+                key: &str,
+                value: Option<u64>,
+                default: u64,
+                range: std::ops::RangeInclusive<u64>| {
         match value {
             None => Duration::from_secs(default),
-            Some(s) if (1..=max).contains(&s) => Duration::from_secs(s),
+            Some(s) if range.contains(&s) => Duration::from_secs(s),
             Some(s) => {
                 v.invalid(
                     format!("hq.{key}"),
-                    format!("{s} is out of range 1..={max} (seconds)"),
+                    format!(
+                        "{s} is out of range {}..={} (seconds)",
+                        range.start(),
+                        range.end()
+                    ),
                 );
                 Duration::from_secs(default)
             }
@@ -139,19 +147,32 @@ pub(super) fn link(v: &mut Collector<'_>, raw: &RawHq, base: &Path) -> Option<Li
         "telemetry_interval_s",
         raw.telemetry_interval_s,
         DEFAULT_TELEMETRY_S,
-        86_400,
+        1..=86_400,
     );
     let keep_alive = secs(
         v,
         "keep_alive_s",
         raw.keep_alive_s,
         DEFAULT_KEEP_ALIVE_S,
-        3_600,
+        // MQTT 5 clients (rumqttc) refuse less than 5 s.
+        5..=3_600,
     );
     let outbox_max = raw.outbox_max.unwrap_or(DEFAULT_OUTBOX_MAX);
     if outbox_max < 100 {
         v.invalid("hq.outbox_max", format!("{outbox_max} is below 100"));
     }
+    let protocol = match raw.protocol.as_deref() {
+        None | Some("auto") => MqttVersion::Auto,
+        Some("5") => MqttVersion::V5,
+        Some("3.1.1") => MqttVersion::V311,
+        Some(other) => {
+            v.invalid(
+                "hq.protocol",
+                format!("{other:?} is not \"auto\", \"5\" or \"3.1.1\""),
+            );
+            MqttVersion::Auto
+        }
+    };
     Some(LinkSettings {
         host,
         port,
@@ -162,6 +183,7 @@ pub(super) fn link(v: &mut Collector<'_>, raw: &RawHq, base: &Path) -> Option<Li
         telemetry_interval,
         keep_alive,
         outbox_max,
+        protocol,
     })
 }
 

@@ -147,6 +147,17 @@ pub struct LinkSettings {
     pub keep_alive: Duration,
     /// Most messages the durable outbox keeps while HQ is unreachable.
     pub outbox_max: usize,
+    /// Which MQTT version to speak.
+    pub protocol: MqttVersion,
+}
+
+/// `hq.protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttVersion {
+    /// MQTT 5, falling back to 3.1.1 for a broker that answers as a 3.1.1 broker.
+    Auto,
+    V5,
+    V311,
 }
 
 /// TLS files of the link (absolute paths).

@@ -42,6 +42,7 @@ pub(super) struct RawHq {
     pub telemetry_interval_s: Option<u64>,
     pub keep_alive_s: Option<u64>,
     pub outbox_max: Option<usize>,
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -502,3 +502,30 @@ fn keys_in_later_array_elements_are_located() {
     let e = d.err(&second("class = \"cctv\"", "").replace("kind = \"body\"", "kind = 3"));
     d.names(&e, "camera[1].kind");
 }
+
+#[test]
+fn error_hq_protocol_and_keep_alive() {
+    let d = Dir::new();
+    let key = "GfEhY8n0lXVDn5pXZq4FHOmLYyXkIkMGe9JdcjcD1Ms=";
+    let hq = |extra: &str| {
+        format!(
+            "{}\n[hq]\nbroker = \"mqtt://127.0.0.1:1883\"\ncommand_keys = [\"{key}\"]\n{extra}",
+            d.minimal("", "")
+        )
+    };
+    let ok = d.load(&hq("")).expect("default link");
+    let link = ok.link.expect("link");
+    assert_eq!(link.protocol, MqttVersion::Auto);
+    for (text, want) in [("5", MqttVersion::V5), ("3.1.1", MqttVersion::V311)] {
+        let c = d
+            .load(&hq(&format!("protocol = \"{text}\"\n")))
+            .expect("protocol");
+        assert_eq!(c.link.expect("link").protocol, want);
+    }
+    let e = d.err(&hq("protocol = \"4\"\n"));
+    d.names(&e, "hq.protocol");
+    assert!(e.to_string().contains("\"auto\", \"5\" or \"3.1.1\""), "{e}");
+    let e = d.err(&hq("keep_alive_s = 2\n"));
+    d.names(&e, "hq.keep_alive_s");
+    assert!(e.to_string().contains("5..=3600"), "{e}");
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::outbox::Outbox;
+use super::outbox::{Entry, Outbox};
 use crate::retention::{Event, EventSink};
 
 /// The topics of one agent under a prefix.
@@ -96,6 +96,15 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
     v
 }
 
+/// `events` as outbox messages on `topic`, stamped now.
+pub fn event_entries(agent: &str, topic: &str, events: &[Event]) -> Vec<Entry> {
+    let now = crate::clock::now();
+    events
+        .iter()
+        .map(|e| Entry::new(topic, event(agent, e, now).to_string()))
+        .collect()
+}
+
 /// Events go to the durable outbox (and the log); a failure to queue is
 /// logged — the receipt itself is already durable in `receipts/`.
 pub struct OutboxEvents {
@@ -106,10 +115,19 @@ pub struct OutboxEvents {
 
 impl EventSink for OutboxEvents {
     fn emit(&self, e: Event) {
-        let payload = event(&self.agent, &e, crate::clock::now()).to_string();
-        if let Err(err) = self.outbox.push(&self.topic, &payload) {
-            tracing::error!(error = %err, "outbox: could not queue an event");
+        self.emit_all(vec![e]);
+    }
+
+    /// Events that belong together (a deletion batch's receipts) are queued
+    /// in one durable write.
+    fn emit_all(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
         }
-        crate::retention::LogEvents.emit(e);
+        let batch = event_entries(&self.agent, &self.topic, &events);
+        if let Err(err) = self.outbox.push_batch(&batch) {
+            tracing::error!(error = %err, events = batch.len(), "outbox: could not queue events");
+        }
+        crate::retention::LogEvents.emit_all(events);
     }
 }

@@ -22,12 +22,13 @@
 //!   agent is offline and redelivers one it could not apply.
 //!
 //! Reconnects back off exponentially (1 s doubling to 60 s, ±25 % jitter).
-//! MQTT 3.1.1 (every broker speaks it); TLS is rustls with the configured CA
-//! and optional client certificate.
+//! MQTT 5 where the broker speaks it, else 3.1.1 ([`session`]); TLS is
+//! rustls with the configured CA and optional client certificate.
 
 pub mod client;
 pub mod messages;
 pub mod outbox;
+pub mod session;
 pub mod telemetry;
 pub mod tls;
 
@@ -36,16 +37,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
+use base64::Engine as _;
+use rumqttc::QoS;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LinkSettings;
-use crate::retention::Retention;
+use crate::config::{LinkSettings, MqttVersion};
+use crate::retention::{EventSink, Retention};
 use messages::Topics;
-use outbox::Outbox;
+use outbox::{Entry, Outbox, Position};
+use session::{Client, Failure, Note, Poller, Received, Version};
 use telemetry::Telemetry;
 
 /// Why the link could not start.
@@ -67,7 +67,7 @@ pub struct Link {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tag {
     Status,
-    Outbox(u64),
+    Outbox(Position),
 }
 
 impl Link {
@@ -80,29 +80,11 @@ impl Link {
         telemetry: Telemetry,
     ) -> Result<Link, LinkError> {
         let topics = Topics::new(&settings.prefix, agent);
-        let mut opts = MqttOptions::new(format!("sargs-{agent}"), &settings.host, settings.port);
-        opts.set_keep_alive(settings.keep_alive)
-            // A persistent session: the broker keeps the subscriptions and
-            // queues QoS 1 commands while the agent is away, and redelivers a
-            // command the agent could not apply (left unacknowledged).
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_max_packet_size(16 << 20, 16 << 20)
-            .set_last_will(LastWill::new(
-                &topics.status,
-                messages::status(agent, false, crate::clock::now()),
-                QoS::AtLeastOnce,
-                true,
-            ));
-        if let Some(files) = &settings.tls {
-            let cfg = tls::client_config(files).map_err(LinkError::Tls)?;
-            opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                Arc::new(cfg),
-            )));
-        }
-        if let Some(user) = &settings.username {
-            opts.set_credentials(user, settings.password.clone().unwrap_or_default());
-        }
+        // Read the TLS files now: one the link cannot use stops start-up.
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(tls::client_config(files).map_err(LinkError::Tls)?)),
+            None => None,
+        };
         let stop = CancellationToken::new();
         let task = Task {
             agent: agent.to_owned(),
@@ -110,7 +92,8 @@ impl Link {
             retention,
             outbox,
             telemetry,
-            interval: settings.telemetry_interval,
+            settings: settings.clone(),
+            tls,
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -120,7 +103,7 @@ impl Link {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(task.run(opts)),
+                    Ok(rt) => rt.block_on(task.run()),
                     Err(e) => tracing::error!(error = %e, "hq link: no runtime"),
                 }
             })
@@ -155,60 +138,102 @@ struct Task {
     retention: Arc<Retention>,
     outbox: Arc<Outbox>,
     telemetry: Telemetry,
-    interval: Duration,
+    settings: LinkSettings,
+    tls: Option<Arc<rustls::ClientConfig>>,
     stop: CancellationToken,
 }
 
-/// Capped exponential back-off with ±25 % jitter.
-fn jittered(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let r = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX); // 0..=1
-    d.mul_f64(0.75 + 0.5 * r)
+/// How one session ended.
+enum End {
+    /// Stopped (the agent is shutting down).
+    Stopped,
+    /// The broker answered MQTT 5 as a 3.1.1 broker does.
+    Downgrade(String),
+}
+
+/// Runs the session's event loop, handing what it yields to the link's loop
+/// and backing off after every failure.
+fn spawn_poller(
+    mut poller: Poller,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::Receiver<Result<Note, Failure>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let handle = tokio::spawn(async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let ev = poller.poll().await;
+            let pause = match &ev {
+                Ok(Note::Connected) => {
+                    backoff = Duration::from_secs(1);
+                    false
+                }
+                Ok(Note::Refused(_)) | Err(_) => true,
+                Ok(_) => false,
+            };
+            if tx.send(ev).await.is_err() {
+                break;
+            }
+            if pause {
+                tokio::time::sleep(session::jittered(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    });
+    (handle, rx)
 }
 
 impl Task {
-    async fn run(mut self, opts: MqttOptions) {
-        let (client, mut eventloop) = AsyncClient::new(opts, 64);
-        // Small request/response messages: no Nagle delay.
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        eventloop.set_network_options(net);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Event, String>>(64);
-        let poller = tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                match eventloop.poll().await {
-                    Ok(ev) => {
-                        if matches!(ev, Event::Incoming(Packet::ConnAck(_))) {
-                            backoff = Duration::from_secs(1);
-                        }
-                        if tx.send(Ok(ev)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        if tx.send(Err(e.to_string())).await.is_err() {
-                            break;
-                        }
-                        tokio::time::sleep(jittered(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                    }
+    async fn run(mut self) {
+        let mut version = Version::first(self.settings.protocol);
+        // Settled once a broker accepted a version (or the config fixes it).
+        let mut settled = self.settings.protocol != MqttVersion::Auto;
+        loop {
+            let (client, poller) = session::open(
+                &self.settings,
+                &self.agent,
+                &self.topics,
+                self.tls.as_ref(),
+                version,
+            );
+            match self.serve(&client, poller, version, &mut settled).await {
+                End::Stopped => break,
+                End::Downgrade(why) => {
+                    tracing::warn!(reason = %why, "hq broker does not speak MQTT 5; using MQTT 3.1.1");
+                    version = Version::V311;
+                    settled = true;
                 }
             }
-        });
+        }
+        tracing::info!("hq link stopped");
+    }
+
+    /// One session until the agent stops (or the broker wants another version).
+    async fn serve(
+        &mut self,
+        client: &Client,
+        poller: Poller,
+        version: Version,
+        settled: &mut bool,
+    ) -> End {
+        let (poller, mut rx) = spawn_poller(poller);
         let mut connected = false;
         let mut tags: VecDeque<Tag> = VecDeque::new();
         let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
-        let mut inflight: Option<u64> = None;
-        let mut tick = tokio::time::interval(self.interval);
+        let mut inflight: Option<Position> = None;
+        let mut tick = tokio::time::interval(self.settings.telemetry_interval);
         let mut offline_sent = false;
         let mut deadline: Option<tokio::time::Instant> = None;
-        loop {
+        let end = loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    None => break,
-                    Some(Err(e)) => {
+                    None => break End::Stopped,
+                    Some(Err(failure)) => {
+                        let e = match failure {
+                            Failure::Version(why) if !*settled => break End::Downgrade(why),
+                            Failure::Version(e) | Failure::Link(e) => e,
+                        };
                         if connected {
                             tracing::warn!(error = %e, "hq link lost; reconnecting");
                         } else {
@@ -218,110 +243,143 @@ impl Task {
                         inflight = None;
                         tags.clear();
                         by_pkid.clear();
-                        if offline_sent { break; }
+                        if offline_sent { break End::Stopped; }
                     }
-                    Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
-                        if ack.code != ConnectReturnCode::Success {
-                            tracing::error!(code = ?ack.code, "hq broker refused the connection");
-                            continue;
-                        }
-                        tracing::info!("hq link connected");
+                    Some(Ok(Note::Refused(code))) => {
+                        tracing::error!(code = %code, "hq broker refused the connection");
+                    }
+                    Some(Ok(Note::Connected)) => {
+                        tracing::info!(mqtt = version.as_str(), "hq link connected");
+                        *settled = true;
                         connected = true;
                         inflight = None;
                         tags.clear();
                         by_pkid.clear();
                         let birth = messages::status(&self.agent, true, crate::clock::now());
-                        if client.publish(&self.topics.status, QoS::AtLeastOnce, true, birth).await.is_ok() {
+                        if client.publish(&self.topics.status, QoS::AtLeastOnce, true, birth, None).await.is_ok() {
                             tags.push_back(Tag::Status);
                         }
                         for t in [&self.topics.commands, &self.topics.fleet_commands] {
-                            let _ = client.subscribe(t.as_str(), QoS::AtLeastOnce).await;
+                            let _ = client.subscribe(t).await;
                         }
                     }
-                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                        if p.topic == self.topics.commands || p.topic == self.topics.fleet_commands {
-                            if self.command(&p.payload) {
-                                let _ = client.ack(&p).await;
+                    Some(Ok(Note::Message(m))) => {
+                        let topic = m.topic();
+                        if topic == self.topics.commands.as_bytes() || topic == self.topics.fleet_commands.as_bytes() {
+                            if self.command(&m) {
+                                let _ = client.ack(&m).await;
                             }
                         } else {
-                            let _ = client.ack(&p).await;
+                            let _ = client.ack(&m).await;
                         }
                     }
-                    Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                    Some(Ok(Note::Sent(pkid))) => {
                         if pkid != 0 {
                             if let Some(tag) = tags.pop_front() {
                                 by_pkid.insert(pkid, tag);
                             }
                         }
                     }
-                    Some(Ok(Event::Incoming(Packet::PubAck(a)))) => match by_pkid.remove(&a.pkid) {
-                        Some(Tag::Outbox(seq)) => {
-                            if let Err(e) = self.outbox.ack(seq) {
+                    Some(Ok(Note::Acked(pkid))) => match by_pkid.remove(&pkid) {
+                        Some(Tag::Outbox(pos)) => {
+                            if let Err(e) = self.outbox.ack(pos) {
                                 tracing::error!(error = %e, "outbox: could not remove a delivered message");
                             }
                             inflight = None;
                         }
-                        Some(Tag::Status) if offline_sent => break,
+                        Some(Tag::Status) if offline_sent => break End::Stopped,
                         _ => {}
                     },
-                    Some(Ok(_)) => {}
+                    Some(Ok(Note::Other)) => {}
                 },
                 _ = self.outbox.pushed() => {}
                 _ = tick.tick() => {
                     if connected {
                         let t = self.telemetry.sample().to_string();
-                        let _ = client.try_publish(&self.topics.telemetry, QoS::AtMostOnce, false, t);
+                        let _ = client.try_publish(&self.topics.telemetry, t);
                     }
                 }
                 _ = self.stop.cancelled(), if !offline_sent => {
                     offline_sent = true;
                     deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
-                    if !connected { break; }
+                    if !connected { break End::Stopped; }
                     let bye = messages::status(&self.agent, false, crate::clock::now());
-                    if client.publish(&self.topics.status, QoS::AtLeastOnce, true, bye).await.is_ok() {
+                    if client.publish(&self.topics.status, QoS::AtLeastOnce, true, bye, None).await.is_ok() {
                         tags.push_back(Tag::Status);
                     } else {
-                        break;
+                        break End::Stopped;
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => break,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => break End::Stopped,
             }
             if connected && inflight.is_none() && !offline_sent {
                 match self.outbox.peek() {
-                    Ok(Some((seq, e))) => {
+                    Ok(Some((pos, e))) => {
+                        let correlation = e
+                            .correlation
+                            .as_deref()
+                            .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok());
                         if client
-                            .publish(e.topic, QoS::AtLeastOnce, false, e.payload)
+                            .publish(&e.topic, QoS::AtLeastOnce, false, e.payload, correlation)
                             .await
                             .is_ok()
                         {
-                            tags.push_back(Tag::Outbox(seq));
-                            inflight = Some(seq);
+                            tags.push_back(Tag::Outbox(pos));
+                            inflight = Some(pos);
                         }
                     }
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "outbox unreadable"),
                 }
             }
+        };
+        if matches!(end, End::Stopped) {
+            client.try_disconnect();
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = client.try_disconnect();
-        tokio::time::sleep(Duration::from_millis(50)).await;
         poller.abort();
-        tracing::info!("hq link stopped");
+        end
     }
 
-    /// Applies one command and queues its response; true when the command
-    /// may be acknowledged to the broker.
-    fn command(&self, payload: &[u8]) -> bool {
-        let resp = match self.retention.apply(payload, crate::clock::now()) {
+    /// Applies one command and queues its response, with the events it
+    /// caused, in one durable write; true when the command may be
+    /// acknowledged to the broker. The response carries the command's MQTT 5
+    /// correlation data; it always goes to this agent's `…/responses` (a
+    /// response topic the sender asked for is not followed: the broker's ACL
+    /// confines each agent to its own topics).
+    fn command(&self, m: &Received) -> bool {
+        let (resp, events) = self
+            .retention
+            .apply_collecting(m.payload(), crate::clock::now());
+        let resp = match resp {
             Ok(r) => r,
             Err(e) => {
-                // Not applied, not refused: leave it unacknowledged.
+                // Not applied, not refused: leave it unacknowledged (the
+                // broker redelivers it); what it caused is still reported.
                 tracing::error!(error = %e, "command could not be applied");
+                self.queue(Vec::new(), events);
                 return false;
             }
         };
-        let text = serde_json::to_string(&resp).unwrap_or_default();
-        match self.outbox.push(&self.topics.responses, &text) {
+        let mut response = Entry::new(
+            &self.topics.responses,
+            serde_json::to_string(&resp).unwrap_or_default(),
+        );
+        response.correlation = m
+            .correlation()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c));
+        self.queue(vec![response], events)
+    }
+
+    /// Queues `batch`, then `events`, durably in one write.
+    fn queue(&self, mut batch: Vec<Entry>, events: Vec<crate::retention::Event>) -> bool {
+        batch.extend(messages::event_entries(
+            &self.agent,
+            &self.topics.events,
+            &events,
+        ));
+        crate::retention::LogEvents.emit_all(events);
+        match self.outbox.push_batch(&batch) {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "outbox: could not queue a response");

@@ -2,17 +2,25 @@
 //! acknowledges it.
 //!
 //! ```text
-//! <data_dir>/outbox/000000000042.json   {"topic": "...", "payload": "..."}
+//! <data_dir>/outbox/000000000042.json   {"messages":[{"topic":"…","payload":"…","correlation":"…"?}, …]}
 //! ```
 //!
-//! Invariants: an entry is on disk (file fsynced, directory fsynced) before
-//! [`Outbox::push`] returns; entries leave in order, and only through
-//! [`Outbox::ack`], which the link calls on the broker's PUBACK for exactly
-//! that entry — so a broker outage, an agent restart or a power loss loses
-//! nothing (an entry sent but not acknowledged is sent again: at least once;
-//! every payload carries its own id, so HQ drops duplicates).
+//! One file is one durable write: a single message, or messages made durable
+//! together (a command's response with the events it caused; the receipts of
+//! one deletion batch) — one file fsync and one directory fsync however many
+//! messages it holds. A file of an earlier version, `{"topic","payload"}`,
+//! is read as a one-message batch.
 //!
-//! Bounded by `hq.outbox_max` entries. When full, the **oldest** entry is
+//! Invariants: a batch is on disk (file fsynced, directory fsynced) before
+//! [`Outbox::push_batch`] returns; messages leave in order, one at a time, and
+//! only through [`Outbox::ack`], which the link calls on the broker's PUBACK
+//! for exactly that message; a file is removed once its last message is
+//! acknowledged — so a broker outage, an agent restart or a power loss loses
+//! nothing (a message sent but not acknowledged, or the acknowledged head of
+//! a batch whose rest was not, is sent again: at least once; every payload
+//! carries its own id, so HQ drops duplicates).
+//!
+//! Bounded by `hq.outbox_max` files. When full, the **oldest** file is
 //! dropped and counted, and the count is reported in telemetry and logged:
 //! deletion receipts stay on disk in `receipts/` regardless, so HQ can fetch
 //! what an overflow dropped; commands' responses are re-sent if HQ repeats the
@@ -30,13 +38,50 @@ use crate::fsutil;
 pub struct Entry {
     pub topic: String,
     pub payload: String,
+    /// MQTT 5 correlation data (Base64) of the command a response answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
+}
+
+impl Entry {
+    pub fn new(topic: &str, payload: String) -> Entry {
+        Entry {
+            topic: topic.to_owned(),
+            payload,
+            correlation: None,
+        }
+    }
+}
+
+/// An outbox file, as written now or by an earlier version.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum File {
+    Batch { messages: Vec<Entry> },
+    Single(Entry),
+}
+
+#[derive(Serialize)]
+struct BatchRef<'a> {
+    messages: &'a [Entry],
+}
+
+/// Where a message sits: its file and its place in the file's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub file: u64,
+    pub index: usize,
 }
 
 struct State {
-    /// Oldest sequence that may still be on disk.
+    /// Oldest file that may still be on disk.
     first: u64,
-    /// Next sequence to write.
+    /// Next file to write.
     next: u64,
+    /// The messages of `first` still to be acknowledged (read once).
+    head: Option<(u64, Vec<Entry>)>,
+    /// How many messages of `head` the broker has acknowledged.
+    acked: usize,
     dropped: u64,
 }
 
@@ -72,6 +117,8 @@ impl Outbox {
             state: Mutex::new(State {
                 first,
                 next,
+                head: None,
+                acked: 0,
                 dropped: 0,
             }),
             wake: tokio::sync::Notify::new(),
@@ -86,13 +133,18 @@ impl Outbox {
         self.dir.join(format!("{seq:012}.json"))
     }
 
-    /// Queues a message durably; returns its sequence.
+    /// Queues one message durably; returns its file's sequence.
     pub fn push(&self, topic: &str, payload: &str) -> std::io::Result<u64> {
-        let entry = Entry {
-            topic: topic.to_owned(),
-            payload: payload.to_owned(),
-        };
-        let bytes = serde_json::to_vec(&entry).map_err(std::io::Error::other)?;
+        self.push_batch(&[Entry::new(topic, payload.to_owned())])
+    }
+
+    /// Queues `messages` durably in one write, to be sent in this order;
+    /// returns their file's sequence (0 for an empty batch, which writes nothing).
+    pub fn push_batch(&self, messages: &[Entry]) -> std::io::Result<u64> {
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let bytes = serde_json::to_vec(&BatchRef { messages }).map_err(std::io::Error::other)?;
         let mut st = self.lock();
         let seq = st.next;
         fsutil::write_atomic(&self.path(seq), &bytes, 0o600)?;
@@ -105,56 +157,108 @@ impl Outbox {
                     tracing::error!(
                         sequence = oldest,
                         dropped = st.dropped,
-                        "outbox full: dropped its oldest message (receipts stay in receipts/)"
+                        "outbox full: dropped its oldest entry (receipts stay in receipts/)"
                     );
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-            st.first += 1;
+            st.advance();
         }
         drop(st);
         self.wake.notify_one();
         Ok(seq)
     }
 
-    /// The oldest entry still queued.
-    pub fn peek(&self) -> std::io::Result<Option<(u64, Entry)>> {
+    /// The oldest message still queued.
+    pub fn peek(&self) -> std::io::Result<Option<(Position, Entry)>> {
         let mut st = self.lock();
         while st.first < st.next {
-            match std::fs::read(self.path(st.first)) {
-                Ok(b) => match serde_json::from_slice(&b) {
-                    Ok(e) => return Ok(Some((st.first, e))),
-                    Err(e) => {
-                        // A torn or foreign file: set aside, never silently lost.
-                        let bad = self.path(st.first).with_extension("corrupt");
-                        tracing::error!(file = %bad.display(), error = %e, "outbox: unreadable entry set aside");
-                        std::fs::rename(self.path(st.first), &bad)?;
-                        st.first += 1;
+            let seq = st.first;
+            if st.head.as_ref().map(|h| h.0) != Some(seq) {
+                match self.read(seq)? {
+                    Some(messages) => {
+                        st.head = Some((seq, messages));
+                        st.acked = 0;
                     }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => st.first += 1,
-                Err(e) => return Err(e),
+                    None => {
+                        st.advance();
+                        continue;
+                    }
+                }
+            }
+            let acked = st.acked;
+            match st.head.as_ref().and_then(|(_, m)| m.get(acked)) {
+                Some(e) => {
+                    let e = e.clone();
+                    return Ok(Some((
+                        Position {
+                            file: seq,
+                            index: acked,
+                        },
+                        e,
+                    )));
+                }
+                // An empty batch (not written by this version): done with it.
+                None => {
+                    self.remove(seq)?;
+                    st.advance();
+                }
             }
         }
         Ok(None)
     }
 
-    /// The broker acknowledged entry `seq`: it leaves the outbox.
-    pub fn ack(&self, seq: u64) -> std::io::Result<()> {
-        let mut st = self.lock();
-        match std::fs::remove_file(self.path(seq)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+    /// The messages of file `seq`; `None` when it is gone or was set aside.
+    fn read(&self, seq: u64) -> std::io::Result<Option<Vec<Entry>>> {
+        let path = self.path(seq);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(File::Batch { messages }) => Ok(Some(messages)),
+            Ok(File::Single(e)) => Ok(Some(vec![e])),
+            Err(e) => {
+                // A foreign or damaged file: set aside, never silently lost.
+                let bad = path.with_extension("corrupt");
+                tracing::error!(file = %bad.display(), error = %e, "outbox: unreadable entry set aside");
+                std::fs::rename(&path, &bad)?;
+                Ok(None)
+            }
         }
-        if seq == st.first {
-            st.first += 1;
+    }
+
+    fn remove(&self, seq: u64) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(seq)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// The broker acknowledged the message at `pos`: it leaves the outbox
+    /// (its file with it, once the file's last message is acknowledged).
+    pub fn ack(&self, pos: Position) -> std::io::Result<()> {
+        let mut st = self.lock();
+        if pos.file != st.first {
+            return Ok(()); // dropped by overflow meanwhile
+        }
+        let len = match &st.head {
+            Some((seq, m)) if *seq == pos.file => m.len(),
+            _ => return Ok(()),
+        };
+        if pos.index == st.acked {
+            st.acked += 1;
+        }
+        if st.acked >= len {
+            self.remove(pos.file)?;
+            st.advance();
         }
         Ok(())
     }
 
-    /// Entries waiting.
+    /// Entries (files) waiting.
     pub fn depth(&self) -> u64 {
         let st = self.lock();
         st.next - st.first
@@ -171,9 +275,33 @@ impl Outbox {
     }
 }
 
+impl State {
+    /// Moves past the oldest file.
+    fn advance(&mut self) {
+        if self.head.as_ref().map(|h| h.0) == Some(self.first) {
+            self.head = None;
+            self.acked = 0;
+        }
+        self.first += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(p: &str) -> Entry {
+        Entry::new("t", p.to_owned())
+    }
+
+    fn drain(o: &Outbox) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some((pos, e)) = o.peek().expect("peek") {
+            out.push(e.payload);
+            o.ack(pos).expect("ack");
+        }
+        out
+    }
 
     #[test]
     fn entries_survive_reopen_leave_in_order_and_overflow_drops_the_oldest() {
@@ -185,15 +313,69 @@ mod tests {
         drop(o);
         let o = Outbox::open(dir.path(), 3).expect("reopen");
         assert_eq!(o.depth(), 2);
-        let (seq, e) = o.peek().expect("peek").expect("entry");
-        assert_eq!((seq, e.payload.as_str()), (1, "m1"));
-        o.ack(seq).expect("ack");
+        let (pos, e) = o.peek().expect("peek").expect("entry");
+        assert_eq!((pos.file, e.payload.as_str()), (1, "m1"));
+        o.ack(pos).expect("ack");
         assert_eq!(o.peek().expect("peek").expect("entry").1.payload, "m2");
         for i in 3..=5 {
             o.push("t", &format!("m{i}")).expect("push");
         }
         assert_eq!(o.depth(), 3);
         assert_eq!(o.dropped(), 1);
-        assert_eq!(o.peek().expect("peek").expect("entry").1.payload, "m3");
+        assert_eq!(drain(&o), ["m3", "m4", "m5"]);
+    }
+
+    #[test]
+    fn a_batch_is_one_file_sent_in_order_and_resent_whole_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(dir.path(), 10).expect("open");
+        let mut response = entry("response");
+        response.correlation = Some("Y29ycg==".into());
+        o.push_batch(&[response.clone(), entry("event")])
+            .expect("batch");
+        o.push("t", "later").expect("push");
+        assert_eq!(o.depth(), 2, "a batch is one file");
+        assert_eq!(o.push_batch(&[]).expect("empty batch"), 0);
+        assert_eq!(o.depth(), 2, "an empty batch writes nothing");
+
+        // The first message is acknowledged, then the agent stops.
+        let (pos, e) = o.peek().expect("peek").expect("entry");
+        assert_eq!(e, response);
+        o.ack(pos).expect("ack");
+        assert_eq!(o.peek().expect("peek").expect("next").1.payload, "event");
+        // A repeated acknowledgement changes nothing.
+        o.ack(pos).expect("ack again");
+        assert_eq!(o.peek().expect("peek").expect("next").1.payload, "event");
+        drop(o);
+
+        // At least once: the unfinished batch is sent again from its start.
+        let o = Outbox::open(dir.path(), 10).expect("reopen");
+        assert_eq!(drain(&o), ["response", "event", "later"]);
+        assert_eq!(o.depth(), 0);
+        let left = std::fs::read_dir(dir.path().join("outbox"))
+            .expect("dir")
+            .count();
+        assert_eq!(left, 0, "acknowledged files are removed");
+    }
+
+    #[test]
+    fn a_file_of_the_earlier_single_message_format_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("outbox");
+        fsutil::create_private_dir(&out).expect("dir");
+        std::fs::write(
+            out.join("000000000007.json"),
+            br#"{"topic":"sargs/agents/gw/responses","payload":"{\"v\":1}"}"#,
+        )
+        .expect("old entry");
+        std::fs::write(out.join("000000000008.json"), b"{torn").expect("torn entry");
+        let o = Outbox::open(dir.path(), 10).expect("open");
+        let (_, e) = o.peek().expect("peek").expect("old entry read");
+        assert_eq!(e.topic, "sargs/agents/gw/responses");
+        assert_eq!(drain(&o), ["{\"v\":1}"]);
+        assert!(
+            out.join("000000000008.corrupt").exists(),
+            "an unreadable file is set aside, not deleted"
+        );
     }
 }

@@ -56,25 +56,47 @@ struct Refused(String);
 impl Retention {
     /// Verifies `bytes` (a signed command envelope) and applies it at `now`.
     pub fn apply(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Response, RetentionError> {
-        let mut e = self.lock();
-        let agent = e.agent.clone();
-        let verified = match command::verify(bytes, &e.trust, &agent, now) {
+        self.run(|e| e.apply(bytes, now))
+    }
+
+    /// [`Retention::apply`], returning the events the command caused instead
+    /// of handing them to the sink, for a caller that makes them durable in
+    /// one write with the response (the HQ link). Deletion receipts of an
+    /// erasure still reach the sink before the media goes.
+    pub fn apply_collecting(
+        &self,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> (Result<Response, RetentionError>, Vec<Event>) {
+        self.run_collecting(|e| e.apply(bytes, now))
+    }
+}
+
+impl Engine {
+    fn apply(&mut self, bytes: &[u8], now: DateTime<Utc>) -> Result<Response, RetentionError> {
+        let agent = self.agent.clone();
+        let verified = match command::verify(bytes, &self.trust, &agent, now) {
             Ok(v) => v,
             Err(rej) => {
                 let (id, kind) = command_hint(bytes);
-                return Ok(e.reject(&id, &kind, &rej, now));
+                return Ok(self.reject(&id, &kind, &rej, now));
             }
         };
         let cmd = verified.command;
-        if let Some(original) = e.index.seen(&cmd.id).map_err(e.db_err())? {
+        if let Some(original) = self.index.seen(&cmd.id).map_err(self.db_err())? {
             let rej = Rejection::Replayed { id: cmd.id.clone() };
-            let mut r = e.reject(&cmd.id, cmd.action.kind(), &rej, now);
+            let mut r = self.reject(&cmd.id, cmd.action.kind(), &rej, now);
             r.result = serde_json::from_str(&original).unwrap_or(Value::Null);
             return Ok(r);
         }
         let envelope: Envelope = serde_json::from_slice(bytes)
             .map_err(|err| RetentionError::Corrupt(format!("verified envelope reparse: {err}")))?;
-        e.execute(&cmd, Some(envelope), now)
+        self.execute(&cmd, Some(envelope), now)
+    }
+
+    /// Notes an event of the operation under way (see [`Retention::run`]).
+    pub(crate) fn note(&mut self, e: Event) {
+        self.pending.push(e);
     }
 }
 
@@ -109,9 +131,9 @@ impl Engine {
         }
     }
 
-    fn reject(&self, id: &str, kind: &str, rej: &Rejection, now: DateTime<Utc>) -> Response {
+    fn reject(&mut self, id: &str, kind: &str, rej: &Rejection, now: DateTime<Utc>) -> Response {
         tracing::warn!(command = id, code = rej.code(), reason = %rej, "command rejected");
-        self.events.emit(Event::CommandRejected {
+        self.note(Event::CommandRejected {
             id: id.to_owned(),
             code: rej.code().to_owned(),
             reason: rej.to_string(),
@@ -191,15 +213,15 @@ impl Engine {
         Ok(resp)
     }
 
-    fn emit_applied(&self, cmd: &Command) {
+    fn emit_applied(&mut self, cmd: &Command) {
         match &cmd.action {
             Action::HoldPlace { hold, .. } | Action::HoldExtend { hold, .. } => {
-                self.events.emit(Event::HoldApplied {
+                self.note(Event::HoldApplied {
                     hold: hold.clone(),
                     command: cmd.id.clone(),
                 })
             }
-            Action::HoldRelease { hold } => self.events.emit(Event::HoldReleased {
+            Action::HoldRelease { hold } => self.note(Event::HoldReleased {
                 hold: hold.clone(),
                 command: cmd.id.clone(),
             }),

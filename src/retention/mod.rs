@@ -114,6 +114,13 @@ pub enum Event {
 /// Where events go.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
+    /// Hands over events that belong together (a sweep's, a deletion
+    /// batch's): a durable sink makes them durable in one write.
+    fn emit_all(&self, events: Vec<Event>) {
+        for e in events {
+            self.emit(e);
+        }
+    }
 }
 
 /// The default sink: a log line per event.
@@ -150,8 +157,13 @@ pub struct Setup {
 }
 
 /// The engine. Cheap to share (`Arc`); every method takes the one lock.
+///
+/// Events an operation causes are collected while it runs and handed to the
+/// sink together once it is done, outside the lock — except deletion
+/// receipts, which reach the sink before the media goes (see [`Engine::delete`]).
 pub struct Retention {
     inner: Mutex<Engine>,
+    events: Arc<dyn EventSink>,
 }
 
 pub(crate) struct Engine {
@@ -169,6 +181,8 @@ pub(crate) struct Engine {
     trust: crate::command::Trust,
     guard: ClockGuard,
     events: Arc<dyn EventSink>,
+    /// Events of the operation under way, handed over when it ends.
+    pending: Vec<Event>,
     free_space: FreeSpace,
     /// The last sweep's clock verdict and pressure state, for status.
     pub(crate) paused: Option<String>,
@@ -274,7 +288,8 @@ impl Retention {
             ),
             settings: setup.settings,
             trust: crate::command::Trust::new(setup.command_keys),
-            events: setup.events,
+            events: setup.events.clone(),
+            pending: Vec::new(),
             free_space: setup.free_space,
             paused: None,
             pressure: None,
@@ -282,15 +297,34 @@ impl Retention {
             last_trusted: None,
         };
         engine.recover()?;
+        let pending = std::mem::take(&mut engine.pending);
+        setup.events.emit_all(pending);
         Ok(Retention {
             inner: Mutex::new(engine),
+            events: setup.events,
         })
+    }
+
+    /// Runs `op` on the engine, then hands the events it caused to the sink
+    /// (also when it failed: they describe what was done before the failure).
+    pub(crate) fn run<T>(&self, op: impl FnOnce(&mut Engine) -> T) -> T {
+        let (out, events) = self.run_collecting(op);
+        self.events.emit_all(events);
+        out
+    }
+
+    /// [`Retention::run`], returning the events instead of emitting them.
+    pub(crate) fn run_collecting<T>(&self, op: impl FnOnce(&mut Engine) -> T) -> (T, Vec<Event>) {
+        let mut e = self.lock();
+        let out = op(&mut e);
+        let events = std::mem::take(&mut e.pending);
+        (out, events)
     }
 
     /// Indexes every record sealed since the index last saw its camera (the
     /// indexer skips a busy engine; the agent calls this at a clean stop).
     pub fn catch_up(&self) -> Result<(), RetentionError> {
-        self.lock().index_chains()
+        self.run(|e| e.index_chains())
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Engine> {
@@ -411,6 +445,14 @@ impl Engine {
                 receipts = chunk.len(),
                 "completing deletions from their receipts"
             );
+            // The crash may have come before HQ's copy was queued: queue it
+            // (again — at least once; HQ knows a receipt by its sequence).
+            self.events.emit_all(
+                chunk
+                    .iter()
+                    .map(|(r, _)| Event::SegmentDeleted(Box::new(r.clone())))
+                    .collect(),
+            );
             self.finish_deletions(chunk)?;
         }
         self.journal_head = self
@@ -480,8 +522,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes `rows` (present segments) for `reason`: receipts first, then
-    /// the media, then the index. Returns the receipts written.
+    /// Deletes `rows` (present segments) for `reason`: receipts first (then
+    /// handed to the sink, so HQ's copy is queued before anything is gone),
+    /// then the media, then the index. Returns the receipts written.
     pub(crate) fn delete(
         &mut self,
         rows: &[Row],
@@ -527,10 +570,13 @@ impl Engine {
             .iter()
             .map(|r| (r.clone(), manifest::sha256_hex(r.to_payload().as_bytes())))
             .collect();
+        self.events.emit_all(
+            receipts
+                .iter()
+                .map(|r| Event::SegmentDeleted(Box::new(r.clone())))
+                .collect(),
+        );
         self.finish_deletions(&with_sha)?;
-        for r in &receipts {
-            self.events.emit(Event::SegmentDeleted(Box::new(r.clone())));
-        }
         Ok(receipts)
     }
 

@@ -49,7 +49,7 @@ pub struct Status {
 
 impl Retention {
     pub fn status(&self, now: DateTime<Utc>) -> Result<Status, RetentionError> {
-        self.lock().status(now)
+        self.run(|e| e.status(now))
     }
 
     /// Which records `scope` covers and their state (the `inventory` answer).
@@ -58,7 +58,7 @@ impl Retention {
         scope: &crate::command::Scope,
         now: DateTime<Utc>,
     ) -> Result<serde_json::Value, RetentionError> {
-        self.lock().inventory(scope, now)
+        self.run(|e| e.inventory(scope, now))
     }
 }
 

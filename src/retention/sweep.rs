@@ -46,7 +46,7 @@ pub struct SweepReport {
 impl Retention {
     /// One sweep at `now`.
     pub fn sweep(&self, now: Now) -> Result<SweepReport, RetentionError> {
-        self.lock().sweep(now)
+        self.run(|e| e.sweep(now))
     }
 }
 
@@ -80,7 +80,7 @@ impl Engine {
         match self.guard.observe(now, newest) {
             Trust::Trusted => {
                 if self.paused.take().is_some() {
-                    self.events.emit(Event::ClockTrusted);
+                    self.note(Event::ClockTrusted);
                 }
                 self.last_trusted = Some((now.wall, std::time::Instant::now()));
                 report.expired = self.delete_due(now.wall)?;
@@ -88,7 +88,7 @@ impl Engine {
             }
             Trust::Paused(why) => {
                 if self.paused.as_deref() != Some(&why) {
-                    self.events.emit(Event::ClockProblem {
+                    self.note(Event::ClockProblem {
                         message: why.clone(),
                     });
                 }
@@ -171,7 +171,7 @@ impl Engine {
                 }
             }
             if let Some(cap_at) = first_cap {
-                self.events.emit(Event::HoldCapWarning {
+                self.note(Event::HoldCapWarning {
                     hold: hold.clone(),
                     cap_at,
                     segments: count,
@@ -240,7 +240,7 @@ impl Engine {
         }
         if free_now >= floor {
             if evicted > 0 {
-                self.events.emit(Event::DiskPressure {
+                self.note(Event::DiskPressure {
                     free_bytes: free_now,
                     floor_bytes: floor,
                     message: format!(
@@ -255,7 +255,7 @@ impl Engine {
              recording stops at agent.min_free_mb until space returns"
         );
         if self.pressure.is_none() {
-            self.events.emit(Event::DiskPressure {
+            self.note(Event::DiskPressure {
                 free_bytes: free_now,
                 floor_bytes: floor,
                 message: msg.clone(),

@@ -12,6 +12,7 @@ mod crash;
 mod faults;
 mod harness;
 mod mqtt;
+mod mqtt5;
 mod record;
 mod retention;
 mod rtsp;

@@ -14,13 +14,13 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::support::mosquitto::{Broker, Pki, Watcher};
 
-const T: Duration = Duration::from_secs(20);
-const AGENT: &str = "test-gw";
+pub const T: Duration = Duration::from_secs(20);
+pub const AGENT: &str = "test-gw";
 
 /// `[retention]` + `[hq]` tables for the broker at `url`, trusting `command_key`.
-fn hq_tables(url: &str, command_key: &str, tls: Option<&Pki>) -> String {
+pub fn hq_tables(url: &str, command_key: &str, tls: Option<&Pki>) -> String {
     let mut s = format!(
-        "[retention]\nsweep_interval_s = 1\nfree_space_floor_mb = 1\ntrust_unsynchronised_clock = true\n\n[hq]\nbroker = \"{url}\"\ncommand_keys = [\"{command_key}\"]\ntelemetry_interval_s = 1\nkeep_alive_s = 2\n"
+        "[retention]\nsweep_interval_s = 1\nfree_space_floor_mb = 1\ntrust_unsynchronised_clock = true\n\n[hq]\nbroker = \"{url}\"\ncommand_keys = [\"{command_key}\"]\ntelemetry_interval_s = 1\nkeep_alive_s = 5\n"
     );
     if let Some(p) = tls {
         s += &format!(
@@ -35,7 +35,7 @@ fn hq_tables(url: &str, command_key: &str, tls: Option<&Pki>) -> String {
 
 /// A broker, HQ keys (`sargsctl keygen`), an agent config with one camera
 /// (`camera_extra` in its block) and a watcher on the agent's topics.
-fn setup(
+pub fn setup(
     home: &Home,
     pki: Option<&Pki>,
     camera: &str,
@@ -50,7 +50,7 @@ fn setup(
 }
 
 /// A signed command file written by `sargsctl`, read back.
-fn sargsctl_command(dir: &Path, name: &str, verb: &[&str]) -> Vec<u8> {
+pub fn sargsctl_command(dir: &Path, name: &str, verb: &[&str]) -> Vec<u8> {
     let out = format!("{name}.json");
     let common = [
         "--key",
@@ -69,11 +69,11 @@ fn sargsctl_command(dir: &Path, name: &str, verb: &[&str]) -> Vec<u8> {
     std::fs::read(dir.join(out)).expect("command file")
 }
 
-fn topic(t: &str) -> String {
+pub fn topic(t: &str) -> String {
     format!("sargs/agents/{AGENT}/{t}")
 }
 
-fn response(w: &mut Watcher, id: &str) -> Value {
+pub fn response(w: &mut Watcher, id: &str) -> Value {
     w.wait("/responses", T, |v| v["command_id"] == id)
         .unwrap_or_else(|| panic!("no response to {id}; seen {:?}", w.seen.len()))
 }
@@ -338,8 +338,8 @@ fn kill_9_shows_offline_through_the_last_will() {
     assert!(w.wait("/status", T, |v| v["state"] == "online").is_some());
     child.kill().expect("kill -9");
     let _ = child.wait();
-    // keep_alive_s = 2: the broker gives up after 1.5 × 2 s.
-    let off = w.wait("/status", Duration::from_secs(10), |v| {
+    // keep_alive_s = 5: the broker gives up after 1.5 × 5 s.
+    let off = w.wait("/status", Duration::from_secs(15), |v| {
         v["state"] == "offline"
     });
     assert!(off.is_some(), "the Will says offline");

@@ -65,7 +65,7 @@ pub struct Broker {
     pub tls: bool,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -143,6 +143,100 @@ impl Broker {
 
     pub fn conf(&self) -> &Path {
         &self.conf
+    }
+
+    /// What the broker logged so far (one line per connect names the
+    /// client and its protocol: `as sargs-gw (p5, …)` is MQTT 5, `p2` 3.1.1).
+    pub fn log(&self) -> String {
+        let log = self
+            .conf
+            .with_file_name(format!("mosquitto-{}.log", self.port));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+}
+
+/// A broker that speaks MQTT 3.1.1 only, as such brokers answer an MQTT 5
+/// client: a real Mosquitto behind a gate that refuses every MQTT 5 CONNECT
+/// the way MQTT 3.1.1 §3.2.2.3 prescribes (CONNACK return code 0x01,
+/// "unacceptable protocol version", then close) and passes every other
+/// connection through untouched. It records the protocol level of each
+/// CONNECT it saw.
+pub struct Gate {
+    pub port: u16,
+    pub levels: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    pub fn start(upstream: u16) -> Gate {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("gate listener");
+        let port = listener.local_addr().expect("gate port").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let levels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (levels.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let mut client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let _ = client.set_nonblocking(false);
+                // The CONNECT: fixed header, remaining length, "MQTT", level.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                let level = loop {
+                    if client.read_exact(&mut byte).is_err() {
+                        break None;
+                    }
+                    head.push(byte[0]);
+                    // 0x10, length (1..4 bytes, high bit = more), 0x00 0x04 "MQTT", level
+                    let len_bytes = head[1..].iter().take_while(|b| **b & 0x80 != 0).count() + 1;
+                    if head.len() == 1 + len_bytes + 7 {
+                        break head.last().copied();
+                    }
+                };
+                let Some(level) = level else { continue };
+                seen.lock().expect("levels").push(level);
+                if level == 5 {
+                    let _ = client.write_all(&[0x20, 0x02, 0x00, 0x01]);
+                    continue; // dropped: closed
+                }
+                let Ok(mut up) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                if up.write_all(&head).is_err() {
+                    continue;
+                }
+                let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), up.try_clone()) else {
+                    continue;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Gate { port, levels, stop }
+    }
+
+    pub fn levels(&self) -> Vec<u8> {
+        self.levels.lock().expect("levels").clone()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -474,10 +474,29 @@ fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
             .expect("receipts");
     }
     assert!(f.media_exists(&a) && f.media_exists(&b));
+    f.events.take();
     f.restart();
     assert!(
         !f.media_exists(&a) && !f.media_exists(&b),
         "completed from the receipts"
+    );
+    // The crash may have come before HQ's copy of the receipts was queued:
+    // start-up queues them (again).
+    let mut resent: Vec<String> = f
+        .events
+        .take()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::SegmentDeleted(r) => Some(r.segment_id),
+            _ => None,
+        })
+        .collect();
+    resent.sort();
+    let mut ids = vec![a.clone(), b.clone()];
+    ids.sort();
+    assert_eq!(
+        resent, ids,
+        "each completed receipt is handed to HQ's outbox"
     );
     f.audit_ok();
 }
