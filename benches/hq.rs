@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mosquitto::Broker;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use sargs::clock::Clock;
 use sargs::command::{Action, Command, Scope, Target};
 use sargs::config::Config;
 use sargs::hq::outbox::Outbox;
@@ -74,8 +75,17 @@ fn start_agent(dir: &Path, id: &str, port: u16, hq: &DeviceKey) -> Agent {
         retention.clone(),
         outbox.clone(),
         Vec::new(),
+        Clock::system(),
     );
-    let link = Link::start(&link_cfg, id, retention.clone(), outbox, telemetry).expect("link");
+    let link = Link::start(
+        &link_cfg,
+        id,
+        retention.clone(),
+        outbox,
+        telemetry,
+        Clock::system(),
+    )
+    .expect("link");
     Agent {
         link,
         _retention: retention,

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::{DiskFloor, Recorder};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::hq::messages::{OutboxEvents, Topics};
 use crate::hq::outbox::Outbox;
@@ -113,6 +114,11 @@ pub fn retention_setup(config: &Config, key: Arc<DeviceKey>, events: Arc<dyn Eve
 impl Agent {
     /// Starts recording every enabled camera of `config`.
     pub fn start(config: &Config) -> Result<Agent, StartError> {
+        Agent::start_with(config, Clock::system())
+    }
+
+    /// [`Agent::start`] with retention on `clock` (see [`Clock`]).
+    pub fn start_with(config: &Config, clock: Clock) -> Result<Agent, StartError> {
         crate::capture::init().map_err(StartError::Gstreamer)?;
         let store = Store::open(&config.agent.data_dir)?;
         let key = Arc::new(DeviceKey::load_or_create(&config.agent.signing_key)?);
@@ -145,6 +151,7 @@ impl Agent {
                         .iter()
                         .map(|c| (c.id.clone(), c.enabled))
                         .collect(),
+                    clock,
                 );
                 match Link::start(
                     settings,
@@ -152,6 +159,7 @@ impl Agent {
                     retention.clone(),
                     outbox,
                     telemetry,
+                    clock,
                 ) {
                     Ok(l) => Some(l),
                     // Nothing has started yet: a bad TLS file stops start-up cleanly.
@@ -206,7 +214,7 @@ impl Agent {
             let interval = config.retention.sweep_interval;
             std::thread::Builder::new()
                 .name("retention".into())
-                .spawn(move || retention_loop(&retention, &data_dir, interval, &stop))
+                .spawn(move || retention_loop(&retention, &data_dir, interval, clock, &stop))
                 .map_err(|source| {
                     cancel.cancel();
                     StartError::Thread {
@@ -264,22 +272,23 @@ impl Agent {
     }
 }
 
-/// The retention thread: the inbox every second, a sweep every `interval`.
+/// The retention thread: the inbox every quarter second, a sweep every
+/// `interval` on `clock`.
 fn retention_loop(
     retention: &Retention,
     data_dir: &std::path::Path,
     interval: std::time::Duration,
+    clock: Clock,
     stop: &CancellationToken,
 ) {
-    let origin = std::time::Instant::now();
-    let mut next_sweep = origin;
+    let mut next_sweep = clock.mono();
     while !stop.is_cancelled() {
-        inbox::drain(data_dir, retention);
-        if std::time::Instant::now() >= next_sweep {
+        inbox::drain(data_dir, retention, clock.wall());
+        if clock.mono() >= next_sweep {
             let now = Now {
-                wall: crate::clock::now(),
-                mono: origin.elapsed(),
-                sync: crate::clock::sync_state(),
+                wall: clock.wall(),
+                mono: clock.mono(),
+                sync: clock.sync(),
             };
             match retention.sweep(now) {
                 Ok(r) if r.expired + r.evicted > 0 => {
@@ -288,7 +297,7 @@ fn retention_loop(
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "sweep failed; retried at the next interval"),
             }
-            next_sweep += interval;
+            next_sweep = (next_sweep + interval).max(now.mono);
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }

@@ -154,6 +154,77 @@ bitrate_kbps = 800
 }
 
 impl DemoSetup {
+    /// A `hold.place` command, signed with the demo's HQ key as HQ would sign
+    /// it, holding the CCTV camera's `[from, from + seconds)`; issued on
+    /// `clock`, valid for a week of it.
+    pub fn hold_command(
+        &self,
+        clock: &crate::clock::Clock,
+        from: chrono::DateTime<chrono::Utc>,
+        seconds: u64,
+    ) -> Result<(String, Vec<u8>), DemoError> {
+        use crate::command::{Action, Command, Scope, Target};
+        let hq =
+            crate::seal::sign::DeviceKey::load(&self.signing_key).map_err(|e| DemoError::Io {
+                path: self.signing_key.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let issued = clock.wall();
+        let stamp = from.format("%Y%m%dT%H%M%SZ");
+        let hold = format!("DEMO-{stamp}");
+        let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+        let cmd = Command {
+            id: format!("demo-hold-{stamp}"),
+            issued_at: issued,
+            expires_at: issued + chrono::Duration::days(7),
+            target: Target::Agent(self.config.agent.id.clone()),
+            issuer: "sargs demo, acting as HQ".into(),
+            action: Action::HoldPlace {
+                hold: hold.clone(),
+                case: "DEMO (a legal hold placed by the demo)".into(),
+                scope: Scope::Range {
+                    cameras: vec![CCTV_CAMERA.into()],
+                    from,
+                    to: from + chrono::Duration::seconds(seconds),
+                },
+                until: None,
+            },
+        };
+        Ok((hold, crate::command::sign(&hq, &cmd)))
+    }
+
+    /// One line of the accelerated demo's progress: the demo clock and what
+    /// the store holds per class.
+    pub fn progress(
+        &self,
+        clock: &crate::clock::Clock,
+        started: chrono::DateTime<chrono::Utc>,
+        st: &crate::retention::status::Status,
+    ) -> String {
+        let days = (clock.wall() - started).num_minutes() as f64 / 1440.0;
+        let classes: Vec<String> = st
+            .classes
+            .iter()
+            .map(|c| {
+                let mut s = format!("{}: {} kept", c.class, c.segments);
+                if c.past_deadline > 0 {
+                    s.push_str(&format!(" ({} past deadline, held)", c.past_deadline));
+                }
+                s
+            })
+            .collect();
+        let deleted: u64 = st.deleted.values().sum();
+        let kept = if classes.is_empty() {
+            "nothing sealed yet".to_owned()
+        } else {
+            classes.join(", ")
+        };
+        format!(
+            "  demo clock {} (+{days:.1} days): {kept}; {deleted} deleted with receipts",
+            clock.wall().format("%Y-%m-%d %H:%M"),
+        )
+    }
+
     /// What the demo prints before it starts.
     pub fn banner(&self) -> String {
         let mut out = format!(

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sargs::clock::Clock;
 use sargs::config::Config;
 
 #[derive(Parser)]
@@ -42,6 +43,17 @@ enum Command {
         /// print the sargsctl commands that hold, release and watch it.
         #[arg(long)]
         mqtt: Option<String>,
+        /// Run the retention clock FACTOR times faster (43200: 30 days pass
+        /// in a minute): watch CCTV segments deleted with receipts while the
+        /// police camera's are kept. Recording itself runs in real time.
+        #[arg(long, value_name = "FACTOR",
+              value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+        accelerate: Option<u32>,
+        /// Also place a legal hold on the CCTV camera's first SECONDS
+        /// (default 60) through the signed-command path HQ uses: those
+        /// segments outlive their deadline.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+        hold: Option<u64>,
     },
     /// Check chains, deletion receipts and the index against each other.
     Verify {
@@ -83,7 +95,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => load(&config).and_then(|c| run(&c, None)),
+        Command::Run { config } => load(&config).and_then(|c| run(&c, None, Clock::system(), None)),
         Command::CheckConfig { config } => load(&config).map(|c| {
             println!(
                 "{}: OK — agent {}, {} camera(s) ({} enabled), policy {} ({})",
@@ -95,7 +107,13 @@ fn main() -> ExitCode {
                 c.agent.policy_file.display()
             );
         }),
-        Command::Demo { dir, seconds, mqtt } => demo(&dir, seconds, mqtt.as_deref()),
+        Command::Demo {
+            dir,
+            seconds,
+            mqtt,
+            accelerate,
+            hold,
+        } => demo(&dir, seconds, mqtt.as_deref(), accelerate, hold),
         Command::Verify { config } => load(&config).and_then(|c| verify(&c)),
         Command::Status { config, json } => load(&config).and_then(|c| status(&c, json)),
         Command::Apply { config, file } => load(&config).and_then(|c| apply(&c, &file)),
@@ -114,15 +132,36 @@ fn load(path: &std::path::Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
 
-/// Runs the agent until a signal (or `limit` elapses).
-fn run(config: &Config, limit: Option<Duration>) -> Result<(), String> {
-    let agent = sargs::agent::Agent::start(config).map_err(|e| e.to_string())?;
+/// Something to do every so often while the agent runs.
+type Every<'a> = (Duration, &'a mut dyn FnMut(&sargs::agent::Agent));
+
+/// Runs the agent (retention on `clock`) until a signal or `limit`, calling
+/// `every` at its period.
+fn run(
+    config: &Config,
+    limit: Option<Duration>,
+    clock: Clock,
+    every: Option<Every<'_>>,
+) -> Result<(), String> {
+    let agent = sargs::agent::Agent::start_with(config, clock).map_err(|e| e.to_string())?;
+    run_agent(agent, limit, every)
+}
+
+fn run_agent(
+    agent: sargs::agent::Agent,
+    limit: Option<Duration>,
+    every: Option<Every<'_>>,
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio: {e}"))?;
     let cancel = agent.cancel_token();
-    rt.block_on(async move {
+    let (period, tick) = match every {
+        Some((p, f)) => (p, Some(f)),
+        None => (Duration::from_secs(3600), None),
+    };
+    rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing SIGTERM handler: {e}"))?;
         let sleep = async {
@@ -131,21 +170,72 @@ fn run(config: &Config, limit: Option<Duration>) -> Result<(), String> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = sleep => tracing::info!("demo time is up: stopping"),
-            _ = cancel.cancelled() => {}
+        tokio::pin!(sleep);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let mut tick = tick;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break }
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+                _ = &mut sleep => { tracing::info!("demo time is up: stopping"); break }
+                _ = cancel.cancelled() => break,
+                _ = ticks.tick(), if tick.is_some() => {
+                    if let Some(f) = tick.as_mut() {
+                        f(&agent);
+                    }
+                }
+            }
         }
         Ok::<(), String>(())
     })?;
     agent.stop().map_err(|e| e.to_string())
 }
 
-fn demo(dir: &std::path::Path, seconds: Option<u64>, mqtt: Option<&str>) -> Result<(), String> {
+fn demo(
+    dir: &std::path::Path,
+    seconds: Option<u64>,
+    mqtt: Option<&str>,
+    accelerate: Option<u32>,
+    hold: Option<u64>,
+) -> Result<(), String> {
     let setup = sargs::demo::prepare(dir, mqtt).map_err(|e| e.to_string())?;
     println!("{}", setup.banner());
-    run(&setup.config, seconds.map(Duration::from_secs))?;
+    let clock = accelerate.map_or_else(Clock::system, Clock::accelerated);
+    let started = clock.wall();
+    if accelerate.is_some() {
+        println!(
+            "  retention clock runs {}x faster: 30 days pass in {:.0} s",
+            clock.factor(),
+            30.0 * 86_400.0 / f64::from(clock.factor())
+        );
+    }
+    let agent = sargs::agent::Agent::start_with(&setup.config, clock).map_err(|e| e.to_string())?;
+    if let Some(secs) = hold {
+        // Signed as HQ signs it and handed to the running agent like `sargs apply`.
+        let (id, bytes) = setup
+            .hold_command(&clock, sargs::clock::now(), secs)
+            .map_err(|e| e.to_string())?;
+        let r = sargs::retention::inbox::submit(
+            &setup.config.agent.data_dir,
+            &bytes,
+            Duration::from_secs(30),
+        )?;
+        if !r.applied() {
+            let why = r.reason.unwrap_or_default();
+            let _ = agent.stop();
+            return Err(format!("the demo's hold was refused: {why}"));
+        }
+        println!(
+            "  legal hold {id} placed on {}'s first {secs} s (signed command, applied by the agent)",
+            sargs::demo::CCTV_CAMERA
+        );
+    }
+    let mut show = |agent: &sargs::agent::Agent| match agent.retention().status(clock.wall()) {
+        Ok(st) => println!("{}", setup.progress(&clock, started, &st)),
+        Err(e) => eprintln!("sargs: status: {e}"),
+    };
+    let every: Option<Every<'_>> = accelerate.map(|_| (Duration::from_secs(5), &mut show as _));
+    run_agent(agent, seconds.map(Duration::from_secs), every)?;
     println!("{}", setup.summary().map_err(|e| e.to_string())?);
     Ok(())
 }

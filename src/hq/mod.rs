@@ -41,6 +41,7 @@ use base64::Engine as _;
 use rumqttc::QoS;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{LinkSettings, MqttVersion};
 use crate::retention::{EventSink, Retention};
 use messages::Topics;
@@ -78,6 +79,7 @@ impl Link {
         retention: Arc<Retention>,
         outbox: Arc<Outbox>,
         telemetry: Telemetry,
+        clock: Clock,
     ) -> Result<Link, LinkError> {
         let topics = Topics::new(&settings.prefix, agent);
         // Read the TLS files now: one the link cannot use stops start-up.
@@ -94,6 +96,7 @@ impl Link {
             telemetry,
             settings: settings.clone(),
             tls,
+            clock,
             stop: stop.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -140,6 +143,8 @@ struct Task {
     telemetry: Telemetry,
     settings: LinkSettings,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Commands are judged on the agent's retention clock.
+    clock: Clock,
     stop: CancellationToken,
 }
 
@@ -350,7 +355,7 @@ impl Task {
     fn command(&self, m: &Received) -> bool {
         let (resp, events) = self
             .retention
-            .apply_collecting(m.payload(), crate::clock::now());
+            .apply_collecting(m.payload(), self.clock.wall());
         let resp = match resp {
             Ok(r) => r,
             Err(e) => {

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use sysinfo::{Components, Disks, System};
 
 use super::outbox::Outbox;
+use crate::clock::Clock;
 use crate::retention::Retention;
 
 /// Samples the machine and the store.
@@ -19,6 +20,7 @@ pub struct Telemetry {
     retention: Arc<Retention>,
     outbox: Arc<Outbox>,
     cameras: Vec<(String, bool)>,
+    clock: Clock,
     sys: Option<System>,
 }
 
@@ -29,6 +31,7 @@ impl Telemetry {
         retention: Arc<Retention>,
         outbox: Arc<Outbox>,
         cameras: Vec<(String, bool)>,
+        clock: Clock,
     ) -> Telemetry {
         Telemetry {
             agent,
@@ -36,12 +39,13 @@ impl Telemetry {
             retention,
             outbox,
             cameras,
+            clock,
             sys: System::new().ok(),
         }
     }
 
     pub fn sample(&mut self) -> Value {
-        let now = crate::clock::now();
+        let now = self.clock.wall();
         let (cpu, mem_used, mem_total) = match self.sys.as_mut() {
             Some(s) => {
                 s.refresh_cpu_usage();
@@ -81,7 +85,7 @@ impl Telemetry {
             "storage": storage,
             "cameras": self.cameras.iter().map(|(id, on)| json!({"id": id, "enabled": on})).collect::<Vec<_>>(),
             "outbox": {"depth": self.outbox.depth(), "dropped": self.outbox.dropped()},
-            "clock": crate::clock::sync_state(),
+            "clock": self.clock.sync(),
         })
     }
 }

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::apply::Response;
 use super::Retention;
@@ -23,8 +23,8 @@ pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("inbox")
 }
 
-/// Applies every waiting command; returns how many.
-pub fn drain(data_dir: &Path, retention: &Retention) -> usize {
+/// Applies every waiting command at `now`; returns how many.
+pub fn drain(data_dir: &Path, retention: &Retention, now: DateTime<Utc>) -> usize {
     let dir = dir(data_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return 0;
@@ -43,7 +43,7 @@ pub fn drain(data_dir: &Path, retention: &Retention) -> usize {
                 continue;
             }
         };
-        let resp = match retention.apply(&bytes, Utc::now()) {
+        let resp = match retention.apply(&bytes, now) {
             Ok(r) => r,
             Err(e) => {
                 // Not applied and not refused: leave the file for the next try.

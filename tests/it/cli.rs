@@ -196,3 +196,92 @@ fn sargsctl_keygen_verify_and_decrypt() {
         "salvage is a prefix of the whole"
     );
 }
+
+#[test]
+fn the_accelerated_demo_deletes_cctv_with_receipts_keeps_police_and_honours_its_hold() {
+    use sargs::seal::manifest::RecordKind;
+    let home = Home::new();
+    let dir = home.path().join("demo-fast");
+    let d = dir.to_str().expect("utf8");
+    // 200 000x: 30 days pass in 13 s, three months in 39 s; the demo runs 26 s
+    // with 10 s segments, holding the CCTV camera's first 5 s.
+    let (ok, out, err) = sargs(&[
+        "demo",
+        "--dir",
+        d,
+        "--seconds",
+        "26",
+        "--accelerate",
+        "200000",
+        "--hold",
+        "5",
+    ]);
+    assert!(ok, "demo failed: {out}\n{err}");
+    assert!(out.contains("legal hold DEMO-"), "{out}");
+    assert!(out.contains("demo clock"), "progress is shown: {out}");
+
+    let data = dir.join("data");
+    let key = sargs::seal::sign::DeviceKey::load(&data.join("device/signing.pk8"))
+        .expect("device key")
+        .public_key();
+    let receipts =
+        sargs::retention::receipt::verify_chain(&data.join("receipts"), &key).expect("receipts");
+    assert!(receipts.problems.is_empty(), "{:?}", receipts.problems);
+    // The hold as the agent journaled it: the signed command's window.
+    let journal = std::fs::read(data.join("commands/0000000001.json")).expect("journaled hold");
+    let entry: serde_json::Value = serde_json::from_slice(&journal).expect("journal JSON");
+    let payload: serde_json::Value =
+        serde_json::from_str(entry["envelope"]["payload"].as_str().expect("payload"))
+            .expect("command JSON");
+    assert_eq!(payload["kind"], "hold.place");
+    let scope = &payload["args"]["scope"];
+    let at = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(scope[k].as_str().expect("instant"))
+            .expect("RFC 3339")
+            .with_timezone(&chrono::Utc)
+    };
+    let (from, to) = (at("from"), at("to"));
+
+    let segments = |cam: &str| {
+        let dir = data.join("cameras").join(cam);
+        let r = sargs::seal::verify::verify_camera_with(&dir, &key, &receipts.deleted)
+            .expect("readable");
+        assert!(r.ok(), "{cam}: {:?}", r.problems);
+        r.manifests
+            .into_iter()
+            .filter(|m| m.record == RecordKind::Segment)
+            .map(|m| {
+                let present = dir.join(format!("{:010}.mp4.age", m.sequence)).exists();
+                (m, present)
+            })
+            .collect::<Vec<_>>()
+    };
+    let cctv = segments(sargs::demo::CCTV_CAMERA);
+    let (mut held, mut deleted) = (0, 0);
+    for (m, present) in &cctv {
+        if m.start < to && m.end >= from {
+            assert!(present, "held segment {} was deleted", m.segment_id);
+            held += 1;
+        } else if !present {
+            assert!(
+                receipts.deleted.contains(&m.segment_id),
+                "{} gone without a receipt",
+                m.segment_id
+            );
+            deleted += 1;
+        }
+    }
+    assert!(held >= 1, "the hold covers the first segment: {cctv:?}");
+    assert!(
+        deleted >= 1,
+        "30 demo days deleted unheld CCTV segments: {cctv:?}"
+    );
+    let police = segments(sargs::demo::POLICE_CAMERA);
+    assert!(police.len() >= 2, "{police:?}");
+    assert!(
+        police.iter().all(|(_, present)| *present),
+        "3-month police segments are kept: {police:?}"
+    );
+    let (ok, out, err) = sargs(&["verify", "--config", &format!("{d}/sargs.toml")]);
+    assert!(ok, "verify: {out}{err}");
+}

@@ -209,3 +209,91 @@ fn kill_9_during_a_sweep_leaves_index_receipts_and_files_consistent() {
     let st = status_json(&home);
     assert_eq!(st["deleted"]["retention-expired"], N, "{st}");
 }
+
+#[test]
+fn verify_names_every_disagreement_between_index_files_chains_and_receipts() {
+    let home = Home::new();
+    let hq = DeviceKey::generate().expect("hq key");
+    let config = home.config_with(
+        2,
+        "min_free_mb = 1",
+        &(tables(&hq, "")
+            + &test_camera("cam-old", "cctv", "enabled = false")
+            + &test_camera("cam-new", "cctv", "enabled = false")),
+    );
+    old_segments(&home, "cam-old", 3, 40);
+    old_segments(&home, "cam-new", 3, 1);
+    // The agent indexes both chains and deletes the three expired segments.
+    let agent = sargs::agent::Agent::start(&config).expect("agent");
+    let receipts = home.path().join("data/receipts");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::read_dir(&receipts)
+            .map(|d| d.count() >= 3)
+            .unwrap_or(false)),
+        "expired segments deleted"
+    );
+    agent.stop().expect("stop");
+    let cfg = home.config_path();
+    let cfg = cfg.to_str().expect("utf8");
+    let verify = || {
+        let (ok, out, err) = sargs(&["verify", "--config", cfg]);
+        (ok, format!("{out}{err}"))
+    };
+    let (ok, out) = verify();
+    assert!(ok, "a consistent store verifies: {out}");
+
+    let old = home.camera_dir("cam-old");
+    let new = home.camera_dir("cam-new");
+    let bad = |what: &str, needles: &[&str]| {
+        let (ok, out) = verify();
+        assert!(!ok, "{what}: verify passed:\n{out}");
+        assert!(out.contains("problem(s) found"), "{what}: {out}");
+        for n in needles {
+            assert!(out.contains(n), "{what}: verify does not say {n:?}:\n{out}");
+        }
+    };
+
+    // A present segment's media removed behind the agent's back.
+    let media = new.join("0000000002.mp4.age");
+    let kept = std::fs::read(&media).expect("media");
+    std::fs::remove_file(&media).expect("rm");
+    bad(
+        "media missing",
+        &[
+            "test-gw/cam-new/2 is indexed as present but",
+            "0000000002.mp4.age",
+        ],
+    );
+    std::fs::write(&media, &kept).expect("restore");
+    assert!(verify().0, "restored");
+
+    // A deleted segment's media back on disk.
+    let revived = old.join("0000000001.mp4.age");
+    std::fs::write(&revived, &kept).expect("revive");
+    bad(
+        "deleted media present",
+        &[
+            "test-gw/cam-old/1 is indexed as deleted but",
+            "still exists",
+        ],
+    );
+    std::fs::remove_file(&revived).expect("rm");
+
+    // A flipped byte in a receipt.
+    let receipt = receipts.join("0000000002.json");
+    let original = std::fs::read(&receipt).expect("receipt");
+    let mut flipped = original.clone();
+    let i = flipped.len() / 2;
+    flipped[i] ^= 0x01;
+    std::fs::write(&receipt, &flipped).expect("flip");
+    bad("receipt tampered", &["0000000002.json"]);
+    std::fs::write(&receipt, &original).expect("restore");
+    assert!(verify().0, "restored");
+
+    // A record sealed while the index did not look (the agent catches up at start).
+    old_segments(&home, "cam-new", 1, 0);
+    bad(
+        "index behind the chain",
+        &["test-gw/cam-new/4 is on disk but not indexed"],
+    );
+}
