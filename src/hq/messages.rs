@@ -50,6 +50,7 @@ pub fn status(agent: &str, online: bool, at: DateTime<Utc>) -> String {
 /// An event as published on `…/events`.
 pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
     let (kind, body) = match e {
+        Event::SegmentSealed(s) => ("segment.sealed", json!({"segment": s})),
         Event::SegmentDeleted(r) => ("segment.deleted", json!({"receipt": r})),
         Event::HoldApplied { hold, command } => {
             ("hold.applied", json!({"hold": hold, "command_id": command}))

@@ -67,6 +67,8 @@ pub enum RetentionError {
 /// they are logged).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// A segment record is committed to its chain (sealed, signed, durable).
+    SegmentSealed(Box<Sealed>),
     SegmentDeleted(Box<Receipt>),
     HoldApplied {
         hold: String,
@@ -111,6 +113,43 @@ pub enum Event {
     },
 }
 
+/// What HQ hears of a sealed segment: identifiers, times and hashes only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sealed {
+    pub segment_id: String,
+    pub camera_id: String,
+    pub sequence: u64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub class: String,
+    pub delete_after: DateTime<Utc>,
+    /// Of the manifest payload, as in the chain.
+    pub manifest_sha256: String,
+    pub ciphertext_sha256: String,
+    pub ciphertext_bytes: u64,
+    pub truncated: bool,
+}
+
+impl Sealed {
+    /// The event of a segment record (`None` for a gap record).
+    pub fn of(m: &Manifest, payload: &str) -> Option<Sealed> {
+        let media = m.media.as_ref()?;
+        Some(Sealed {
+            segment_id: m.segment_id.clone(),
+            camera_id: m.camera_id.clone(),
+            sequence: m.sequence,
+            start: m.start,
+            end: m.end,
+            class: m.retention.class.clone(),
+            delete_after: m.retention.delete_after,
+            manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
+            ciphertext_sha256: media.ciphertext_sha256.clone(),
+            ciphertext_bytes: media.ciphertext_bytes,
+            truncated: media.truncated,
+        })
+    }
+}
+
 /// Where events go.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
@@ -129,6 +168,8 @@ pub struct LogEvents;
 impl EventSink for LogEvents {
     fn emit(&self, event: Event) {
         match event {
+            // The store logs each sealed record itself.
+            Event::SegmentSealed(_) => {}
             Event::SegmentDeleted(r) => tracing::info!(segment = %r.segment_id,
                 reason = r.reason.as_str(), receipt = r.sequence, "segment deleted"),
             Event::DiskPressure { .. }
@@ -334,11 +375,17 @@ impl Retention {
     }
 }
 
-/// Indexes each sealed record without ever making a camera wait: while the
-/// engine is busy (a long sweep), the record is left to the catch-up every
-/// sweep starts with; a failure is logged and repaired the same way.
+/// Reports each sealed segment to HQ (`segment.sealed`) and indexes each
+/// record without ever making a camera wait: while the engine is busy (a
+/// long sweep), the record is left to the catch-up every sweep starts with; a
+/// failure is logged and repaired the same way. The event goes out as the
+/// record is committed; a crash between the two leaves the chain, not the
+/// events, as the record of it.
 impl crate::store::SealObserver for Retention {
     fn sealed(&self, manifest: &Manifest, payload: &str) {
+        if let Some(s) = Sealed::of(manifest, payload) {
+            self.events.emit(Event::SegmentSealed(Box::new(s)));
+        }
         let mut engine = match self.inner.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),

@@ -506,7 +506,7 @@ fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
 }
 
 #[test]
-fn camera_up_and_down_reach_hq_as_events() {
+fn camera_up_down_and_sealed_segments_reach_hq_as_events() {
     let home = Home::new();
     let broker = Broker::start(home.path(), None);
     let key = hq_keygen(home.path());
@@ -528,10 +528,26 @@ fn camera_up_and_down_reach_hq_as_events() {
     let down = w.wait("/events", T, |v| {
         v["event"] == "camera.down" && v["camera"] == "cam-gone"
     });
+    let sealed = w.wait("/events", T, |v| {
+        v["event"] == "segment.sealed" && v["segment"]["camera_id"] == "cam-up"
+    });
     // Several retries (back-off 0.2–1 s) while it stays down.
     std::thread::sleep(Duration::from_secs(3));
     w.wait("/events", Duration::from_millis(500), |_| false);
     agent.stop().expect("stop");
+    // A sealed segment is reported with the hashes its manifest states.
+    let sealed = sealed.expect("segment.sealed for the recording camera");
+    let seg = &sealed["segment"];
+    let seq = seg["sequence"].as_u64().expect("sequence");
+    let m = manifests(&home.camera_dir("cam-up"), &home.device_key())
+        .into_iter()
+        .find(|m| m.sequence == seq)
+        .expect("the manifest of the reported segment");
+    let media = m.media.as_ref().expect("a segment record");
+    assert_eq!(seg["segment_id"], m.segment_id.as_str(), "{sealed}");
+    assert_eq!(seg["ciphertext_sha256"], media.ciphertext_sha256.as_str());
+    assert_eq!(seg["ciphertext_bytes"], media.ciphertext_bytes);
+    assert_eq!(seg["class"], "cctv");
     assert!(up.is_some(), "camera.up for the test camera");
     let down = down.expect("camera.down for the unreachable camera");
     assert!(
