@@ -75,6 +75,7 @@ fn start_agent(dir: &Path, id: &str, port: u16, hq: &DeviceKey) -> Agent {
         retention.clone(),
         outbox.clone(),
         Vec::new(),
+        Default::default(),
         Clock::system(),
     );
     let link = Link::start(

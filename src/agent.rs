@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::hq::messages::{OutboxEvents, Topics};
 use crate::hq::outbox::Outbox;
-use crate::hq::telemetry::Telemetry;
+use crate::hq::telemetry::{CameraStates, Telemetry, Tracking};
 use crate::hq::{Link, LinkError};
 use crate::retention::clockguard::Now;
 use crate::retention::{inbox, EventSink, LogEvents, Retention, RetentionError, Setup};
@@ -137,6 +137,12 @@ impl Agent {
             policy: config.policy.clone(),
             observer: Some(retention.clone()),
         });
+        // Cameras report up/down through this sink; telemetry reads the states.
+        let states = Arc::new(CameraStates::default());
+        let camera_events: Arc<dyn EventSink> = Arc::new(Tracking {
+            states: states.clone(),
+            inner: events.clone(),
+        });
         // The link first: it only reads the engine and the outbox, and a
         // configuration it cannot use stops start-up before any camera runs.
         let link = match (&config.link, outbox) {
@@ -151,6 +157,7 @@ impl Agent {
                         .iter()
                         .map(|c| (c.id.clone(), c.enabled))
                         .collect(),
+                    states,
                     clock,
                 );
                 match Link::start(
@@ -193,7 +200,7 @@ impl Agent {
                 config.supervision,
                 cancel.clone(),
             )
-            .with_events(events.clone());
+            .with_events(camera_events.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("cam-{id}"))
                 .spawn(move || rec.run())

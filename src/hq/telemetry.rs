@@ -3,15 +3,65 @@
 //! outbox depth, clock state. Published at QoS 0 and not queued: while HQ is
 //! unreachable telemetry is dropped, and the next sample replaces it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
 
 use serde_json::{json, Value};
 use sysinfo::{Components, Disks, System};
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::retention::Retention;
+use crate::retention::{Event, EventSink, Retention};
+
+/// Each camera's state as its last event said: `up`, `down` or `stopped`
+/// (recording stopped at the disk floor), since when. Learnt from the events
+/// the cameras emit ([`Tracking`]), so the cameras know nothing of telemetry.
+#[derive(Default)]
+pub struct CameraStates(Mutex<BTreeMap<String, (&'static str, DateTime<Utc>)>>);
+
+impl CameraStates {
+    fn note(&self, e: &Event, at: DateTime<Utc>) {
+        let (camera, state) = match e {
+            Event::CameraUp { camera } => (camera, "up"),
+            Event::CameraDown { camera, .. } => (camera, "down"),
+            Event::RecordingStopped { camera, .. } => (camera, "stopped"),
+            _ => return,
+        };
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(camera).map(|(s, _)| *s) != Some(state) {
+            m.insert(camera.clone(), (state, at));
+        }
+    }
+
+    fn get(&self, camera: &str) -> Option<(&'static str, DateTime<Utc>)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(camera).copied()
+    }
+}
+
+/// An event sink that notes camera states on the way to `inner`.
+pub struct Tracking {
+    pub states: Arc<CameraStates>,
+    pub inner: Arc<dyn EventSink>,
+}
+
+impl EventSink for Tracking {
+    fn emit(&self, e: Event) {
+        self.states.note(&e, crate::clock::now());
+        self.inner.emit(e);
+    }
+
+    fn emit_all(&self, events: Vec<Event>) {
+        let now = crate::clock::now();
+        for e in &events {
+            self.states.note(e, now);
+        }
+        self.inner.emit_all(events);
+    }
+}
 
 /// Samples the machine and the store.
 pub struct Telemetry {
@@ -20,6 +70,7 @@ pub struct Telemetry {
     retention: Arc<Retention>,
     outbox: Arc<Outbox>,
     cameras: Vec<(String, bool)>,
+    states: Arc<CameraStates>,
     clock: Clock,
     sys: Option<System>,
 }
@@ -31,6 +82,7 @@ impl Telemetry {
         retention: Arc<Retention>,
         outbox: Arc<Outbox>,
         cameras: Vec<(String, bool)>,
+        states: Arc<CameraStates>,
         clock: Clock,
     ) -> Telemetry {
         Telemetry {
@@ -39,6 +91,7 @@ impl Telemetry {
             retention,
             outbox,
             cameras,
+            states,
             clock,
             sys: System::new().ok(),
         }
@@ -83,9 +136,21 @@ impl Telemetry {
             "disk": disk,
             "temperature_c": temperature,
             "storage": storage,
-            "cameras": self.cameras.iter().map(|(id, on)| json!({"id": id, "enabled": on})).collect::<Vec<_>>(),
+            "cameras": self.cameras.iter().map(|(id, on)| self.camera(id, *on)).collect::<Vec<_>>(),
             "outbox": {"depth": self.outbox.depth(), "dropped": self.outbox.dropped()},
             "clock": self.clock.sync(),
         })
+    }
+
+    /// `{"id","enabled","state","since"?}`; `state` is `disabled`, `starting`
+    /// (no event yet), `up`, `down` or `stopped`.
+    fn camera(&self, id: &str, enabled: bool) -> Value {
+        match (enabled, self.states.get(id)) {
+            (false, _) => json!({"id": id, "enabled": false, "state": "disabled"}),
+            (true, None) => json!({"id": id, "enabled": true, "state": "starting"}),
+            (true, Some((state, since))) => {
+                json!({"id": id, "enabled": true, "state": state, "since": since})
+            }
+        }
     }
 }

@@ -531,6 +531,20 @@ fn camera_up_down_and_sealed_segments_reach_hq_as_events() {
     let sealed = w.wait("/events", T, |v| {
         v["event"] == "segment.sealed" && v["segment"]["camera_id"] == "cam-up"
     });
+    // Telemetry states each camera's live state.
+    let state = |v: &Value, id: &str| {
+        v["cameras"]
+            .as_array()
+            .and_then(|cams| cams.iter().find(|c| c["id"] == id))
+            .map(|c| c["state"].clone())
+    };
+    let telemetry = w.wait("/telemetry", T, |v| {
+        state(v, "cam-up") == Some("up".into()) && state(v, "cam-gone") == Some("down".into())
+    });
+    assert!(
+        telemetry.is_some(),
+        "telemetry shows cam-up up and cam-gone down"
+    );
     // Several retries (back-off 0.2–1 s) while it stays down.
     std::thread::sleep(Duration::from_secs(3));
     w.wait("/events", Duration::from_millis(500), |_| false);
