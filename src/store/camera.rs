@@ -100,6 +100,11 @@ pub struct CameraLog {
     /// and whether that gap is recorded however short it is (a failure or a
     /// crash always leaves a gap record; a clean pause only beyond the tolerance).
     gap_reason: Option<(String, bool)>,
+    /// When this agent took the camera on, and whether it has failed since:
+    /// a camera that fails before its first record starts its chain with a
+    /// gap from that instant, so its downtime is never silence.
+    opened: DateTime<Utc>,
+    failed: bool,
 }
 
 impl CameraLog {
@@ -136,6 +141,8 @@ impl CameraLog {
             } else {
                 ("agent was not running".to_owned(), false)
             }),
+            opened: crate::clock::now(),
+            failed: false,
         };
         log.recover()?;
         Ok(log)
@@ -149,6 +156,7 @@ impl CameraLog {
     /// record with this reason.
     pub fn note_gap_reason(&mut self, reason: impl Into<String>) {
         self.gap_reason = Some((reason.into(), true));
+        self.failed = true;
     }
 
     fn recover(&mut self) -> Result<(), StoreError> {
@@ -305,10 +313,15 @@ impl CameraLog {
     }
 
     /// Commits a gap record from the head's end to `until`, if the hole is longer
-    /// than the tolerance.
+    /// than the tolerance (or was caused by a failure). A chain whose camera
+    /// failed before its first record starts with a gap from the instant the
+    /// agent took the camera on.
     pub fn commit_gap_if_needed(&mut self, until: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(from) = self.head.end else {
-            return Ok(());
+        let from = match self.head.end {
+            Some(end) => end,
+            None if self.failed => self.opened,
+            // A new chain with nothing to explain yet: it starts at its first record.
+            None => return Ok(()),
         };
         let hole = (until - from).num_milliseconds();
         let forced = self.gap_reason.as_ref().is_some_and(|(_, f)| *f);

@@ -97,3 +97,37 @@ fn rtsp_transcode_applies_privacy_masks() {
     assert_eq!(media.masks.rects.len(), 1);
     assert_top_left_quarter_masked(&first_frame_grey(&home.decrypt(&dir.join(&media.file))));
 }
+
+#[test]
+fn a_v4l2_camera_without_its_device_is_a_named_gap_and_never_stops_the_others() {
+    let home = Home::new();
+    let usb = "[[camera]]\nid = \"cam-usb\"\nkind = \"stationary\"\npurpose = \"property-protection\"\nclass = \"cctv\"\n[camera.source]\ntype = \"v4l2\"\ndevice = \"/dev/video-sargs-unplugged\"\nwidth = 640\nheight = 480\nfps = 15\n\n";
+    let config = home.config(
+        2,
+        &(usb.to_owned() + &test_camera("cam-steady", "cctv", "")),
+    );
+    let agent = sargs::agent::Agent::start(&config).expect("agent starts");
+    let steady = home.camera_dir("cam-steady");
+    assert!(
+        wait_until(std::time::Duration::from_secs(20), || segments(&steady)
+            .len()
+            >= 3),
+        "the other camera records"
+    );
+    agent.stop().expect("clean stop");
+    let key = home.device_key();
+    let usb = manifests(&home.camera_dir("cam-usb"), &key);
+    assert!(
+        !usb.is_empty(),
+        "the unplugged camera's time is accounted for"
+    );
+    assert!(usb.iter().all(|m| m.record == RecordKind::Gap), "{usb:?}");
+    let reason = &usb[0].gap.as_ref().expect("gap").reason;
+    assert!(
+        reason.starts_with("camera down") && reason.contains("/dev/video-sargs-unplugged"),
+        "the gap names the device: {reason}"
+    );
+    assert!(manifests(&steady, &key)
+        .iter()
+        .all(|m| m.record == RecordKind::Segment));
+}
