@@ -524,7 +524,10 @@ fn error_hq_protocol_and_keep_alive() {
     }
     let e = d.err(&hq("protocol = \"4\"\n"));
     d.names(&e, "hq.protocol");
-    assert!(e.to_string().contains("\"auto\", \"5\" or \"3.1.1\""), "{e}");
+    assert!(
+        e.to_string().contains("\"auto\", \"5\" or \"3.1.1\""),
+        "{e}"
+    );
     let e = d.err(&hq("keep_alive_s = 2\n"));
     d.names(&e, "hq.keep_alive_s");
     assert!(e.to_string().contains("5..=3600"), "{e}");
