@@ -156,10 +156,17 @@ impl Protections {
                 return Some(Protector::Request(r.id.clone()));
             }
         }
+        self.restriction(f)
+            .map(|r| Protector::Restriction(r.id.clone()))
+    }
+
+    /// The first restriction in force over `f`. Unlike its protection from
+    /// deletion, a restriction's ban on export knows no cap: it holds for as
+    /// long as the segment exists and the restriction is not lifted.
+    pub fn restriction(&self, f: &Facts<'_>) -> Option<&Restriction> {
         self.restrictions
             .iter()
             .find(|r| !r.lifted && r.coverage.covers(f))
-            .map(|r| Protector::Restriction(r.id.clone()))
     }
 
     /// Whether `f` must be deleted at `now`: past its deadline, unprotected.
