@@ -476,3 +476,26 @@ impl Writer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protection_whose_stored_scope_does_not_parse_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(&dir.path().join(super::super::INDEX_FILE)).expect("index");
+        index
+            .conn()
+            .execute(
+                "INSERT INTO restrictions(id, command, scope, reason, placed_ms) \
+                 VALUES ('X-1', 'c-1', '{\"cameras\":', 'contested', 0)",
+                [],
+            )
+            .expect("insert");
+        assert!(
+            index.protections().is_err(),
+            "an unreadable scope must not silently cover nothing"
+        );
+    }
+}
