@@ -20,7 +20,8 @@ mod verify;
 mod wire;
 
 pub use verify::{sign, verify, Rejection, Trust, Verified};
-pub use wire::{parse_payload, to_payload};
+pub(crate) use wire::{id, text};
+pub use wire::{parse_payload, scope_json, to_payload};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

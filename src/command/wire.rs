@@ -118,7 +118,7 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Rejection {
 }
 
 /// An id: 1..=128 of `[A-Za-z0-9._:/-]`.
-fn id(field: &str, v: &str) -> Result<String, Rejection> {
+pub(crate) fn id(field: &str, v: &str) -> Result<String, Rejection> {
     let ok = (1..=MAX_ID).contains(&v.chars().count())
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c));
@@ -132,7 +132,8 @@ fn id(field: &str, v: &str) -> Result<String, Rejection> {
     }
 }
 
-fn text(field: &str, v: &str) -> Result<String, Rejection> {
+/// A free text: 1..=512 characters, not blank.
+pub(crate) fn text(field: &str, v: &str) -> Result<String, Rejection> {
     if v.trim().is_empty() || v.chars().count() > MAX_TEXT {
         Err(invalid(
             field,
@@ -306,7 +307,8 @@ pub fn parse_payload(payload: &str) -> Result<Command, Rejection> {
     })
 }
 
-fn scope_json(s: &Scope) -> Value {
+/// A scope as it appears on the wire (`{"cameras","from","to"}` or `{"segments"}`).
+pub fn scope_json(s: &Scope) -> Value {
     match s {
         Scope::Range { cameras, from, to } => json!({"cameras": cameras, "from": from, "to": to}),
         Scope::Segments(ids) => json!({"segments": ids}),

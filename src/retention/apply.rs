@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use super::index::{ms, Row, Writer};
 use super::journal::Entry;
 use super::receipt::Reason;
-use super::rules::Coverage;
 use super::{Engine, Event, Retention, RetentionError};
 use crate::command::{self, Action, Command, Rejection, Scope};
 use crate::seal::sign::Envelope;
@@ -493,12 +492,6 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Value, RetentionError> {
         let (rows, prot) = self.scoped(scope)?;
-        let restricted: Vec<&Coverage> = prot
-            .restrictions
-            .iter()
-            .filter(|r| !r.lifted)
-            .map(|r| &r.coverage)
-            .collect();
         let records: Vec<Value> = rows
             .iter()
             .map(|r| {
@@ -514,7 +507,7 @@ impl Engine {
                         None => json!({
                             "state": "present",
                             "protected_by": prot.protector(&f, now, None).map(|p| p.to_string()),
-                            "restricted": restricted.iter().any(|c| c.covers(&f)),
+                            "restricted": prot.restriction(&f).is_some(),
                             "truncated": r.truncated,
                         }),
                     };

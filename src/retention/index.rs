@@ -309,12 +309,20 @@ impl Index {
         }
     }
 
-    /// Every hold, request and restriction (including ended ones).
+    /// Every hold, request and restriction (including ended ones). A stored
+    /// scope that does not parse is an error, never an empty coverage: a
+    /// protection must not silently stop covering anything.
     pub fn protections(&self) -> Result<Protections> {
-        let scope = |s: String| -> Coverage {
+        let scope = |s: String| -> Result<Coverage> {
             serde_json::from_str::<Scope>(&s)
                 .map(|s| Coverage::from(&s))
-                .unwrap_or(Coverage::Segments(Default::default()))
+                .map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        0,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })
         };
         let mut p = Protections::default();
         let mut stmt = self
@@ -323,7 +331,7 @@ impl Index {
         for h in stmt.query_map([], |r| {
             Ok(Hold {
                 id: r.get(0)?,
-                coverage: scope(r.get(1)?),
+                coverage: scope(r.get(1)?)?,
                 until: r.get::<_, Option<i64>>(2)?.map(from_ms),
                 beyond_cap_until: r.get::<_, Option<i64>>(3)?.map(from_ms),
                 released: r.get::<_, Option<i64>>(4)?.is_some(),
@@ -337,7 +345,7 @@ impl Index {
         for q in stmt.query_map([], |r| {
             Ok(Request {
                 id: r.get(0)?,
-                coverage: scope(r.get(1)?),
+                coverage: scope(r.get(1)?)?,
                 due: from_ms(r.get(2)?),
                 closed: r.get::<_, Option<i64>>(3)?.is_some(),
             })
@@ -350,13 +358,24 @@ impl Index {
         for q in stmt.query_map([], |r| {
             Ok(Restriction {
                 id: r.get(0)?,
-                coverage: scope(r.get(1)?),
+                coverage: scope(r.get(1)?)?,
                 lifted: r.get::<_, Option<i64>>(2)?.is_some(),
             })
         })? {
             p.restrictions.push(q?);
         }
         Ok(p)
+    }
+
+    /// The last command applied: `(id, kind, applied_at)`.
+    pub fn last_command(&self) -> Result<Option<(String, String, DateTime<Utc>)>> {
+        self.conn
+            .query_row(
+                "SELECT id, kind, applied_ms FROM commands ORDER BY applied_ms DESC, rowid DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, from_ms(r.get(2)?))),
+            )
+            .optional()
     }
 
     /// The stored response of an already seen command.
@@ -455,5 +474,28 @@ impl Writer<'_> {
             params![id, kind, ms(at), response],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_protection_whose_stored_scope_does_not_parse_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Index::open(&dir.path().join(super::super::INDEX_FILE)).expect("index");
+        index
+            .conn()
+            .execute(
+                "INSERT INTO restrictions(id, command, scope, reason, placed_ms) \
+                 VALUES ('X-1', 'c-1', '{\"cameras\":', 'contested', 0)",
+                [],
+            )
+            .expect("insert");
+        assert!(
+            index.protections().is_err(),
+            "an unreadable scope must not silently cover nothing"
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! manifest (which stays on disk: it holds no image content) — and it outlives
 //! the segment.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -163,6 +163,8 @@ pub struct ChainReport {
     pub receipts: u64,
     /// Segment ids with a valid receipt.
     pub deleted: HashSet<String>,
+    /// The valid receipts by segment id, each with its payload's SHA-256.
+    pub by_segment: HashMap<String, (Receipt, String)>,
     pub problems: Vec<String>,
     pub head: Option<ReceiptHead>,
 }
@@ -219,8 +221,9 @@ pub fn verify_chain(dir: &Path, key: &[u8; 32]) -> std::io::Result<ChainReport> 
                 report.deleted.insert(r.segment_id.clone());
                 head = ReceiptHead {
                     sequence: seq,
-                    sha256: sha,
+                    sha256: sha.clone(),
                 };
+                report.by_segment.insert(r.segment_id.clone(), (r, sha));
             }
             Ok(None) => report
                 .problems

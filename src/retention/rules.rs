@@ -156,10 +156,17 @@ impl Protections {
                 return Some(Protector::Request(r.id.clone()));
             }
         }
+        self.restriction(f)
+            .map(|r| Protector::Restriction(r.id.clone()))
+    }
+
+    /// The first restriction in force over `f`. Unlike its protection from
+    /// deletion, a restriction's ban on export knows no cap: it holds for as
+    /// long as the segment exists and the restriction is not lifted.
+    pub fn restriction(&self, f: &Facts<'_>) -> Option<&Restriction> {
         self.restrictions
             .iter()
             .find(|r| !r.lifted && r.coverage.covers(f))
-            .map(|r| Protector::Restriction(r.id.clone()))
     }
 
     /// Whether `f` must be deleted at `now`: past its deadline, unprotected.
@@ -184,5 +191,46 @@ impl Protections {
                 && cap - now <= warn
                 && h.coverage.covers(f)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restriction_refuses_export_past_the_cap_it_no_longer_protects_from() {
+        let t = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        let f = Facts {
+            id: "gw/cam-1/1",
+            camera: "cam-1",
+            start: t("2026-01-01T00:00:00Z"),
+            end: t("2026-01-01T00:01:00Z"),
+            delete_after: t("2026-04-01T00:00:00Z"),
+            cap_at: Some(t("2029-01-01T00:00:00Z")),
+        };
+        let p = Protections {
+            restrictions: vec![Restriction {
+                id: "X-1".into(),
+                coverage: Coverage::Segments(["gw/cam-1/1".to_owned()].into()),
+                lifted: false,
+            }],
+            ..Protections::default()
+        };
+        let past_cap = t("2029-06-01T00:00:00Z");
+        assert_eq!(p.protector(&f, past_cap, None), None);
+        assert_eq!(p.restriction(&f).map(|r| r.id.as_str()), Some("X-1"));
+        let lifted = Protections {
+            restrictions: vec![Restriction {
+                lifted: true,
+                ..p.restrictions[0].clone()
+            }],
+            ..Protections::default()
+        };
+        assert!(lifted.restriction(&f).is_none());
     }
 }

@@ -7,6 +7,9 @@
 //! segment, the media file exists and its size and SHA-256 match the manifest
 //! — or it was deleted and a valid deletion receipt names it.
 //! One flipped byte anywhere — media, manifest or signature — is reported.
+//!
+//! Besides the overall [`Report`], each record gets a [`Verdict`], so a caller
+//! that acts on single records (an export) can tell which ones verified.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,11 +31,69 @@ pub struct Report {
     pub problems: Vec<String>,
     /// Manifests in order, for callers that inspect them further.
     pub manifests: Vec<Manifest>,
+    /// One per record file, in sequence order.
+    pub verdicts: Vec<Verdict>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
+    }
+}
+
+/// How much of each segment's media to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaCheck {
+    /// Existence, size and SHA-256.
+    Hash,
+    /// Existence and size only: for a caller that hashes the bytes itself as
+    /// it reads them (so the bytes it uses are the bytes it checked).
+    Size,
+}
+
+/// What verification found about one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub sequence: u64,
+    /// Position of its manifest in [`Report::manifests`], when it parsed.
+    pub manifest: Option<usize>,
+    /// SHA-256 of the record's payload (its link in the chain), when the
+    /// envelope verified.
+    pub manifest_sha256: Option<String>,
+    /// Problems with the record itself or its place in the chain: signature,
+    /// numbering, link, time. Empty means the record verified in its chain.
+    pub chain: Vec<String>,
+    /// For a segment record: the state of its media.
+    pub media: Option<MediaState>,
+}
+
+/// The state of a segment's sealed media file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaState {
+    /// Present, with the size (and, with [`MediaCheck::Hash`], the SHA-256)
+    /// the manifest states.
+    Present,
+    /// Absent, and a valid deletion receipt names the segment.
+    Deleted,
+    /// Absent without a receipt.
+    Missing,
+    /// Present but not what the manifest states (the reason says how).
+    Altered(String),
+    /// Could not be read.
+    Unreadable(String),
+}
+
+impl Verdict {
+    /// Every problem of this record, chain and media.
+    pub fn problems(&self) -> impl Iterator<Item = String> + '_ {
+        let media = match &self.media {
+            Some(MediaState::Missing) => {
+                Some("media file missing, and no deletion receipt names it".into())
+            }
+            Some(MediaState::Altered(why) | MediaState::Unreadable(why)) => Some(why.clone()),
+            _ => None,
+        };
+        self.chain.iter().cloned().chain(media)
     }
 }
 
@@ -49,7 +110,17 @@ pub fn verify_camera_with(
     key: &[u8; 32],
     deleted: &HashSet<String>,
 ) -> std::io::Result<Report> {
-    let mut manifests: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    verify_camera_checked(dir, key, deleted, MediaCheck::Hash)
+}
+
+/// [`verify_camera_with`], reading as much of the media as `media` says.
+pub fn verify_camera_checked(
+    dir: &Path,
+    key: &[u8; 32],
+    deleted: &HashSet<String>,
+    media: MediaCheck,
+) -> std::io::Result<Report> {
+    let mut files: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -58,103 +129,163 @@ pub fn verify_camera_with(
             .strip_suffix(".json")
             .and_then(|s| s.parse::<u64>().ok())
         {
-            manifests.insert(seq, entry.path());
+            files.insert(seq, entry.path());
         }
     }
     let mut report = Report::default();
-    let mut prev_hash = GENESIS.to_owned();
-    let mut prev_end: Option<chrono::DateTime<chrono::Utc>> = None;
-    let mut expected_seq = 1;
-    for (seq, path) in manifests {
+    let mut chain = Chain {
+        prev_hash: GENESIS.to_owned(),
+        prev_end: None,
+        expected_seq: 1,
+    };
+    for (seq, path) in files {
         report.records += 1;
-        let shown = path.display().to_string();
-        let mut problem = |p: String| report.problems.push(format!("{shown}: {p}"));
-        if seq != expected_seq {
-            problem(format!(
-                "sequence {seq} where {expected_seq} was expected (a record is missing)"
+        let bytes = std::fs::read(&path)?;
+        let (mut verdict, m) = chain.check(dir, seq, &bytes, key, deleted, media);
+        let shown = path.display();
+        report
+            .problems
+            .extend(verdict.problems().map(|p| format!("{shown}: {p}")));
+        if let Some(m) = m {
+            match m.record {
+                RecordKind::Gap => report.gaps += 1,
+                RecordKind::Segment => {
+                    report.segments += 1;
+                    if m.media.as_ref().is_some_and(|md| md.truncated) {
+                        report.truncated += 1;
+                    }
+                    if verdict.media == Some(MediaState::Deleted) {
+                        report.deleted += 1;
+                    }
+                }
+            }
+            verdict.manifest = Some(report.manifests.len());
+            report.manifests.push(m);
+        }
+        report.verdicts.push(verdict);
+    }
+    Ok(report)
+}
+
+/// The verifier's position in a chain.
+struct Chain {
+    prev_hash: String,
+    prev_end: Option<chrono::DateTime<chrono::Utc>>,
+    expected_seq: u64,
+}
+
+impl Chain {
+    /// Checks record `seq` (envelope `bytes`) and advances the chain.
+    fn check(
+        &mut self,
+        dir: &Path,
+        seq: u64,
+        bytes: &[u8],
+        key: &[u8; 32],
+        deleted: &HashSet<String>,
+        media_check: MediaCheck,
+    ) -> (Verdict, Option<Manifest>) {
+        let mut v = Verdict {
+            sequence: seq,
+            manifest: None,
+            manifest_sha256: None,
+            chain: Vec::new(),
+            media: None,
+        };
+        if seq != self.expected_seq {
+            v.chain.push(format!(
+                "sequence {seq} where {} was expected (a record is missing)",
+                self.expected_seq
             ));
         }
-        expected_seq = seq + 1;
-        let bytes = std::fs::read(&path)?;
-        let env = match Envelope::open(&bytes, Some(key)) {
+        self.expected_seq = seq + 1;
+        let env = match Envelope::open(bytes, Some(key)) {
             Ok(env) => env,
             Err(e) => {
-                problem(e.to_string());
-                prev_hash = String::new();
-                continue;
+                v.chain.push(e.to_string());
+                self.prev_hash = String::new();
+                return (v, None);
             }
         };
         let m: Manifest = match serde_json::from_str(&env.payload) {
             Ok(m) => m,
             Err(e) => {
-                problem(format!("payload: {e}"));
-                continue;
+                v.chain.push(format!("payload: {e}"));
+                self.prev_hash = String::new();
+                return (v, None);
             }
         };
         if m.sequence != seq {
-            problem(format!(
+            v.chain.push(format!(
                 "file name says {seq}, manifest says {}",
                 m.sequence
             ));
         }
-        if m.prev_manifest_sha256 != prev_hash {
-            problem("chain broken: prev_manifest_sha256 does not match the previous record".into());
+        if m.prev_manifest_sha256 != self.prev_hash {
+            v.chain.push(
+                "chain broken: prev_manifest_sha256 does not match the previous record".into(),
+            );
         }
-        if let Some(prev_end) = prev_end {
+        if let Some(prev_end) = self.prev_end {
             let hole = (m.start - prev_end).num_milliseconds();
             if hole < -CONTIGUITY_TOLERANCE_MS {
-                problem(format!(
+                v.chain.push(format!(
                     "starts {} ms before the previous record ends",
                     -hole
                 ));
             } else if hole > CONTIGUITY_TOLERANCE_MS && m.record == RecordKind::Segment {
-                problem(format!(
-                    "{} ms after the previous record with no gap record",
-                    hole
+                v.chain.push(format!(
+                    "{hole} ms after the previous record with no gap record"
                 ));
             }
         }
-        match m.record {
-            RecordKind::Gap => report.gaps += 1,
-            RecordKind::Segment => {
-                report.segments += 1;
-                match &m.media {
-                    None => problem("segment record without media".into()),
-                    Some(media) => {
-                        if media.truncated {
-                            report.truncated += 1;
-                        }
-                        let file = dir.join(&media.file);
-                        match std::fs::metadata(&file) {
-                            Err(e)
-                                if e.kind() == std::io::ErrorKind::NotFound
-                                    && deleted.contains(&m.segment_id) =>
-                            {
-                                report.deleted += 1;
-                            }
-                            Err(e) => problem(format!("{}: {e}", media.file)),
-                            Ok(meta) if meta.len() != media.ciphertext_bytes => problem(format!(
-                                "{}: {} bytes, manifest says {}",
-                                media.file,
-                                meta.len(),
-                                media.ciphertext_bytes
-                            )),
-                            Ok(_) => match hash_file(&file) {
-                                Ok(h) if manifest::hex(&h) == media.ciphertext_sha256 => {}
-                                Ok(_) => problem(format!(
-                                    "{}: SHA-256 does not match the manifest (altered)",
-                                    media.file
-                                )),
-                                Err(e) => problem(e.to_string()),
-                            },
-                        }
-                    }
+        if m.record == RecordKind::Segment {
+            match &m.media {
+                None => v.chain.push("segment record without media".into()),
+                Some(media) => {
+                    v.media = Some(media_state(dir, &m.segment_id, media, deleted, media_check))
                 }
             }
         }
-        prev_hash = manifest::sha256_hex(env.payload.as_bytes());
-        prev_end = Some(m.end);
-        report.manifests.push(m);
+        let sha = manifest::sha256_hex(env.payload.as_bytes());
+        v.manifest_sha256 = Some(sha.clone());
+        self.prev_hash = sha;
+        self.prev_end = Some(m.end);
+        (v, Some(m))
     }
-    Ok(report)
+}
+
+fn media_state(
+    dir: &Path,
+    segment_id: &str,
+    media: &manifest::Media,
+    deleted: &HashSet<String>,
+    check: MediaCheck,
+) -> MediaState {
+    let file = dir.join(&media.file);
+    match std::fs::metadata(&file) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if deleted.contains(segment_id) {
+                MediaState::Deleted
+            } else {
+                MediaState::Missing
+            }
+        }
+        Err(e) => MediaState::Unreadable(format!("{}: {e}", media.file)),
+        Ok(meta) if meta.len() != media.ciphertext_bytes => MediaState::Altered(format!(
+            "{}: {} bytes, manifest says {}",
+            media.file,
+            meta.len(),
+            media.ciphertext_bytes
+        )),
+        Ok(_) if check == MediaCheck::Size => MediaState::Present,
+        Ok(_) => match hash_file(&file) {
+            Ok(h) if manifest::hex(&h) == media.ciphertext_sha256 => MediaState::Present,
+            Ok(_) => MediaState::Altered(format!(
+                "{}: SHA-256 does not match the manifest (altered)",
+                media.file
+            )),
+            Err(e) => MediaState::Unreadable(e.to_string()),
+        },
+    }
 }

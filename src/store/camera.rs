@@ -32,7 +32,7 @@ use crate::seal::Recipient;
 pub const CONTIGUITY_TOLERANCE_MS: i64 = 2_000;
 
 const MEDIA_EXT: &str = "mp4.age";
-const PARTIAL_EXT: &str = "mp4.age.partial";
+pub(crate) const PARTIAL_EXT: &str = "mp4.age.partial";
 
 /// What every camera of an agent seals with.
 pub struct SealContext {

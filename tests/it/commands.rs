@@ -8,7 +8,7 @@ use sargs::command::{Action, Scope, Target, Trust};
 
 use crate::harness::*;
 
-const COMMON: [&str; 6] = [
+pub const COMMON: [&str; 6] = [
     "--key",
     "hq/signing.pk8",
     "--agent",

@@ -9,6 +9,8 @@ mod support;
 mod cli;
 mod commands;
 mod crash;
+mod export;
+mod export_input;
 mod faults;
 mod harness;
 mod mqtt;

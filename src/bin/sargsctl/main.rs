@@ -1,5 +1,6 @@
 //! `sargsctl`: the HQ/operator side.
 
+mod export;
 mod verbs;
 
 use std::io::{Read, Write};
@@ -60,6 +61,10 @@ enum Command {
         #[arg(long)]
         device_key: Option<String>,
     },
+    /// Release recordings to an entitled recipient: verified, decrypted, and
+    /// named in an export record signed by HQ; restricted, deleted or altered
+    /// segments are refused, each with its reason.
+    Export(Box<export::ExportArgs>),
     /// Decrypt a sealed segment with HQ's identity.
     Decrypt {
         #[arg(long, short = 'i')]
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<(), String> {
     match cmd {
         Command::Verb(v) => verbs::run(*v),
+        Command::Export(a) => export::run(*a),
         Command::Watch {
             broker,
             agent,

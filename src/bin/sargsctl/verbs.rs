@@ -112,7 +112,7 @@ pub struct ScopeArgs {
 }
 
 impl ScopeArgs {
-    fn scope(self) -> Result<Scope, String> {
+    pub fn scope(self) -> Result<Scope, String> {
         if !self.segments.is_empty() {
             return Ok(Scope::Segments(self.segments));
         }
@@ -265,11 +265,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn random_id() -> Result<String, String> {
+/// `prefix` + 16 random hex digits.
+pub fn random_id(prefix: &str) -> Result<String, String> {
     let mut b = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| "the system random source failed".to_string())?;
-    Ok(format!("c-{}", sargs::seal::manifest::hex(&b)))
+    Ok(format!("{prefix}{}", sargs::seal::manifest::hex(&b)))
 }
 
 /// Builds, signs and writes the command; prints its id and kind.
@@ -365,7 +366,7 @@ pub fn run(verb: Verb) -> Result<(), String> {
     let cmd = Command {
         id: match common.id.clone() {
             Some(id) => id,
-            None => random_id()?,
+            None => random_id("c-")?,
         },
         issued_at: now,
         expires_at: now + common.expires_in,
