@@ -13,7 +13,10 @@
 
 pub mod mask;
 pub mod pipeline;
+pub mod rtsp;
+mod rtspsrc;
 pub mod segment;
+pub mod timeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -232,9 +235,9 @@ impl Recorder {
             encoding != "passthrough",
         )
         .and_then(|(splitmux, pad)| {
-            pipeline::build_source(&pipeline, &self.camera, &pad).map(|_| (splitmux, pad))
+            pipeline::build_source(&pipeline, &self.camera, &pad).map(|r| (splitmux, pad, r))
         });
-        let (_splitmux, video_pad) = match built {
+        let (_splitmux, video_pad, reader) = match built {
             Ok(v) => v,
             Err(e) => {
                 teardown(&pipeline, &self.camera.id);
@@ -254,7 +257,13 @@ impl Recorder {
         let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
         // Read the caps before stopping clears them.
         let facts = MediaFacts::from_pad(&video_pad, encoding);
+        // Stopping the pipeline releases an RTSP reader waiting on a full
+        // queue; the reader is then joined.
+        if let Some(r) = &reader {
+            r.stop();
+        }
         teardown(&pipeline, &self.camera.id);
+        drop(reader);
         // Whatever is still open was cut short.
         let mut g = lock(&self.shared);
         if let Err(e) = g.abort_all(crate::clock::now(), &facts) {

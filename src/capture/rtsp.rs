@@ -1,0 +1,368 @@
+//! The RTSP client: one camera's session received with `retina` and fed,
+//! frame by frame, into the pipeline's `appsrc`.
+//!
+//! Why not GStreamer's `rtspsrc`: it hands every RTP packet through a
+//! connection reader, a jitter buffer and a depayloader on separate threads
+//! (8 threads, ~1 700 futex calls a second for one 1080p camera) and alone
+//! cost 1.6× what `ffmpeg -c copy` spends on the whole job (docs/BENCHMARKS.md
+//! §2). `retina` (the client of Moonfire NVR) reads the TCP connection in
+//! large buffered reads and depacketizes H.264 and H.265 on the thread that
+//! reads, so what reaches GStreamer is one buffer per frame.
+//!
+//! Each camera's session runs on its own thread (`rtsp-{camera}`) with its own
+//! single-threaded tokio runtime: a camera that hangs, fails or panics there
+//! stops only its own pipeline, which the supervisor sees as an element error
+//! (or as no video, for the stall watchdog) and restarts with backoff.
+//!
+//! The session: DESCRIBE (credentials from the URL go to retina's
+//! digest/basic authentication, never into the URL it sends or logs), SETUP of
+//! the first H.264 or H.265 video stream over the configured transport, then
+//! the codec-specific part of the pipeline is linked (see
+//! [`super::pipeline`]), then PLAY. Frames are Annex B access units with the
+//! parameter sets (SPS/PPS, VPS for H.265) in front of every keyframe, so
+//! every segment begins self-contained whatever the camera repeats in-band,
+//! and `h26Xparse` derives the caps and `codec_data` from them as it did
+//! behind the depayloader. Each buffer carries:
+//!
+//! - PTS from the camera's RTP clock ([`super::timeline`]); no DTS, like a
+//!   depayloader's output;
+//! - `DELTA_UNIT` unless it is a random access point; frames before the
+//!   first keyframe are dropped, so a segment never starts undecodable;
+//! - `DISCONT` where the timeline was (re-)anchored.
+//!
+//! Packet loss, which retina reports with the next frame, is logged with the
+//! count; the frames are recorded as they arrived (a decoder conceals the
+//! damage until the next keyframe) — the agent does not edit what the camera
+//! sent. A change of the video parameters after the first frame ends the
+//! attempt: one MP4 track has one sample description, so the supervisor
+//! starts a new pipeline, and so a new segment, with the new parameters.
+//!
+//! Invariant: the thread owns the session and drops it inside its runtime;
+//! [`Reader`]'s drop stops it and waits at most [`STOP_TIMEOUT`].
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use retina::client::{self, Credentials, SessionGroup, SessionOptions, SetupOptions};
+use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, VideoFrame};
+use tokio_util::sync::CancellationToken;
+
+use super::timeline::Timeline;
+use crate::config::RtspTransport;
+
+/// Time allowed for the session thread to stop (TEARDOWN included).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for a TEARDOWN once the session is dropped.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// Annex B, parameter sets before every keyframe (see the module doc).
+const FRAME_FORMAT: FrameFormat = FrameFormat {
+    h26x_framing: retina::codec::h26x::Framing::AnnexB,
+    parameter_set_insertion: ParameterSetInsertion::EachKeyFrame,
+    aac_framing: retina::codec::aac::Framing::Raw,
+};
+
+/// A video codec the agent records from RTSP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+impl Codec {
+    fn from_encoding(name: &str) -> Option<Codec> {
+        match name {
+            "h264" => Some(Codec::H264),
+            "h265" => Some(Codec::H265),
+            _ => None,
+        }
+    }
+
+    /// The byte-stream caps the `appsrc` announces.
+    pub fn caps(self) -> gst::Caps {
+        let name = match self {
+            Codec::H264 => "video/x-h264",
+            Codec::H265 => "video/x-h265",
+        };
+        gst::Caps::builder(name)
+            .field("stream-format", "byte-stream")
+            .field("alignment", "au")
+            .build()
+    }
+}
+
+/// Links the codec-specific part of the pipeline behind the `appsrc`.
+pub type Link = Box<dyn FnOnce(Codec) -> Result<(), super::pipeline::BuildError> + Send>;
+
+/// What the session thread needs.
+pub struct Params {
+    pub camera: String,
+    /// As configured: may hold `user:password@`.
+    pub url: String,
+    pub transport: RtspTransport,
+    pub appsrc: gst_app::AppSrc,
+    pub link: Link,
+}
+
+/// A running session thread; dropping it stops the session.
+pub struct Reader {
+    cancel: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+    camera: String,
+}
+
+impl Reader {
+    /// Starts the session thread.
+    pub fn start(p: Params) -> std::io::Result<Reader> {
+        let cancel = CancellationToken::new();
+        let camera = p.camera.clone();
+        let token = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("rtsp-{}", p.camera))
+            .spawn(move || run(p, token))?;
+        Ok(Reader {
+            cancel,
+            thread: Some(thread),
+            camera,
+        })
+    }
+}
+
+impl Reader {
+    /// Asks the session to end without waiting (a push into a full queue
+    /// returns once the pipeline stops).
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let until = std::time::Instant::now() + STOP_TIMEOUT;
+        while !thread.is_finished() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !thread.is_finished() {
+            tracing::error!(camera = %self.camera, "RTSP session did not stop within {} s; abandoning it", STOP_TIMEOUT.as_secs());
+        } else if thread.join().is_err() {
+            tracing::error!(camera = %self.camera, "RTSP session thread panicked");
+        }
+    }
+}
+
+fn run(p: Params, cancel: CancellationToken) {
+    let appsrc = p.appsrc.clone();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            fail(&appsrc, &format!("cannot start the RTSP client: {e}"));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let group = Arc::new(SessionGroup::default());
+        let ended = tokio::select! {
+            _ = cancel.cancelled() => Ok(()),
+            r = session(p, group.clone()) => r,
+        };
+        // The session is dropped by now, inside the runtime; give its
+        // TEARDOWN a moment so the camera frees the session at once.
+        let _ = tokio::time::timeout(TEARDOWN_WAIT, group.await_teardown()).await;
+        if let Err(reason) = ended {
+            if !cancel.is_cancelled() {
+                fail(&appsrc, &reason);
+            }
+        }
+    });
+}
+
+/// Posts `reason` as the source's error: the supervisor's bus sees it.
+fn fail(appsrc: &gst_app::AppSrc, reason: &str) {
+    let reason = super::redact(reason);
+    gst::element_error!(appsrc, gst::ResourceError::Read, ["{}", reason]);
+}
+
+/// Splits `user:password@` off `url` for retina's authentication.
+pub fn split_credentials(url: &str) -> Result<(url::Url, Option<Credentials>), String> {
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| format!("{}: {e}", crate::config::redact_userinfo(url)))?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let creds = match (parsed.username(), parsed.password()) {
+        ("", None) => None,
+        (user, password) => Some(Credentials {
+            username: decode(user),
+            password: password.map(decode).unwrap_or_default(),
+        }),
+    };
+    // Setting them fails only for URLs that cannot have userinfo at all.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    Ok((parsed, creds))
+}
+
+async fn session(p: Params, group: Arc<SessionGroup>) -> Result<(), String> {
+    let (url, creds) = split_credentials(&p.url)?;
+    let shown = url.to_string();
+    let options = SessionOptions::default()
+        .creds(creds)
+        .user_agent(format!("sargs/{}", env!("CARGO_PKG_VERSION")))
+        .session_group(group);
+    let mut described = client::Session::describe(url, options)
+        .await
+        .map_err(|e| format!("RTSP DESCRIBE of {shown}: {e}"))?;
+    let found = described.streams().iter().enumerate().find_map(|(i, s)| {
+        (s.media() == "video")
+            .then(|| Codec::from_encoding(s.encoding_name()).map(|c| (i, c, s.clock_rate_hz())))
+            .flatten()
+    });
+    let Some((index, codec, clock_rate)) = found else {
+        let offered: Vec<String> = described
+            .streams()
+            .iter()
+            .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
+            .collect();
+        return Err(format!(
+            "{shown} offers no H.264 or H.265 video stream (it offers: {})",
+            offered.join(", ")
+        ));
+    };
+    let transport = match p.transport {
+        RtspTransport::Udp => client::Transport::Udp(Default::default()),
+        RtspTransport::Tcp | RtspTransport::Auto => client::Transport::Tcp(Default::default()),
+    };
+    described
+        .setup(
+            index,
+            SetupOptions::default()
+                .transport(transport)
+                .frame_format(FRAME_FORMAT),
+        )
+        .await
+        .map_err(|e| format!("RTSP SETUP of {shown}: {e}"))?;
+    p.appsrc.set_caps(Some(&codec.caps()));
+    (p.link)(codec).map_err(|e| e.to_string())?;
+    let mut frames = described
+        .play(client::PlayOptions::default())
+        .await
+        .map_err(|e| format!("RTSP PLAY of {shown}: {e}"))?
+        .demuxed()
+        .map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
+    tracing::info!(camera = %p.camera, codec = ?codec, transport = p.transport.as_str(), "RTSP session playing");
+    let mut feed = Feed::new(p.camera, p.appsrc, clock_rate);
+    while let Some(item) = frames.next().await {
+        let item = item.map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
+        let CodecItem::VideoFrame(frame) = item else {
+            continue; // RTCP
+        };
+        if frame.stream_id() == index && !feed.push(frame)? {
+            return Ok(());
+        }
+    }
+    Err(format!("{shown} ended the stream"))
+}
+
+/// Turns frames into timestamped buffers for the `appsrc`.
+struct Feed {
+    camera: String,
+    appsrc: gst_app::AppSrc,
+    timeline: Timeline,
+    started: bool,
+    lost_packets: u64,
+}
+
+impl Feed {
+    fn new(camera: String, appsrc: gst_app::AppSrc, clock_rate: u32) -> Feed {
+        Feed {
+            camera,
+            appsrc,
+            timeline: Timeline::new(NonZeroU32::new(clock_rate).map_or(90_000, |r| r.get())),
+            started: false,
+            lost_packets: 0,
+        }
+    }
+
+    /// Pushes one frame; `Ok(false)` once the pipeline takes no more (EOS,
+    /// stopping), `Err` when the session must end.
+    fn push(&mut self, frame: VideoFrame) -> Result<bool, String> {
+        if frame.loss() > 0 {
+            self.lost_packets += u64::from(frame.loss());
+            tracing::warn!(camera = %self.camera, lost = frame.loss(), lost_total = self.lost_packets,
+                "RTP packets lost; frames up to the next keyframe may show damage");
+        }
+        let keyframe = frame.is_random_access_point();
+        if !self.started {
+            if !keyframe {
+                return Ok(true);
+            }
+            self.started = true;
+        } else if frame.has_new_parameters() {
+            return Err("the camera changed its video parameters; starting a new segment".into());
+        }
+        let arrival = self
+            .appsrc
+            .current_running_time()
+            .map_or(0, gst::ClockTime::nseconds);
+        let placed = self
+            .timeline
+            .place(frame.timestamp().timestamp(), arrival, keyframe);
+        let mut buffer = gst::Buffer::from_mut_slice(frame.into_data());
+        {
+            let b = buffer.get_mut().ok_or("a new buffer is not writable")?;
+            b.set_pts(gst::ClockTime::from_nseconds(placed.pts_ns));
+            let mut flags = gst::BufferFlags::empty();
+            if !keyframe {
+                flags |= gst::BufferFlags::DELTA_UNIT;
+            }
+            if placed.discont {
+                flags |= gst::BufferFlags::DISCONT;
+            }
+            b.set_flags(flags);
+        }
+        match self.appsrc.push_buffer(buffer) {
+            Ok(_) => Ok(true),
+            Err(gst::FlowError::Flushing | gst::FlowError::Eos) => Ok(false),
+            Err(e) => Err(format!("the pipeline refused a frame: {e:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let (url, creds) =
+            split_credentials("rtsp://ad%40min:p%3Ass@cam.example:554/live?x=1").expect("parses");
+        assert_eq!(url.as_str(), "rtsp://cam.example:554/live?x=1");
+        let creds = creds.expect("credentials");
+        assert_eq!(creds.username, "ad@min");
+        assert_eq!(creds.password, "p:ss");
+        let (url, creds) = split_credentials("rtsp://cam/live").expect("parses");
+        assert_eq!(url.as_str(), "rtsp://cam/live");
+        assert!(creds.is_none());
+    }
+
+    #[test]
+    fn a_bad_url_is_reported_without_its_password() {
+        let err = split_credentials("rtsp://u:secret@[bad/x").expect_err("bad host");
+        assert!(!err.contains("secret"), "{err}");
+    }
+}
