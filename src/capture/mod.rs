@@ -5,7 +5,10 @@
 //! (source error, no video for [`STALL_TIMEOUT`], segment cannot be opened)
 //! commit what is open as truncated, note the reason for the gap record, and
 //! retry after a capped exponential backoff with jitter. A failing camera
-//! never touches another camera's thread or chain.
+//! never touches another camera's thread or chain. An RTSP camera's session
+//! runs on a second thread of its own ([`rtsp`]); its failures reach the
+//! supervisor as the pipeline's source error, and each attempt starts a new
+//! session.
 //!
 //! Shutdown: the token is cancelled, EOS is sent so `splitmuxsink` closes the
 //! open fragment cleanly, and the thread returns once that segment is

@@ -1,19 +1,24 @@
 //! Building one camera's GStreamer pipeline, source to segmenter.
 //!
-//! - RTSP without transcoding: `rtspsrc ! rtph26Xdepay ! h26Xparse ! splitmuxsink`
-//!   — the camera's own H.264/H.265 stream, no decode and no re-encode.
+//! - RTSP without transcoding: `appsrc ! splitmuxsink` — the camera's own
+//!   H.264/H.265 stream, no decode and no re-encode. The `appsrc` is fed one
+//!   MP4-ready access unit at a time by the camera's RTSP client
+//!   ([`super::rtsp`]); what follows it is linked once the client has seen
+//!   the camera's description ([`rtsp_branch`]). `rtsps://` cameras are
+//!   received with `rtspsrc ! rtph26Xdepay ! h26Xparse` instead
+//!   ([`super::rtspsrc`]).
 //! - Sources the agent encodes (test, V4L2, file, transcoded RTSP):
-//!   `… ! I420 caps ! [privacy masks] ! x264enc ! h264parse ! splitmuxsink`.
+//!   `… ! I420 caps ! [privacy masks] ! x264enc ! h264parse ! splitmuxsink`;
+//!   a transcoded RTSP camera decodes first (`avdec_h26X`).
 //!   The I420 caps filter is deliberate: without it x264enc picks 4:4:4
 //!   ("High 4:4:4"), which most players and hardware decoders refuse.
 //!
 //! The segmenter is `splitmuxsink` with a fragmented-MP4 `mp4mux` (readable up
-//! to its last whole fragment if cut short) writing into,
-//! whose output stream is the sealing writer (see [`super::segment`]).
+//! to its last whole fragment if cut short) whose output stream is the
+//! sealing writer (see [`super::segment`]).
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-
 use gstreamer_app as gst_app;
 
 use super::rtsp::{Codec, Reader};
@@ -201,8 +206,15 @@ pub fn build_source(
                 let pipeline = pipeline_weak
                     .upgrade()
                     .ok_or_else(|| BuildError::Link("appsrc".into(), "pipeline gone".into()))?;
-                let first = rtsp_branch(&pipeline, &camera, transcode.as_ref(), codec, &video_pad)?;
-                link(src.upcast_ref(), &first)
+                rtsp_branch(
+                    &pipeline,
+                    &camera,
+                    transcode.as_ref(),
+                    codec,
+                    src.upcast_ref(),
+                    true,
+                    &video_pad,
+                )
             });
             let reader = super::rtsp::Reader::start(super::rtsp::Params {
                 camera: id,
@@ -224,31 +236,40 @@ fn is_rtsps(url: &str) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case("rtsps://"))
 }
 
-/// Builds the codec-specific part behind an RTSP source — `h26Xparse`, and
-/// for a transcoded camera the decoder and the encoder chain — links it to
-/// `video_pad`, brings it to the pipeline's state, and returns its first
-/// element for the source to link to.
+/// Links the codec-specific part behind an RTSP source `src` to
+/// `video_pad` and brings what it added to the pipeline's state. `complete`:
+/// `src` delivers MP4-ready access units with full caps (the RTSP client) and
+/// goes straight on; otherwise (`rtph26Xdepay`) through `h26Xparse` first.
+/// Then the segmenter (passthrough), or `avdec_h26X ! videoconvert !
+/// videoscale !` and the encoder chain (transcoding).
 pub(crate) fn rtsp_branch(
     pipeline: &gst::Pipeline,
     camera: &CameraConfig,
     transcode: Option<&VideoParams>,
     codec: Codec,
+    src: &gst::Element,
+    complete: bool,
     video_pad: &gst::Pad,
-) -> Result<gst::Element, BuildError> {
+) -> Result<(), BuildError> {
     let (parse, dec) = match codec {
         Codec::H264 => ("h264parse", "avdec_h264"),
         Codec::H265 => ("h265parse", "avdec_h265"),
     };
-    let parse = make(parse)?;
-    chain(pipeline, &[&parse])?;
+    let mut last = src.clone();
+    if !complete {
+        let parse = make(parse)?;
+        chain(pipeline, &[&parse])?;
+        link(&last, &parse)?;
+        last = parse;
+    }
     match transcode {
-        None => link_pad(&parse, video_pad)?,
+        None => link_pad(&last, video_pad)?,
         Some(v) => {
             let dec = make(dec)?;
             let conv = make("videoconvert")?;
             let scale = make("videoscale")?;
             chain(pipeline, &[&dec, &conv, &scale])?;
-            link(&parse, &dec)?;
+            link(&last, &dec)?;
             let (first, last) = encoder_chain(pipeline, camera, v, false)?;
             link(&scale, &first)?;
             link_pad(&last, video_pad)?;
@@ -260,7 +281,7 @@ pub(crate) fn rtsp_branch(
             let _ = e.sync_state_with_parent();
         }
     }
-    Ok(parse)
+    Ok(())
 }
 
 pub(crate) fn link_pad(el: &gst::Element, sink: &gst::Pad) -> Result<(), BuildError> {
@@ -287,7 +308,7 @@ fn link_dynamic_video(
             return;
         }
         if let Err(e) = f(pad) {
-            gst::element_error!(el, gst::CoreError::Negotiation, ["{}", e]);
+            gst::element_error!(el, gst::CoreError::Negotiation, ("{}", e));
         }
     });
 }

@@ -14,15 +14,22 @@
 //! stops only its own pipeline, which the supervisor sees as an element error
 //! (or as no video, for the stall watchdog) and restarts with backoff.
 //!
+//! Reading: the reader takes every frame already readable, then sleeps
+//! [`READ_BATCH`] and lets the socket fill, so a read takes many RTP packets
+//! at once instead of one wake-up and one read per packet.
+//!
 //! The session: DESCRIBE (credentials from the URL go to retina's
 //! digest/basic authentication, never into the URL it sends or logs), SETUP of
 //! the first H.264 or H.265 video stream over the configured transport, then
 //! the codec-specific part of the pipeline is linked (see
-//! [`super::pipeline`]), then PLAY. Frames are Annex B access units with the
-//! parameter sets (SPS/PPS, VPS for H.265) in front of every keyframe, so
-//! every segment begins self-contained whatever the camera repeats in-band,
-//! and `h26Xparse` derives the caps and `codec_data` from them as it did
-//! behind the depayloader. Each buffer carries:
+//! [`super::pipeline`]), then PLAY. Frames are access units of
+//! length-prefixed NAL units, the form MP4 stores, so for passthrough the
+//! `appsrc` feeds the segmenter directly, without a parser. The `appsrc` caps
+//! come from the parameters in force at the first keyframe (`codec_data` =
+//! retina's `avcC`/`hvcC`, picture size, aspect, frame rate). The parameter
+//! sets (SPS/PPS, and VPS for H.265) are also written in front of every
+//! keyframe, as cameras usually send them, so every part of a segment cut
+//! short decodes on its own. Each buffer carries:
 //!
 //! - PTS from the camera's RTP clock ([`super::timeline`]); no DTS, like a
 //!   depayloader's output;
@@ -34,8 +41,9 @@
 //! count; the frames are recorded as they arrived (a decoder conceals the
 //! damage until the next keyframe) — the agent does not edit what the camera
 //! sent. A change of the video parameters after the first frame ends the
-//! attempt: one MP4 track has one sample description, so the supervisor
-//! starts a new pipeline, and so a new segment, with the new parameters.
+//! stream (EOS): one MP4 track has one sample description, so the open
+//! segment is closed cleanly and the supervisor starts the source again at
+//! once, with a new segment in the new parameters.
 //!
 //! Invariant: the thread owns the session and drops it inside its runtime;
 //! [`Reader`]'s drop stops it and waits at most [`STOP_TIMEOUT`].
@@ -45,12 +53,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use retina::client::{self, Credentials, SessionGroup, SessionOptions, SetupOptions};
-use retina::codec::{CodecItem, FrameFormat, ParameterSetInsertion, VideoFrame};
+use retina::codec::{
+    CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoFrame, VideoParameters,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::timeline::Timeline;
@@ -58,12 +68,16 @@ use crate::config::RtspTransport;
 
 /// Time allowed for the session thread to stop (TEARDOWN included).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the reader lets the connection fill between batches of reads.
+/// At 4 Mbit/s that is ≈ 10 KB, a handful of RTP packets, per read.
+const READ_BATCH: Duration = Duration::from_millis(20);
 /// Time allowed for a TEARDOWN once the session is dropped.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(1);
 
-/// Annex B, parameter sets before every keyframe (see the module doc).
+/// Length-prefixed NAL units, parameter sets also before every keyframe
+/// (see the module doc).
 const FRAME_FORMAT: FrameFormat = FrameFormat {
-    h26x_framing: retina::codec::h26x::Framing::AnnexB,
+    h26x_framing: retina::codec::h26x::Framing::FourByteLength,
     parameter_set_insertion: ParameterSetInsertion::EachKeyFrame,
     aac_framing: retina::codec::aac::Framing::Raw,
 };
@@ -84,16 +98,37 @@ impl Codec {
         }
     }
 
-    /// The byte-stream caps the `appsrc` announces.
-    pub fn caps(self) -> gst::Caps {
-        let name = match self {
-            Codec::H264 => "video/x-h264",
-            Codec::H265 => "video/x-h265",
+    /// The caps the `appsrc` announces: length-prefixed access units with
+    /// the decoder configuration (`avcC`/`hvcC`) as `codec_data`, and the
+    /// picture size — all `mp4mux` needs, so no parser runs in between.
+    pub fn caps(self, v: &VideoParameters) -> gst::Caps {
+        let (name, format) = match self {
+            Codec::H264 => ("video/x-h264", "avc"),
+            Codec::H265 => ("video/x-h265", "hvc1"),
         };
-        gst::Caps::builder(name)
-            .field("stream-format", "byte-stream")
+        let (width, height) = v.pixel_dimensions();
+        let mut b = gst::Caps::builder(name)
+            .field("stream-format", format)
             .field("alignment", "au")
-            .build()
+            .field(
+                "codec_data",
+                gst::Buffer::from_slice(v.extra_data().to_vec()),
+            )
+            .field("width", i32::try_from(width).unwrap_or(i32::MAX))
+            .field("height", i32::try_from(height).unwrap_or(i32::MAX));
+        let fraction = |(n, d): (u32, u32)| {
+            let n = i32::try_from(n).ok()?;
+            let d = i32::try_from(d).ok()?;
+            (n > 0 && d > 0).then(|| gst::Fraction::new(n, d))
+        };
+        if let Some(par) = v.pixel_aspect_ratio().and_then(fraction) {
+            b = b.field("pixel-aspect-ratio", par);
+        }
+        // retina gives the frame *interval* (e.g. 1/25 s).
+        if let Some(rate) = v.frame_rate().and_then(|(n, d)| fraction((d, n))) {
+            b = b.field("framerate", rate);
+        }
+        b.build()
     }
 }
 
@@ -192,7 +227,7 @@ fn run(p: Params, cancel: CancellationToken) {
 /// Posts `reason` as the source's error: the supervisor's bus sees it.
 fn fail(appsrc: &gst_app::AppSrc, reason: &str) {
     let reason = super::redact(reason);
-    gst::element_error!(appsrc, gst::ResourceError::Read, ["{}", reason]);
+    gst::element_error!(appsrc, gst::ResourceError::Read, ("{}", reason));
 }
 
 /// Splits `user:password@` off `url` for retina's authentication.
@@ -256,7 +291,6 @@ async fn session(p: Params, group: Arc<SessionGroup>) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("RTSP SETUP of {shown}: {e}"))?;
-    p.appsrc.set_caps(Some(&codec.caps()));
     (p.link)(codec).map_err(|e| e.to_string())?;
     let mut frames = described
         .play(client::PlayOptions::default())
@@ -265,33 +299,51 @@ async fn session(p: Params, group: Arc<SessionGroup>) -> Result<(), String> {
         .demuxed()
         .map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
     tracing::info!(camera = %p.camera, codec = ?codec, transport = p.transport.as_str(), "RTSP session playing");
-    let mut feed = Feed::new(p.camera, p.appsrc, clock_rate);
-    while let Some(item) = frames.next().await {
+    let mut feed = Feed::new(p.camera, p.appsrc, codec, clock_rate);
+    loop {
+        // Take every frame that is already readable, then let the socket
+        // fill for a while: one or two large reads per batch instead of a
+        // wake-up and a read for every RTP packet.
+        let Some(next) = frames.next().now_or_never() else {
+            tokio::time::sleep(READ_BATCH).await;
+            continue;
+        };
+        let Some(item) = next else {
+            return Err(format!("{shown} ended the stream"));
+        };
         let item = item.map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
         let CodecItem::VideoFrame(frame) = item else {
             continue; // RTCP
         };
-        if frame.stream_id() == index && !feed.push(frame)? {
+        if frame.stream_id() != index {
+            continue;
+        }
+        let params = match frames.streams()[index].parameters() {
+            Some(ParametersRef::Video(v)) => Some(v),
+            _ => None,
+        };
+        if !feed.push(frame, params)? {
             return Ok(());
         }
     }
-    Err(format!("{shown} ended the stream"))
 }
 
 /// Turns frames into timestamped buffers for the `appsrc`.
 struct Feed {
     camera: String,
     appsrc: gst_app::AppSrc,
+    codec: Codec,
     timeline: Timeline,
     started: bool,
     lost_packets: u64,
 }
 
 impl Feed {
-    fn new(camera: String, appsrc: gst_app::AppSrc, clock_rate: u32) -> Feed {
+    fn new(camera: String, appsrc: gst_app::AppSrc, codec: Codec, clock_rate: u32) -> Feed {
         Feed {
             camera,
             appsrc,
+            codec,
             timeline: Timeline::new(NonZeroU32::new(clock_rate).map_or(90_000, |r| r.get())),
             started: false,
             lost_packets: 0,
@@ -300,20 +352,33 @@ impl Feed {
 
     /// Pushes one frame; `Ok(false)` once the pipeline takes no more (EOS,
     /// stopping), `Err` when the session must end.
-    fn push(&mut self, frame: VideoFrame) -> Result<bool, String> {
+    fn push(
+        &mut self,
+        frame: VideoFrame,
+        params: Option<&VideoParameters>,
+    ) -> Result<bool, String> {
         if frame.loss() > 0 {
             self.lost_packets += u64::from(frame.loss());
             tracing::warn!(camera = %self.camera, lost = frame.loss(), lost_total = self.lost_packets,
                 "RTP packets lost; frames up to the next keyframe may show damage");
         }
-        let keyframe = frame.is_random_access_point();
+        let keyframe = match self.codec {
+            Codec::H264 => frame.is_random_access_point(),
+            Codec::H265 => h265_irap(frame.data()),
+        };
         if !self.started {
             if !keyframe {
                 return Ok(true);
             }
+            let params = params.ok_or("the camera sent a keyframe without parameter sets")?;
+            self.appsrc.set_caps(Some(&self.codec.caps(params)));
             self.started = true;
         } else if frame.has_new_parameters() {
-            return Err("the camera changed its video parameters; starting a new segment".into());
+            // One MP4 track has one sample description: close the segment
+            // cleanly; the supervisor restarts the source at once.
+            tracing::info!(camera = %self.camera, "the camera changed its video parameters; closing the segment and starting anew");
+            let _ = self.appsrc.end_of_stream();
+            return Ok(false);
         }
         let arrival = self
             .appsrc
@@ -343,9 +408,53 @@ impl Feed {
     }
 }
 
+/// True if an H.265 access unit (4-byte length-prefixed NAL units) is an
+/// intra random access point — IDR, CRA or BLA (NAL types 16–23) — as
+/// `h265parse` marks keyframes. (retina counts IDR only, and cameras with
+/// open GOPs send CRA.)
+fn h265_irap(mut au: &[u8]) -> bool {
+    while au.len() >= 6 {
+        let len = u32::from_be_bytes([au[0], au[1], au[2], au[3]]) as usize;
+        let nal_type = (au[4] >> 1) & 0x3f;
+        if (16..=23).contains(&nal_type) {
+            return true;
+        }
+        if nal_type < 32 {
+            return false; // another picture's slice
+        }
+        au = au.get(4 + len..).unwrap_or_default();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nal(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = ((body.len() + 2) as u32).to_be_bytes().to_vec();
+        v.extend([kind << 1, 1]);
+        v.extend(body);
+        v
+    }
+
+    #[test]
+    fn h265_keyframes_are_irap_pictures() {
+        let vps_sps_pps = [nal(32, b"v"), nal(33, b"s"), nal(34, b"p")].concat();
+        for (kind, irap) in [
+            (19, true),
+            (20, true),
+            (21, true),
+            (16, true),
+            (1, false),
+            (0, false),
+        ] {
+            let au = [vps_sps_pps.clone(), nal(kind, b"slice")].concat();
+            assert_eq!(h265_irap(&au), irap, "NAL type {kind}");
+        }
+        assert!(!h265_irap(&nal(39, b"sei")), "no picture");
+        assert!(!h265_irap(&[0, 0, 0, 9, 42]), "truncated");
+    }
 
     #[test]
     fn credentials_leave_the_url() {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::pipeline::{link, make, rtsp_branch, BuildError};
+use super::pipeline::{make, rtsp_branch, BuildError};
 use super::rtsp::Codec;
 use crate::config::{CameraConfig, RtspTransport, VideoParams};
 
@@ -55,7 +55,7 @@ pub fn build(
             pad,
             &video_pad,
         ) {
-            gst::element_error!(src, gst::CoreError::Negotiation, ["{}", e]);
+            gst::element_error!(src, gst::CoreError::Negotiation, ("{}", e));
         }
     });
     Ok(())
@@ -96,8 +96,7 @@ fn link_depayloader(
     pipeline
         .add(&depay)
         .map_err(|e| BuildError::Link(depay.name().to_string(), e.to_string()))?;
-    let first = rtsp_branch(pipeline, camera, transcode, codec, video_pad)?;
-    link(&depay, &first)?;
+    rtsp_branch(pipeline, camera, transcode, codec, &depay, false, video_pad)?;
     let sink = depay
         .static_pad("sink")
         .ok_or_else(|| BuildError::Link("depayloader".into(), "no sink pad".into()))?;
