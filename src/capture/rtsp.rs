@@ -14,9 +14,12 @@
 //! stops only its own pipeline, which the supervisor sees as an element error
 //! (or as no video, for the stall watchdog) and restarts with backoff.
 //!
-//! Reading: the reader takes every frame already readable, then sleeps
-//! [`READ_BATCH`] and lets the socket fill, so a read takes many RTP packets
-//! at once instead of one wake-up and one read per packet.
+//! Reading: the thread runs the session's runtime only to take every frame
+//! already readable, then sleeps [`READ_BATCH_TCP`] (over UDP
+//! [`READ_BATCH_UDP`]) outside it. While it sleeps
+//! nothing waits on the socket, so arriving packets wake nobody, and the next
+//! read takes all of them at once — instead of a wake-up and a read for every
+//! RTP packet (≈ 360 a second for a 4 Mbit/s camera).
 //!
 //! The session: DESCRIBE (credentials from the URL go to retina's
 //! digest/basic authentication, never into the URL it sends or logs), SETUP of
@@ -68,9 +71,14 @@ use crate::config::RtspTransport;
 
 /// Time allowed for the session thread to stop (TEARDOWN included).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the reader lets the connection fill between batches of reads.
-/// At 4 Mbit/s that is ≈ 10 KB, a handful of RTP packets, per read.
-const READ_BATCH: Duration = Duration::from_millis(20);
+/// How long the reader lets a TCP connection fill between batches of reads:
+/// ≈ 50 KB at 4 Mbit/s; TCP holds back the sender if it would be more. Each
+/// batch costs a wake-up of this thread and of the pipeline's; on a loaded
+/// 2-core KVM guest a wake-up costs tens of µs, more than reading a packet.
+const READ_BATCH_TCP: Duration = Duration::from_millis(100);
+/// The same for RTP over UDP, where the kernel's default socket buffer
+/// (≈ 208 KB) must hold a batch, or packets are lost.
+const READ_BATCH_UDP: Duration = Duration::from_millis(20);
 /// Time allowed for a TEARDOWN once the session is dropped.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(1);
 
@@ -207,21 +215,41 @@ fn run(p: Params, cancel: CancellationToken) {
             return;
         }
     };
-    runtime.block_on(async move {
-        let group = Arc::new(SessionGroup::default());
-        let ended = tokio::select! {
-            _ = cancel.cancelled() => Ok(()),
-            r = session(p, group.clone()) => r,
-        };
-        // The session is dropped by now, inside the runtime; give its
-        // TEARDOWN a moment so the camera frees the session at once.
-        let _ = tokio::time::timeout(TEARDOWN_WAIT, group.await_teardown()).await;
-        if let Err(reason) = ended {
-            if !cancel.is_cancelled() {
-                fail(&appsrc, &reason);
-            }
+    let group = Arc::new(SessionGroup::default());
+    let started = runtime.block_on(async {
+        tokio::select! {
+            _ = cancel.cancelled() => Ok(None),
+            r = start(p, group.clone()) => r.map(Some),
         }
     });
+    let ended = match started {
+        Ok(Some(mut playing)) => {
+            // The runtime runs only inside `drain`: while this thread sleeps
+            // nobody waits on the socket, so arriving packets wake nothing
+            // and the next drain reads them in one go.
+            let ended = loop {
+                match runtime.block_on(playing.drain()) {
+                    Ok(true) if !cancel.is_cancelled() => std::thread::sleep(playing.batch),
+                    Ok(_) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            runtime.block_on(async move { drop(playing) });
+            ended
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    // The session is dropped by now, inside the runtime; give its TEARDOWN a
+    // moment so the camera frees the session at once.
+    runtime.block_on(async {
+        let _ = tokio::time::timeout(TEARDOWN_WAIT, group.await_teardown()).await;
+    });
+    if let Err(reason) = ended {
+        if !cancel.is_cancelled() {
+            fail(&appsrc, &reason);
+        }
+    }
 }
 
 /// Posts `reason` as the source's error: the supervisor's bus sees it.
@@ -252,7 +280,8 @@ pub fn split_credentials(url: &str) -> Result<(url::Url, Option<Credentials>), S
     Ok((parsed, creds))
 }
 
-async fn session(p: Params, group: Arc<SessionGroup>) -> Result<(), String> {
+/// DESCRIBE, SETUP, linking the pipeline, PLAY.
+async fn start(p: Params, group: Arc<SessionGroup>) -> Result<Playing, String> {
     let (url, creds) = split_credentials(&p.url)?;
     let shown = url.to_string();
     let options = SessionOptions::default()
@@ -292,38 +321,66 @@ async fn session(p: Params, group: Arc<SessionGroup>) -> Result<(), String> {
         .await
         .map_err(|e| format!("RTSP SETUP of {shown}: {e}"))?;
     (p.link)(codec).map_err(|e| e.to_string())?;
-    let mut frames = described
+    let frames = described
         .play(client::PlayOptions::default())
         .await
         .map_err(|e| format!("RTSP PLAY of {shown}: {e}"))?
         .demuxed()
         .map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
     tracing::info!(camera = %p.camera, codec = ?codec, transport = p.transport.as_str(), "RTSP session playing");
-    let mut feed = Feed::new(p.camera, p.appsrc, codec, clock_rate);
-    loop {
-        // Take every frame that is already readable, then let the socket
-        // fill for a while: one or two large reads per batch instead of a
-        // wake-up and a read for every RTP packet.
-        let Some(next) = frames.next().now_or_never() else {
-            tokio::time::sleep(READ_BATCH).await;
-            continue;
-        };
-        let Some(item) = next else {
-            return Err(format!("{shown} ended the stream"));
-        };
-        let item = item.map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
-        let CodecItem::VideoFrame(frame) = item else {
-            continue; // RTCP
-        };
-        if frame.stream_id() != index {
-            continue;
-        }
-        let params = match frames.streams()[index].parameters() {
-            Some(ParametersRef::Video(v)) => Some(v),
-            _ => None,
-        };
-        if !feed.push(frame, params)? {
-            return Ok(());
+    let batch = match p.transport {
+        RtspTransport::Udp => READ_BATCH_UDP,
+        RtspTransport::Tcp | RtspTransport::Auto => READ_BATCH_TCP,
+    };
+    Ok(Playing {
+        frames,
+        index,
+        batch,
+        feed: Feed::new(p.camera, p.appsrc, codec, clock_rate),
+        shown,
+    })
+}
+
+/// A session that plays, and where its frames go.
+struct Playing {
+    frames: client::Demuxed,
+    /// The recorded stream's index in the session.
+    index: usize,
+    /// Sleep between batches of reads.
+    batch: Duration,
+    feed: Feed,
+    /// The URL without credentials, for messages.
+    shown: String,
+}
+
+impl Playing {
+    /// Pushes every frame that can be had without waiting: `Ok(true)` to
+    /// go on, `Ok(false)` once the pipeline takes no more.
+    async fn drain(&mut self) -> Result<bool, String> {
+        // Let the runtime look at the socket once (the yield parks it with
+        // a zero timeout), then read all that arrived.
+        tokio::task::yield_now().await;
+        loop {
+            let Some(next) = self.frames.next().now_or_never() else {
+                return Ok(true);
+            };
+            let shown = &self.shown;
+            let item = next
+                .ok_or_else(|| format!("{shown} ended the stream"))?
+                .map_err(|e| format!("RTSP stream of {shown}: {e}"))?;
+            let CodecItem::VideoFrame(frame) = item else {
+                continue; // RTCP
+            };
+            if frame.stream_id() != self.index {
+                continue;
+            }
+            let params = match self.frames.streams()[self.index].parameters() {
+                Some(ParametersRef::Video(v)) => Some(v),
+                _ => None,
+            };
+            if !self.feed.push(frame, params)? {
+                return Ok(false);
+            }
         }
     }
 }
