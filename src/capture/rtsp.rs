@@ -16,10 +16,11 @@
 //!
 //! Reading: the thread runs the session's runtime only to take every frame
 //! already readable, then sleeps [`READ_BATCH_TCP`] (over UDP
-//! [`READ_BATCH_UDP`]) outside it. While it sleeps
-//! nothing waits on the socket, so arriving packets wake nobody, and the next
-//! read takes all of them at once — instead of a wake-up and a read for every
-//! RTP packet (≈ 360 a second for a 4 Mbit/s camera).
+//! [`READ_BATCH_UDP`]) outside it. While it sleeps nothing waits on the
+//! socket, so arriving packets wake nobody, and the next read takes all of
+//! them at once — instead of a wake-up and a read for every RTP packet
+//! (≈ 360 a second for a 4 Mbit/s camera). Frames reach the pipeline that
+//! much later; recording needs no lower latency.
 //!
 //! The session: DESCRIBE (credentials from the URL go to retina's
 //! digest/basic authentication, never into the URL it sends or logs), SETUP of
@@ -30,14 +31,15 @@
 //! `appsrc` feeds the segmenter directly, without a parser. The `appsrc` caps
 //! come from the parameters in force at the first keyframe (`codec_data` =
 //! retina's `avcC`/`hvcC`, picture size, aspect, frame rate). The parameter
-//! sets (SPS/PPS, and VPS for H.265) are also written in front of every
-//! keyframe, as cameras usually send them, so every part of a segment cut
-//! short decodes on its own. Each buffer carries:
+//! sets (SPS/PPS, and VPS for H.265) are also written in front of every IDR
+//! picture, as cameras usually send them. Each buffer carries:
 //!
 //! - PTS from the camera's RTP clock ([`super::timeline`]); no DTS, like a
 //!   depayloader's output;
-//! - `DELTA_UNIT` unless it is a random access point; frames before the
-//!   first keyframe are dropped, so a segment never starts undecodable;
+//! - `DELTA_UNIT` unless it is a keyframe (H.264: IDR; H.265: IDR, CRA or
+//!   BLA, as `h265parse` has it); `splitmuxsink` cuts segments there, and
+//!   frames before the session's first keyframe are dropped, so no segment
+//!   starts undecodable;
 //! - `DISCONT` where the timeline was (re-)anchored.
 //!
 //! Packet loss, which retina reports with the next frame, is logged with the
@@ -322,7 +324,12 @@ async fn start(p: Params, group: Arc<SessionGroup>) -> Result<Playing, String> {
         .map_err(|e| format!("RTSP SETUP of {shown}: {e}"))?;
     (p.link)(codec).map_err(|e| e.to_string())?;
     let frames = described
-        .play(client::PlayOptions::default())
+        // The first packet, not the PLAY response's RTP-Info, starts the
+        // sequence: servers that share one stream among clients (and some
+        // cameras) announce a stale one, which retina would take for loss.
+        .play(
+            client::PlayOptions::default().initial_seq(client::InitialSequenceNumberPolicy::Ignore),
+        )
         .await
         .map_err(|e| format!("RTSP PLAY of {shown}: {e}"))?
         .demuxed()
