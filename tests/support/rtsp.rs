@@ -5,8 +5,10 @@
 //! own `glib::MainLoop` on its own thread with its own `glib::MainContext`, so
 //! several servers can live in one test process. [`RtspServer::stop`] (also run
 //! on drop) closes every connected client, removes all sessions and closes the
-//! listening socket, so a connected `rtspsrc` sees its source fail. Every wait
-//! in here is bounded.
+//! listening socket, so a connected client sees its source fail. Every wait
+//! in here is bounded. [`RtspServer::start_with`] requires RTSP digest
+//! authentication; [`RtspServer::set_size`] changes the picture size
+//! mid-stream, as a reconfigured camera does.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::TcpListener;
