@@ -177,9 +177,7 @@ impl Reader {
             camera,
         })
     }
-}
 
-impl Reader {
     /// Asks the session to end without waiting (a push into a full queue
     /// returns once the pipeline stops).
     pub fn stop(&self) {
