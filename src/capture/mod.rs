@@ -5,7 +5,10 @@
 //! (source error, no video for [`STALL_TIMEOUT`], segment cannot be opened)
 //! commit what is open as truncated, note the reason for the gap record, and
 //! retry after a capped exponential backoff with jitter. A failing camera
-//! never touches another camera's thread or chain.
+//! never touches another camera's thread or chain. An RTSP camera's session
+//! runs on a second thread of its own ([`rtsp`]); its failures reach the
+//! supervisor as the pipeline's source error, and each attempt starts a new
+//! session.
 //!
 //! Shutdown: the token is cancelled, EOS is sent so `splitmuxsink` closes the
 //! open fragment cleanly, and the thread returns once that segment is
@@ -13,7 +16,10 @@
 
 pub mod mask;
 pub mod pipeline;
+pub mod rtsp;
+mod rtspsrc;
 pub mod segment;
+pub mod timeline;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -232,9 +238,9 @@ impl Recorder {
             encoding != "passthrough",
         )
         .and_then(|(splitmux, pad)| {
-            pipeline::build_source(&pipeline, &self.camera, &pad).map(|_| (splitmux, pad))
+            pipeline::build_source(&pipeline, &self.camera, &pad).map(|r| (splitmux, pad, r))
         });
-        let (_splitmux, video_pad) = match built {
+        let (_splitmux, video_pad, reader) = match built {
             Ok(v) => v,
             Err(e) => {
                 teardown(&pipeline, &self.camera.id);
@@ -254,7 +260,13 @@ impl Recorder {
         let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
         // Read the caps before stopping clears them.
         let facts = MediaFacts::from_pad(&video_pad, encoding);
+        // Stopping the pipeline releases an RTSP reader waiting on a full
+        // queue; the reader is then joined.
+        if let Some(r) = &reader {
+            r.stop();
+        }
         teardown(&pipeline, &self.camera.id);
+        drop(reader);
         // Whatever is still open was cut short.
         let mut g = lock(&self.shared);
         if let Err(e) = g.abort_all(crate::clock::now(), &facts) {

@@ -1,20 +1,32 @@
 //! Building one camera's GStreamer pipeline, source to segmenter.
 //!
-//! - RTSP without transcoding: `rtspsrc ! rtph26Xdepay ! h26Xparse ! splitmuxsink`
-//!   — the camera's own H.264/H.265 stream, no decode and no re-encode.
+//! - RTSP without transcoding: `appsrc ! splitmuxsink` — the camera's own
+//!   H.264/H.265 stream, no decode and no re-encode. The `appsrc` is fed one
+//!   MP4-ready access unit at a time by the camera's RTSP client
+//!   ([`super::rtsp`]); what follows it is linked once the client has seen
+//!   the camera's description ([`rtsp_branch`]). `rtsps://` cameras are
+//!   received with `rtspsrc ! rtph26Xdepay ! h26Xparse` instead
+//!   ([`super::rtspsrc`]).
 //! - Sources the agent encodes (test, V4L2, file, transcoded RTSP):
-//!   `… ! I420 caps ! [privacy masks] ! x264enc ! h264parse ! splitmuxsink`.
+//!   `… ! I420 caps ! [privacy masks] ! x264enc ! h264parse ! splitmuxsink`;
+//!   a transcoded RTSP camera decodes first (`avdec_h26X`).
 //!   The I420 caps filter is deliberate: without it x264enc picks 4:4:4
 //!   ("High 4:4:4"), which most players and hardware decoders refuse.
 //!
 //! The segmenter is `splitmuxsink` with a fragmented-MP4 `mp4mux` (readable up
-//! to its last whole fragment if cut short) writing into,
-//! whose output stream is the sealing writer (see [`super::segment`]).
+//! to its last whole fragment if cut short) whose output stream is the
+//! sealing writer (see [`super::segment`]).
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
 
-use crate::config::{CameraConfig, RtspTransport, SourceConfig, VideoParams};
+use super::rtsp::{Codec, Reader};
+use crate::config::{CameraConfig, SourceConfig, VideoParams};
+
+/// Frames an RTSP camera may have queued for the pipeline before its reader
+/// waits (≈ 8 s at 4 Mbit/s); normally the queue is empty.
+const RTSP_QUEUE_BYTES: u64 = 4 << 20;
 
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +45,7 @@ pub(crate) fn make(factory: &'static str) -> Result<gst::Element, BuildError> {
         .map_err(|e| BuildError::Missing(factory, e.to_string()))
 }
 
-fn link(a: &gst::Element, b: &gst::Element) -> Result<(), BuildError> {
+pub(crate) fn link(a: &gst::Element, b: &gst::Element) -> Result<(), BuildError> {
     a.link(b)
         .map_err(|e| BuildError::Link(format!("{} -> {}", a.name(), b.name()), e.to_string()))
 }
@@ -98,12 +110,14 @@ fn encoder_chain(
 }
 
 /// Builds the source part of `camera`'s pipeline and links it to `video_pad`
-/// (the segmenter's video request pad), now or when the source's pad appears.
+/// (the segmenter's video request pad), now or once the source knows its
+/// codec. For an RTSP camera it returns the running client, whose drop ends
+/// the session.
 pub fn build_source(
     pipeline: &gst::Pipeline,
     camera: &CameraConfig,
     video_pad: &gst::Pad,
-) -> Result<(), BuildError> {
+) -> Result<Option<Reader>, BuildError> {
     match &camera.source {
         SourceConfig::Test { pattern, video } => {
             let src = make("videotestsrc")?;
@@ -114,7 +128,8 @@ pub fn build_source(
                 .map_err(|e| BuildError::Link("videotestsrc".into(), e.to_string()))?;
             let (first, last) = encoder_chain(pipeline, camera, video, true)?;
             link(&src, &first)?;
-            link_pad(&last, video_pad)
+            link_pad(&last, video_pad)?;
+            Ok(None)
         }
         SourceConfig::V4l2 { device, video } => {
             let src = make("v4l2src")?;
@@ -125,7 +140,8 @@ pub fn build_source(
             chain(pipeline, &[&src, &conv, &scale, &rate])?;
             let (first, last) = encoder_chain(pipeline, camera, video, true)?;
             link(&rate, &first)?;
-            link_pad(&last, video_pad)
+            link_pad(&last, video_pad)?;
+            Ok(None)
         }
         SourceConfig::File { path, video } => {
             let src = make("filesrc")?;
@@ -147,125 +163,128 @@ pub fn build_source(
                     .ok_or("videoconvert has no sink pad")?;
                 pad.link(&sink).map(|_| ()).map_err(|e| e.to_string())
             });
-            Ok(())
+            Ok(None)
         }
         SourceConfig::Rtsp {
             url,
             transport,
             latency_ms,
             transcode,
+        } if is_rtsps(url) => {
+            super::rtspsrc::build(
+                pipeline,
+                camera,
+                url,
+                *transport,
+                *latency_ms,
+                *transcode,
+                video_pad,
+            )?;
+            Ok(None)
+        }
+        SourceConfig::Rtsp {
+            url,
+            transport,
+            transcode,
+            ..
         } => {
-            let src = make("rtspsrc")?;
-            src.set_property("location", url.as_str());
-            src.set_property("latency", *latency_ms);
-            match transport {
-                RtspTransport::Tcp => src.set_property_from_str("protocols", "tcp"),
-                RtspTransport::Udp => src.set_property_from_str("protocols", "udp"),
-                RtspTransport::Auto => {}
-            }
+            let appsrc = gst_app::AppSrc::builder()
+                .name("rtsp")
+                .is_live(true)
+                .format(gst::Format::Time)
+                .block(true)
+                .max_bytes(RTSP_QUEUE_BYTES)
+                .build();
             pipeline
-                .add(&src)
-                .map_err(|e| BuildError::Link("rtspsrc".into(), e.to_string()))?;
+                .add(&appsrc)
+                .map_err(|e| BuildError::Link("appsrc".into(), e.to_string()))?;
             let pipeline_weak = pipeline.downgrade();
-            let video_pad = video_pad.clone();
-            let camera = camera.clone();
-            let transcode = *transcode;
-            let linked = std::sync::atomic::AtomicBool::new(false);
-            src.connect_pad_added(move |src, pad| {
-                let Some(pipeline) = pipeline_weak.upgrade() else {
-                    return;
-                };
-                let Some(codec) = rtp_video_codec(pad) else {
-                    return;
-                };
-                if linked.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    return; // one video stream per camera
-                }
-                if let Err(e) = link_rtsp_branch(
+            let id = camera.id.clone();
+            let (camera, video_pad, transcode) = (camera.clone(), video_pad.clone(), *transcode);
+            let src = appsrc.clone();
+            let link: super::rtsp::Link = Box::new(move |codec| {
+                let pipeline = pipeline_weak
+                    .upgrade()
+                    .ok_or_else(|| BuildError::Link("appsrc".into(), "pipeline gone".into()))?;
+                rtsp_branch(
                     &pipeline,
                     &camera,
                     transcode.as_ref(),
                     codec,
-                    pad,
+                    src.upcast_ref(),
+                    true,
                     &video_pad,
-                ) {
-                    gst::element_error!(src, gst::CoreError::Negotiation, ["{}", e]);
-                }
+                )
             });
-            Ok(())
+            let reader = super::rtsp::Reader::start(super::rtsp::Params {
+                camera: id,
+                url: url.clone(),
+                transport: *transport,
+                appsrc,
+                link,
+            })
+            .map_err(|e| BuildError::Link("RTSP client thread".into(), e.to_string()))?;
+            Ok(Some(reader))
         }
     }
 }
 
-/// The RTP video codec a pad of rtspsrc carries: `H264` or `H265`.
-fn rtp_video_codec(pad: &gst::Pad) -> Option<&'static str> {
-    let caps = pad.current_caps().or_else(|| Some(pad.query_caps(None)))?;
-    let s = caps.structure(0)?;
-    if s.get::<&str>("media").ok()? != "video" {
-        return None;
-    }
-    match s.get::<&str>("encoding-name").ok()? {
-        "H264" => Some("H264"),
-        "H265" => Some("H265"),
-        other => {
-            tracing::warn!(
-                encoding = other,
-                "RTSP video codec not supported (H.264 and H.265 are)"
-            );
-            None
-        }
-    }
+/// `rtsps://` (RTSP over TLS) is received with GStreamer's `rtspsrc`; the
+/// RTSP client speaks `rtsp://` only.
+fn is_rtsps(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rtsps://"))
 }
 
-fn link_rtsp_branch(
+/// Links the codec-specific part behind an RTSP source `src` to
+/// `video_pad` and brings what it added to the pipeline's state. `complete`:
+/// `src` delivers MP4-ready access units with full caps (the RTSP client) and
+/// goes straight on; otherwise (`rtph26Xdepay`) through `h26Xparse` first.
+/// Then the segmenter (passthrough), or `avdec_h26X ! videoconvert !
+/// videoscale !` and the encoder chain (transcoding).
+pub(crate) fn rtsp_branch(
     pipeline: &gst::Pipeline,
     camera: &CameraConfig,
     transcode: Option<&VideoParams>,
-    codec: &str,
-    pad: &gst::Pad,
+    codec: Codec,
+    src: &gst::Element,
+    complete: bool,
     video_pad: &gst::Pad,
 ) -> Result<(), BuildError> {
-    let (depay, parse, dec) = if codec == "H264" {
-        ("rtph264depay", "h264parse", "avdec_h264")
-    } else {
-        ("rtph265depay", "h265parse", "avdec_h265")
+    let (parse, dec) = match codec {
+        Codec::H264 => ("h264parse", "avdec_h264"),
+        Codec::H265 => ("h265parse", "avdec_h265"),
     };
-    let depay = make(depay)?;
-    let parse = make(parse)?;
-    chain(pipeline, &[&depay, &parse])?;
-    let mut added = vec![depay.clone(), parse.clone()];
+    let mut last = src.clone();
+    if !complete {
+        let parse = make(parse)?;
+        chain(pipeline, &[&parse])?;
+        link(&last, &parse)?;
+        last = parse;
+    }
     match transcode {
-        None => link_pad(&parse, video_pad)?,
+        None => link_pad(&last, video_pad)?,
         Some(v) => {
             let dec = make(dec)?;
             let conv = make("videoconvert")?;
             let scale = make("videoscale")?;
             chain(pipeline, &[&dec, &conv, &scale])?;
-            link(&parse, &dec)?;
+            link(&last, &dec)?;
             let (first, last) = encoder_chain(pipeline, camera, v, false)?;
             link(&scale, &first)?;
             link_pad(&last, video_pad)?;
-            added.extend([dec, conv, scale]);
-            // The encoder chain's elements were added too; sync everything not yet playing.
-            for e in pipeline.iterate_elements().into_iter().flatten() {
-                if e.current_state() == gst::State::Null {
-                    let _ = e.sync_state_with_parent();
-                }
-            }
         }
     }
-    for e in &added {
-        let _ = e.sync_state_with_parent();
+    // Everything just added is still in NULL; bring it to the pipeline's state.
+    for e in pipeline.iterate_elements().into_iter().flatten() {
+        if e.current_state() == gst::State::Null {
+            let _ = e.sync_state_with_parent();
+        }
     }
-    let sink = depay
-        .static_pad("sink")
-        .ok_or_else(|| BuildError::Link("depayloader".into(), "no sink pad".into()))?;
-    pad.link(&sink)
-        .map(|_| ())
-        .map_err(|e| BuildError::Link("rtspsrc -> depayloader".into(), format!("{e:?}")))
+    Ok(())
 }
 
-fn link_pad(el: &gst::Element, sink: &gst::Pad) -> Result<(), BuildError> {
+pub(crate) fn link_pad(el: &gst::Element, sink: &gst::Pad) -> Result<(), BuildError> {
     let src = el
         .static_pad("src")
         .ok_or_else(|| BuildError::Link(el.name().to_string(), "no src pad".into()))?;
@@ -289,7 +308,7 @@ fn link_dynamic_video(
             return;
         }
         if let Err(e) = f(pad) {
-            gst::element_error!(el, gst::CoreError::Negotiation, ["{}", e]);
+            gst::element_error!(el, gst::CoreError::Negotiation, ("{}", e));
         }
     });
 }

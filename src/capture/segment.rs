@@ -111,7 +111,7 @@ fn sealing_appsink(route: Route) -> gst_app::AppSink {
                 let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
                 let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                 out.write_all(&map).map_err(|e| {
-                    gst::element_error!(appsink, gst::ResourceError::Write, ["sealing: {}", e]);
+                    gst::element_error!(appsink, gst::ResourceError::Write, ("sealing: {}", e));
                     gst::FlowError::Error
                 })?;
                 Ok(gst::FlowSuccess::Ok)
@@ -199,7 +199,7 @@ fn open_fragment(
         Err(e) => {
             let msg = format!("cannot open a new segment: {e}");
             state.failure = Some(msg.clone());
-            gst::element_error!(splitmux, gst::ResourceError::OpenWrite, ["{}", msg]);
+            gst::element_error!(splitmux, gst::ResourceError::OpenWrite, ("{}", msg));
             None
         }
     }

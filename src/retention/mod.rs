@@ -376,9 +376,13 @@ impl Retention {
 }
 
 /// Reports each sealed segment to HQ (`segment.sealed`) and indexes each
-/// record without ever making a camera wait: while the engine is busy (a
-/// long sweep), the record is left to the catch-up every sweep starts with; a
-/// failure is logged and repaired the same way. The event goes out as the
+/// record without ever making a camera wait: while the engine is busy (a long
+/// sweep, another camera's record), the record is left to the catch-up every
+/// sweep starts with; a failure is logged and repaired the same way. The
+/// catch-up reads each chain onwards from the camera's newest indexed record,
+/// so a record is indexed here only right after its predecessor; after a
+/// skipped one the chain is caught up instead, this record included — a record
+/// once skipped is never left behind a newer one. The event goes out as the
 /// record is committed; a crash between the two leaves the chain, not the
 /// events, as the record of it.
 impl crate::store::SealObserver for Retention {
@@ -395,6 +399,14 @@ impl crate::store::SealObserver for Retention {
                 return;
             }
         };
+        let head = engine.index.camera_head(&manifest.camera_id);
+        if !matches!(head, Ok(h) if h + 1 == manifest.sequence) {
+            if let Err(e) = engine.index_chains() {
+                tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
+                    "could not index the records sealed while the engine was busy; the next sweep does");
+            }
+            return;
+        }
         let row = engine.row_from_manifest(manifest, payload);
         if let Err(e) = engine.write(|w| w.insert(&row)) {
             tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,

@@ -5,12 +5,14 @@
 //! own `glib::MainLoop` on its own thread with its own `glib::MainContext`, so
 //! several servers can live in one test process. [`RtspServer::stop`] (also run
 //! on drop) closes every connected client, removes all sessions and closes the
-//! listening socket, so a connected `rtspsrc` sees its source fail. Every wait
-//! in here is bounded.
+//! listening socket, so a connected client sees its source fail. Every wait
+//! in here is bounded. [`RtspServer::start_with`] requires RTSP digest
+//! authentication; [`RtspServer::set_size`] changes the picture size
+//! mid-stream, as a reconfigured camera does.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::TcpListener;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -77,12 +79,55 @@ impl Codec {
 fn launch_line(codec: Codec, width: u32, height: u32, fps: u32) -> String {
     format!(
         "( videotestsrc is-live=true \
-         ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+         ! capsfilter name=size caps=video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
          ! {enc} tune=zerolatency speed-preset=ultrafast key-int-max={fps} \
          ! {pay} name=pay0 pt=96 config-interval=1 )",
         enc = codec.encoder(),
         pay = codec.payloader(),
     )
+}
+
+/// The media being served and the picture size asked for.
+#[derive(Default)]
+struct Resize {
+    media: Option<gst::Element>,
+    size: Option<(u32, u32)>,
+}
+
+/// Sets the size filter of a media's pipeline to `width`×`height`.
+fn resize(media: &gst::Element, width: u32, height: u32) {
+    let filter = media
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| b.by_name("size"))
+        .expect("the stream has a size filter");
+    let mut caps = filter.property::<gst::Caps>("caps");
+    if let Some(s) = caps.make_mut().structure_mut(0) {
+        s.set("width", width as i32);
+        s.set("height", height as i32);
+    }
+    filter.set_property("caps", &caps);
+}
+
+/// Serves `factory` only to clients that authenticate as `user` (digest).
+fn require_login(
+    server: &gst_rtsp_server::RTSPServer,
+    factory: &gst_rtsp_server::RTSPMediaFactory,
+    user: &str,
+    password: &str,
+) {
+    const ROLE: &str = "camera-viewer";
+    let auth = gst_rtsp_server::RTSPAuth::new();
+    auth.set_supported_methods(gst_rtsp_server::gst_rtsp::RTSPAuthMethod::Digest);
+    let token = gst_rtsp_server::RTSPToken::builder()
+        .field(gst_rtsp_server::RTSP_TOKEN_MEDIA_FACTORY_ROLE, ROLE)
+        .build();
+    auth.add_digest(user, password, &token);
+    server.set_auth(Some(&auth));
+    let role = gst::Structure::builder(ROLE)
+        .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+        .field(gst_rtsp_server::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+        .build();
+    factory.add_role_from_structure(&role);
 }
 
 /// A free TCP port on 127.0.0.1 (free at the time of asking).
@@ -101,10 +146,15 @@ struct Running {
     thread: JoinHandle<()>,
 }
 
+/// Digest credentials a server requires (user, password).
+pub type Login<'a> = Option<(&'a str, &'a str)>;
+
 /// An RTSP server serving one live test stream on 127.0.0.1.
 pub struct RtspServer {
     port: u16,
     running: Option<Running>,
+    /// The media being served and the size asked for.
+    size: Arc<Mutex<Resize>>,
 }
 
 impl RtspServer {
@@ -116,6 +166,12 @@ impl RtspServer {
     /// Panics (with the reason) when GStreamer or a needed element is missing
     /// or no port could be bound.
     pub fn start(codec: Codec, width: u32, height: u32, fps: u32) -> RtspServer {
+        Self::start_with(codec, width, height, fps, None)
+    }
+
+    /// Like [`RtspServer::start`], but the stream is served only to a
+    /// client that authenticates (RTSP digest) with `login`.
+    pub fn start_with(codec: Codec, width: u32, height: u32, fps: u32, login: Login) -> RtspServer {
         assert!(width > 0 && height > 0 && fps > 0, "bad stream geometry");
         gst::init().expect("GStreamer failed to initialise");
         for element in ["videotestsrc", codec.encoder(), codec.payloader()] {
@@ -134,7 +190,7 @@ impl RtspServer {
                     continue;
                 }
             };
-            match Self::try_start(&launch, port) {
+            match Self::try_start(&launch, port, login) {
                 Ok(server) => return server,
                 Err(err) => last_error = err,
             }
@@ -150,7 +206,7 @@ impl RtspServer {
         let launch = launch_line(codec, width, height, fps);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match Self::try_start(&launch, port) {
+            match Self::try_start(&launch, port, None) {
                 Ok(server) => return server,
                 Err(err) if Instant::now() > deadline => {
                     panic!("could not restart the RTSP test server on {port}: {err}")
@@ -160,7 +216,7 @@ impl RtspServer {
         }
     }
 
-    fn try_start(launch: &str, port: u16) -> Result<RtspServer, String> {
+    fn try_start(launch: &str, port: u16, login: Login) -> Result<RtspServer, String> {
         let server = gst_rtsp_server::RTSPServer::new();
         server.set_address("127.0.0.1");
         server.set_service(&port.to_string());
@@ -177,6 +233,20 @@ impl RtspServer {
         udp.add_range("127.0.0.1", "127.0.0.1", UDP_PORTS.0, UDP_PORTS.1, 0)
             .map_err(|err| format!("cannot set up the UDP port range: {err}"))?;
         factory.set_address_pool(Some(&udp));
+        if let Some((user, password)) = login {
+            require_login(&server, &factory, user, password);
+        }
+        // Every media made (again, after the last client left) takes the
+        // size last asked for.
+        let size = Arc::new(Mutex::new(Resize::default()));
+        let wanted = size.clone();
+        factory.connect_media_configure(move |_, media| {
+            let mut r = wanted.lock().unwrap_or_else(|e| e.into_inner());
+            r.media = Some(media.element());
+            if let Some((w, h)) = r.size {
+                resize(&media.element(), w, h);
+            }
+        });
         mounts.add_factory(MOUNT, factory);
 
         let context = glib::MainContext::new();
@@ -232,6 +302,7 @@ impl RtspServer {
         let server = RtspServer {
             port,
             running: Some(running),
+            size,
         };
         // The main loop must run before start() returns: quitting a loop that
         // has not started yet would be lost and the thread would never end.
@@ -244,6 +315,17 @@ impl RtspServer {
     /// The stream's URL, `rtsp://127.0.0.1:{port}/cam`.
     pub fn url(&self) -> String {
         format!("rtsp://127.0.0.1:{}{MOUNT}", self.port)
+    }
+
+    /// Changes the served picture size mid-stream (the encoder starts anew
+    /// with new parameter sets, as a camera does when reconfigured); media
+    /// made later (a client reconnecting) keep the new size.
+    pub fn set_size(&self, width: u32, height: u32) {
+        let mut r = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        r.size = Some((width, height));
+        if let Some(media) = &r.media {
+            resize(media, width, height);
+        }
     }
 
     /// The TCP port the server listens on.

@@ -623,3 +623,21 @@ fn a_clock_that_jumps_ahead_never_makes_a_protection_look_expired() {
     assert!(f.media_exists(&asked) && f.media_exists(&held), "{r:?}");
     f.audit_ok();
 }
+
+#[test]
+fn a_record_sealed_while_the_engine_is_busy_is_indexed_behind_later_ones() {
+    let mut f = Fixture::new();
+    let t = t0();
+    let retention = f.retention.clone();
+    // Another camera's record (or a sweep) holds the engine: the first
+    // record is left for the catch-up.
+    let busy = retention.lock();
+    f.seal(0, t, 60);
+    drop(busy);
+    // The next record comes while the engine is free.
+    f.seal(0, t + D::seconds(60), 60);
+    let e = retention.lock();
+    let due = e.index.due(t + day(31), None, 10).expect("due");
+    assert_eq!(due.len(), 2, "both records are indexed, so both fall due");
+    assert_eq!(e.index.camera_head(CAMS[0]).expect("head"), 2);
+}
