@@ -27,6 +27,7 @@ pub mod clockguard;
 pub mod inbox;
 pub mod index;
 pub mod journal;
+mod originals;
 pub mod receipt;
 pub mod rules;
 pub mod status;
@@ -109,6 +110,9 @@ pub enum Event {
         camera: String,
         reason: String,
     },
+    /// A docked body camera's ingest: started, a file done, a file that is
+    /// not video, finished, or a camera the config does not know.
+    Dock(Box<crate::dock::DockEvent>),
 }
 
 /// Where events go.
@@ -129,6 +133,8 @@ impl EventSink for LogEvents {
             | Event::HoldCapWarning { .. } => {
                 tracing::warn!(?event, "retention")
             }
+            // The dock logs its own progress as it goes.
+            Event::Dock(_) => {}
             other => tracing::info!(event = ?other, "retention"),
         }
     }
@@ -314,8 +320,7 @@ impl crate::store::SealObserver for Retention {
                 return;
             }
         };
-        let row = engine.row_from_manifest(manifest, payload);
-        if let Err(e) = engine.write(|w| w.insert(&row)) {
+        if let Err(e) = engine.index_manifest(manifest, payload) {
             tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
                 "could not index a sealed record; it is indexed at the next sweep");
         }
@@ -323,7 +328,7 @@ impl crate::store::SealObserver for Retention {
 }
 
 impl Engine {
-    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
+    pub(crate) fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
         move |source| RetentionError::Index {
             path: self.index_path.clone(),
             source,
@@ -347,7 +352,7 @@ impl Engine {
         self.data_dir.join("cameras").join(camera)
     }
 
-    fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
+    pub(crate) fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
         let payload_sha = manifest::sha256(payload.as_bytes());
         let cap_at = self
             .policy
@@ -469,12 +474,18 @@ impl Engine {
                     .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
                 let m: Manifest = serde_json::from_str(&env.payload)
                     .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
-                rows.push(self.row_from_manifest(&m, &env.payload));
+                rows.push((
+                    self.row_from_manifest(&m, &env.payload),
+                    originals::original_of(&m),
+                ));
                 seq += 1;
             }
             if !rows.is_empty() {
                 tracing::info!(camera = %cam, records = rows.len(), "indexing records");
-                self.write(|w| rows.iter().try_for_each(|r| w.insert(r)))?;
+                self.write(|w| {
+                    rows.iter()
+                        .try_for_each(|(r, o)| w.insert_with(r, o.as_ref()))
+                })?;
             }
         }
         Ok(())

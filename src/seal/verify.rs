@@ -6,6 +6,14 @@
 //! longer than the contiguity tolerance is covered by a gap record; for a
 //! segment, the media file exists and its size and SHA-256 match the manifest
 //! — or it was deleted and a valid deletion receipt names it.
+//!
+//! Records ingested from a docked body camera (`dock` present) follow one
+//! another in ingest order, not on the time line (`docs/format.md`, "Body
+//! cameras"): they are not held to the contiguity rule and need no gap
+//! records; instead each must state a sane interval (`end` = `start` +
+//! `duration_ms`, not before `start`) and no original (by SHA-256) may be
+//! sealed twice in the chain. Time checks of recorded segments resume after
+//! them.
 //! One flipped byte anywhere — media, manifest or signature — is reported.
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,6 +30,8 @@ pub struct Report {
     pub segments: u64,
     pub gaps: u64,
     pub truncated: u64,
+    /// Segments ingested from a docked body camera.
+    pub ingested: u64,
     /// Segments whose media was deleted with a receipt.
     pub deleted: u64,
     /// Problems, each naming the file and what is wrong. Empty means verified.
@@ -65,6 +75,7 @@ pub fn verify_camera_with(
     let mut prev_hash = GENESIS.to_owned();
     let mut prev_end: Option<chrono::DateTime<chrono::Utc>> = None;
     let mut expected_seq = 1;
+    let mut originals: std::collections::HashMap<String, u64> = Default::default();
     for (seq, path) in manifests {
         report.records += 1;
         let shown = path.display().to_string();
@@ -100,7 +111,18 @@ pub fn verify_camera_with(
         if m.prev_manifest_sha256 != prev_hash {
             problem("chain broken: prev_manifest_sha256 does not match the previous record".into());
         }
-        if let Some(prev_end) = prev_end {
+        if let Some(dock) = &m.dock {
+            report.ingested += 1;
+            if m.end < m.start || (m.end - m.start).num_milliseconds() != m.duration_ms as i64 {
+                problem("ingested recording: end is not start + duration_ms".into());
+            }
+            if let Some(first) = originals.insert(dock.original_sha256.clone(), m.sequence) {
+                problem(format!(
+                    "original {} ({}) was already sealed as record {first}",
+                    dock.original_name, dock.original_sha256
+                ));
+            }
+        } else if let Some(prev_end) = prev_end {
             let hole = (m.start - prev_end).num_milliseconds();
             if hole < -CONTIGUITY_TOLERANCE_MS {
                 problem(format!(
@@ -153,7 +175,8 @@ pub fn verify_camera_with(
             }
         }
         prev_hash = manifest::sha256_hex(env.payload.as_bytes());
-        prev_end = Some(m.end);
+        // An ingest says nothing about the live time line around it.
+        prev_end = if m.dock.is_some() { None } else { Some(m.end) };
         report.manifests.push(m);
     }
     Ok(report)

@@ -16,6 +16,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod ingest;
+
+pub use ingest::IngestInfo;
+
 use super::StoreError;
 use crate::config::CameraConfig;
 use crate::fsutil;
@@ -33,6 +37,10 @@ pub const CONTIGUITY_TOLERANCE_MS: i64 = 2_000;
 
 const MEDIA_EXT: &str = "mp4.age";
 const PARTIAL_EXT: &str = "mp4.age.partial";
+/// A docked camera's file being sealed: unlike a `.partial` segment it is
+/// never committed as truncated after a crash — its original is still on
+/// the camera (see [`crate::dock`]), so recovery removes it.
+const INGEST_EXT: &str = "mp4.age.ingest";
 
 /// What every camera of an agent seals with.
 pub struct SealContext {
@@ -152,7 +160,7 @@ impl CameraLog {
     }
 
     fn recover(&mut self) -> Result<(), StoreError> {
-        let mut later: BTreeMap<u64, (bool, bool, bool)> = BTreeMap::new(); // json, media, partial
+        let mut later: BTreeMap<u64, Found> = BTreeMap::new();
         let rd = std::fs::read_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
         for entry in rd {
             let entry = entry.map_err(StoreError::io(&self.dir))?;
@@ -175,15 +183,35 @@ impl CameraLog {
             }
             let slot = later.entry(seq).or_default();
             match ext {
-                "json" => slot.0 = true,
-                MEDIA_EXT => slot.1 = true,
-                PARTIAL_EXT => slot.2 = true,
+                "json" => slot.json = true,
+                MEDIA_EXT => slot.media = true,
+                PARTIAL_EXT => slot.partial = true,
+                INGEST_EXT => slot.ingest = true,
                 _ => {}
             }
         }
-        for (seq, (json, media, partial)) in later {
+        for (seq, found) in later {
+            let Found {
+                json,
+                media,
+                partial,
+                ingest,
+            } = found;
             if json {
-                self.adopt(seq, partial)?;
+                let from = if partial {
+                    Some(self.partial_path(seq))
+                } else if ingest {
+                    Some(self.ingest_path(seq))
+                } else {
+                    None
+                };
+                self.adopt(seq, from)?;
+            } else if ingest {
+                // An interrupted ingest: its original is still on the camera.
+                let path = self.ingest_path(seq);
+                tracing::info!(camera = %self.camera.id, sequence = seq,
+                    "removing an unfinished dock ingest; its original is still on the camera");
+                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
             } else if partial || media {
                 let path = if partial {
                     self.partial_path(seq)
@@ -199,7 +227,7 @@ impl CameraLog {
     }
 
     /// A manifest was durable but HEAD was not updated (crash between steps 2 and 4).
-    fn adopt(&mut self, seq: u64, partial: bool) -> Result<(), StoreError> {
+    fn adopt(&mut self, seq: u64, unrenamed: Option<PathBuf>) -> Result<(), StoreError> {
         let path = self.manifest_path(seq);
         let bytes = std::fs::read(&path).map_err(StoreError::io(&path))?;
         let corrupt = |reason: String| StoreError::Corrupt {
@@ -217,8 +245,7 @@ impl CameraLog {
                 self.head.sequence
             )));
         }
-        if partial {
-            let from = self.partial_path(seq);
+        if let Some(from) = unrenamed {
             let to = self.media_path(seq);
             std::fs::rename(&from, &to).map_err(StoreError::io(&from))?;
         }
@@ -378,12 +405,29 @@ impl CameraLog {
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
         m.media = Some(Media {
-            file: format!("{seq:010}.{MEDIA_EXT}"),
-            container: "video/mp4".into(),
             codec: info.codec.clone(),
             width: info.width,
             height: info.height,
             encoding: info.encoding.into(),
+            truncated,
+            ..self.sealed_media(seq, summary)
+        });
+        self.commit_record(&self.partial_path(seq), &m)?;
+        tracing::info!(camera = %self.camera.id, sequence = seq, start = %info.start, end = %end,
+            bytes = summary.ciphertext_len, truncated, "segment sealed");
+        Ok(())
+    }
+
+    /// The media of record `seq` sealed as `summary` says, in the defaults
+    /// of a recorded segment (fragmented MP4, the camera's masks).
+    fn sealed_media(&self, seq: u64, summary: &SealSummary) -> Media {
+        Media {
+            file: format!("{seq:010}.{MEDIA_EXT}"),
+            container: "video/mp4".into(),
+            codec: "unknown".into(),
+            width: None,
+            height: None,
+            encoding: "unknown".into(),
             masks: Masks {
                 rects: self.camera.masks.clone(),
                 version: manifest::masks_version(&self.camera.masks),
@@ -391,28 +435,30 @@ impl CameraLog {
             ciphertext_sha256: manifest::hex(&summary.ciphertext_sha256),
             ciphertext_bytes: summary.ciphertext_len,
             recipients: self.ctx.recipients.iter().map(|r| r.to_string()).collect(),
-            truncated,
-        });
-        let partial = self.partial_path(seq);
+            truncated: false,
+        }
+    }
+
+    /// Steps 2–4 for a record with media in `from`: the manifest, the
+    /// rename to `N.mp4.age`, `HEAD`; then the observer. Returns the payload.
+    fn commit_record(&mut self, from: &Path, m: &Manifest) -> Result<String, StoreError> {
+        let seq = m.sequence;
         let media = self.media_path(seq);
-        // Step 2: the manifest; step 3: the rename; step 4 (HEAD) in write_manifest.
         let payload = m.to_payload();
         let env = self.ctx.key.sign_envelope(&payload);
         let mpath = self.manifest_path(seq);
         fsutil::write_atomic(&mpath, &env, 0o600).map_err(StoreError::io(&mpath))?;
-        std::fs::rename(&partial, &media).map_err(StoreError::io(&partial))?;
+        std::fs::rename(from, &media).map_err(StoreError::io(from))?;
         fsutil::sync_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
         self.set_head(Head {
             sequence: seq,
             manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
-            end: Some(end),
+            end: Some(m.end),
         })?;
         if let Some(o) = &self.ctx.observer {
-            o.sealed(&m, &payload);
+            o.sealed(m, &payload);
         }
-        tracing::info!(camera = %self.camera.id, sequence = seq, start = %info.start, end = %end,
-            bytes = summary.ciphertext_len, truncated, "segment sealed");
-        Ok(())
+        Ok(payload)
     }
 
     fn write_manifest(&mut self, m: &Manifest) -> Result<(), StoreError> {
@@ -474,6 +520,7 @@ impl CameraLog {
             },
             media: None,
             gap: None,
+            dock: None,
             prev_manifest_sha256: self.head.manifest_sha256.clone(),
             agent_version: crate::VERSION.to_owned(),
             sealed_at: crate::clock::now(),
@@ -489,6 +536,18 @@ impl CameraLog {
     fn partial_path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:010}.{PARTIAL_EXT}"))
     }
+    fn ingest_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:010}.{INGEST_EXT}"))
+    }
+}
+
+/// Files of one sequence number found beyond `HEAD` at recovery.
+#[derive(Default)]
+struct Found {
+    json: bool,
+    media: bool,
+    partial: bool,
+    ingest: bool,
 }
 
 /// SHA-256 of a file's bytes.
