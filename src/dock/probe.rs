@@ -113,8 +113,8 @@ pub fn probe(path: &Path) -> Probe {
 /// The MIME type of a container from the demuxer's caps.
 fn container_type(s: &gst::StructureRef) -> String {
     match (s.name().as_str(), s.get::<&str>("variant").ok()) {
-        ("video/quicktime", Some("apple")) => "video/quicktime".into(),
-        ("video/quicktime", _) => "video/mp4".into(),
+        // qtdemux says `variant=iso` for ISO MP4 (and 3GP); plain QuickTime has none.
+        ("video/quicktime", Some(v)) if v.starts_with("iso") => "video/mp4".into(),
         ("video/mpegts", _) => "video/mp2t".into(),
         ("video/x-msvideo", _) => "video/x-msvideo".into(),
         (name, _) => name.to_owned(),
