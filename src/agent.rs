@@ -127,13 +127,7 @@ impl Agent {
             key.clone(),
             events.clone(),
         ))?);
-        let ctx = Arc::new(SealContext {
-            agent_id: config.agent.id.clone(),
-            key,
-            recipients: config.recipients.clone(),
-            policy: config.policy.clone(),
-            observer: Some(retention.clone()),
-        });
+        let ctx = Arc::new(SealContext::of(config, key, Some(retention.clone())));
         // The link first: it only reads the engine and the outbox, and a
         // configuration it cannot use stops start-up before any camera runs.
         let link = match (&config.link, outbox) {

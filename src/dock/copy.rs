@@ -160,25 +160,14 @@ fn fill(src: &mut &File, buf: &mut [u8]) -> io::Result<usize> {
 pub fn verify_on_disk(path: &Path, summary: &SealSummary) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     advise(&file, libc::POSIX_FADV_DONTNEED);
-    advise(&file, libc::POSIX_FADV_SEQUENTIAL);
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; BLOCK];
-    let mut len: u64 = 0;
-    let mut reader = &file;
-    loop {
-        let n = fill(&mut reader, &mut buf)
-            .map_err(|e| format!("re-reading {}: {e}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        len += n as u64;
-    }
+    let read = hash_all(&file, None).map_err(|e| format!("re-reading {}: {e}", path.display()));
     advise(&file, libc::POSIX_FADV_DONTNEED);
-    if len != summary.ciphertext_len || ctx.finish().as_ref() != summary.ciphertext_sha256 {
+    let read = read?;
+    if read.bytes != summary.ciphertext_len || read.original_sha256 != summary.ciphertext_sha256 {
         return Err(format!(
-            "{}: the sealed copy read back from the disk ({len} bytes) does not match what was written ({} bytes)",
+            "{}: the sealed copy read back from the disk ({} bytes) does not match what was written ({} bytes)",
             path.display(),
+            read.bytes,
             summary.ciphertext_len
         ));
     }
@@ -189,17 +178,25 @@ pub fn verify_on_disk(path: &Path, summary: &SealSummary) -> Result<(), String> 
 pub fn hash_original(path: &Path, cancel: &CancellationToken) -> Result<Copied, CopyError> {
     let file =
         File::open(path).map_err(|e| CopyError::Source(format!("{}: {e}", path.display())))?;
-    advise(&file, libc::POSIX_FADV_SEQUENTIAL);
+    hash_all(&file, Some(cancel)).map_err(|e| match e.kind() {
+        io::ErrorKind::Interrupted => CopyError::Cancelled,
+        _ => CopyError::Source(format!("reading {}: {e}", path.display())),
+    })
+}
+
+/// SHA-256 and length of everything in `file`, read sequentially; a
+/// cancelled token ends it with `Interrupted`.
+fn hash_all(file: &File, cancel: Option<&CancellationToken>) -> io::Result<Copied> {
+    advise(file, libc::POSIX_FADV_SEQUENTIAL);
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; BLOCK];
     let mut bytes: u64 = 0;
-    let mut reader = &file;
+    let mut reader = file;
     loop {
-        if cancel.is_cancelled() {
-            return Err(CopyError::Cancelled);
+        if cancel.is_some_and(|c| c.is_cancelled()) {
+            return Err(io::ErrorKind::Interrupted.into());
         }
-        let n = fill(&mut reader, &mut buf)
-            .map_err(|e| CopyError::Source(format!("reading {}: {e}", path.display())))?;
+        let n = fill(&mut reader, &mut buf)?;
         if n == 0 {
             break;
         }

@@ -521,3 +521,52 @@ impl Identity {
         std::fs::metadata(path).is_ok_and(|m| Identity::of(&m) == *self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Period, PeriodUnit};
+
+    fn probe(start: Option<DateTime<Utc>>, ms: u64) -> Probe {
+        Probe {
+            container: "video/mp4".into(),
+            codec: "h264".into(),
+            width: None,
+            height: None,
+            duration_ms: Some(ms),
+            start,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_recording_starts_when_its_container_says_unless_the_camera_clock_cannot_be_right() {
+        let keep = Period::new(3, PeriodUnit::Months).expect("period");
+        let now = Utc::now();
+        let h = |n: i64| chrono::Duration::hours(n);
+        let at = now - h(5);
+        assert_eq!(
+            start_of(&probe(Some(at), 60_000), None, now, &keep),
+            (at, "container")
+        );
+        // Camera 90 s ahead: its times are moved back by the offset.
+        let ahead = at + chrono::Duration::seconds(90);
+        assert_eq!(
+            start_of(&probe(Some(ahead), 60_000), Some(90_000), now, &keep),
+            (at, "container-corrected")
+        );
+        let fallback = (now - chrono::Duration::seconds(60), "ingest");
+        // No container time; a recording that would end after the ingest;
+        // one a reset clock dates before its deadline (2000-01-01).
+        assert_eq!(start_of(&probe(None, 60_000), None, now, &keep), fallback);
+        assert_eq!(
+            start_of(&probe(Some(now + h(1)), 60_000), None, now, &keep),
+            fallback
+        );
+        let reset = DateTime::from_timestamp(946_684_800, 0).expect("2000");
+        assert_eq!(
+            start_of(&probe(Some(reset), 60_000), None, now, &keep),
+            fallback
+        );
+    }
+}

@@ -85,13 +85,7 @@ pub fn ingest(
         ))
         .map_err(|e| e.to_string())?,
     );
-    let ctx = Arc::new(SealContext {
-        agent_id: config.agent.id.clone(),
-        key,
-        recipients: config.recipients.clone(),
-        policy: config.policy.clone(),
-        observer: Some(retention.clone()),
-    });
+    let ctx = Arc::new(SealContext::of(config, key, Some(retention.clone())));
     let mut log = CameraLog::open(
         store.camera_dir(camera),
         body.camera.clone(),

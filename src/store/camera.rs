@@ -52,6 +52,23 @@ pub struct SealContext {
     pub observer: Option<Arc<dyn SealObserver>>,
 }
 
+impl SealContext {
+    /// The context of `config`'s agent, sealing with `key` and telling `observer`.
+    pub fn of(
+        config: &crate::config::Config,
+        key: Arc<DeviceKey>,
+        observer: Option<Arc<dyn SealObserver>>,
+    ) -> SealContext {
+        SealContext {
+            agent_id: config.agent.id.clone(),
+            key,
+            recipients: config.recipients.clone(),
+            policy: config.policy.clone(),
+            observer,
+        }
+    }
+}
+
 /// Learns of each record once it is durable. It cannot veto or fail the
 /// commit: whatever it misses it must recover from the chains at start.
 pub trait SealObserver: Send + Sync {
@@ -311,24 +328,35 @@ impl CameraLog {
         }
         let seq = self.reserved + 1;
         let partial = self.partial_path(seq);
-        let file = fsutil::create_new(&partial, 0o600).map_err(StoreError::io(&partial))?;
-        let writer = match AgeWriter::new(file, &self.ctx.recipients) {
-            Ok(w) => w,
-            Err(e) => {
-                // Only (part of) a header was written: no video, nothing to keep.
-                let _ = std::fs::remove_file(&partial);
-                return Err(StoreError::Io {
-                    path: partial,
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
-        };
+        let writer = self.create_sealed(&partial)?;
         self.reserved = seq;
         Ok(OpenSegment {
             sequence: seq,
             partial,
             writer: Some(writer),
         })
+    }
+
+    /// Creates `path` (`O_EXCL`, 0600) with the age header written. If the
+    /// header cannot be written the file is removed: no video, nothing to keep.
+    pub(super) fn create_sealed(&self, path: &Path) -> Result<AgeWriter<File>, StoreError> {
+        let file = fsutil::create_new(path, 0o600).map_err(StoreError::io(path))?;
+        AgeWriter::new(file, &self.ctx.recipients).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            StoreError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })
+    }
+
+    /// The error for committing `got` when it does not follow the head.
+    pub(super) fn out_of_order(&self, got: u64) -> StoreError {
+        StoreError::OutOfOrder {
+            camera: self.camera.id.clone(),
+            got,
+            head: self.head.sequence,
+        }
     }
 
     /// Commits a gap record from the head's end to `until`, if the hole is longer
@@ -350,11 +378,7 @@ impl CameraLog {
             .unwrap_or_else(|| "no data from the source".to_owned());
         let seq = self.head.sequence + 1;
         if self.reserved >= seq {
-            return Err(StoreError::OutOfOrder {
-                camera: self.camera.id.clone(),
-                got: seq,
-                head: self.head.sequence,
-            });
+            return Err(self.out_of_order(seq));
         }
         let mut m = self.manifest_base(seq, RecordKind::Gap, from, until);
         m.gap = Some(Gap {
@@ -396,11 +420,7 @@ impl CameraLog {
         truncated: bool,
     ) -> Result<(), StoreError> {
         if seq != self.head.sequence + 1 {
-            return Err(StoreError::OutOfOrder {
-                camera: self.camera.id.clone(),
-                got: seq,
-                head: self.head.sequence,
-            });
+            return Err(self.out_of_order(seq));
         }
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);

@@ -138,6 +138,14 @@ pub fn assert_sealed_once(home: &Home, expected: &BTreeMap<String, String>) -> V
     records
 }
 
+/// `sargs verify` passes on the home's data directory; returns its output.
+pub fn assert_verified(home: &Home) -> String {
+    let cfg = home.config_path().display().to_string();
+    let (ok, out, err) = sargs(&["verify", "--config", &cfg]);
+    assert!(ok, "sargs verify: {out}{err}");
+    out
+}
+
 /// Recordings still on the camera's storage.
 pub fn on_camera(storage: &Path) -> BTreeMap<String, String> {
     originals(storage)
@@ -301,24 +309,14 @@ fn a_docked_camera_is_sealed_byte_for_byte_and_freed_only_once_durable() {
             );
             assert_eq!((media.width, media.height), (Some(320), Some(240)));
             let plain = home.decrypt(&home.camera_dir(CAMERA).join(&media.file));
-            assert_eq!(
-                probe(&plain).frames,
-                frames,
-                "{}",
-                d.original_name
-            );
+            assert_eq!(probe(&plain).frames, frames, "{}", d.original_name);
         }
         // Police class by default: kept three months from the recording.
         assert_eq!(m.retention.class, "municipal-police");
         let days = (m.retention.delete_after - m.start).num_days();
         assert!((89..=92).contains(&days), "{days} days");
     }
-    let (ok, out, err) = sargs(&[
-        "verify",
-        "--config",
-        &home.config_path().display().to_string(),
-    ]);
-    assert!(ok, "sargs verify: {out}{err}");
+    let out = assert_verified(&home);
     assert!(out.contains("3 ingested from the dock"), "{out}");
 
     // HQ heard of it over MQTT: start, each file, the end.
@@ -430,8 +428,7 @@ fn files_that_do_not_parse_as_video_are_sealed_and_flagged_and_nothing_is_sealed
     assert!(out.contains("0 sealed, 2 already sealed"), "{out}");
     assert!(on_camera(&dock).is_empty());
     assert_sealed_once(&home, &expected);
-    let (ok, out, err) = sargs(&["verify", "--config", &cfg]);
-    assert!(ok, "{out}{err}");
+    assert_verified(&home);
 }
 
 /// Waits until no unfinished ingest is left in the chain (the interrupted

@@ -6,9 +6,12 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use crate::dock::*;
 use crate::faults::SmallDisk;
 use crate::harness::*;
+use crate::support::camfs::Camera;
 
 /// Three distinct recordings (same content would be recognised as one
 /// original, rightly): a small one, a ~20 MB one (read in 1 MiB blocks, so a
@@ -28,13 +31,20 @@ fn three_recordings(storage: &std::path::Path) {
 
 const MID_COPY: u64 = 8 << 20;
 
-#[test]
-fn a_camera_pulled_out_mid_copy_loses_nothing_and_the_next_dock_continues() {
+/// A home for a dock-only agent and its camera holding three recordings,
+/// with their hashes.
+fn docked_three() -> (Home, Camera, BTreeMap<String, String>) {
     let home = Home::new();
     home.config_with(60, "min_free_mb = 1", &dock_tables(""));
-    let mut cam = camera(&home);
+    let cam = camera(&home);
     three_recordings(&cam.storage);
     let expected = originals(&cam.storage);
+    (home, cam, expected)
+}
+
+#[test]
+fn a_camera_pulled_out_mid_copy_loses_nothing_and_the_next_dock_continues() {
+    let (home, mut cam, expected) = docked_three();
     cam.hold_at(MID_COPY);
     cam.dock();
     let mut agent = spawn_agent(&home);
@@ -73,11 +83,7 @@ fn a_camera_pulled_out_mid_copy_loses_nothing_and_the_next_dock_continues() {
 
 #[test]
 fn kill_9_mid_ingest_loses_nothing_and_duplicates_nothing() {
-    let home = Home::new();
-    home.config_with(60, "min_free_mb = 1", &dock_tables(""));
-    let mut cam = camera(&home);
-    three_recordings(&cam.storage);
-    let expected = originals(&cam.storage);
+    let (home, mut cam, expected) = docked_three();
 
     // 1. Killed at the very moment it removes the first sealed file.
     let victim = Arc::new(AtomicI32::new(0));
@@ -135,12 +141,7 @@ fn kill_9_mid_ingest_loses_nothing_and_duplicates_nothing() {
     assert!(agent.wait().expect("exits").success());
     assert!(freed, "{:?}", on_camera(&cam.storage));
     assert_sealed_once(&home, &expected);
-    let (ok, out, err) = sargs(&[
-        "verify",
-        "--config",
-        &home.config_path().display().to_string(),
-    ]);
-    assert!(ok, "sargs verify: {out}{err}");
+    assert_verified(&home);
 }
 
 #[test]
@@ -217,12 +218,7 @@ fn a_disk_that_fills_up_stops_the_ingest_and_the_next_dock_continues() {
     );
     assert!(on_camera(&cam.storage).is_empty());
     assert_sealed_once(&home, &expected);
-    let (ok, out, err) = sargs(&[
-        "verify",
-        "--config",
-        &home.config_path().display().to_string(),
-    ]);
-    assert!(ok, "sargs verify: {out}{err}");
+    assert_verified(&home);
     drop(cam);
     drop(disk);
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{CameraLog, OpenSegment, RecordKind, StoreError};
 use crate::fsutil;
-use crate::seal::age::{AgeWriter, SealSummary};
+use crate::seal::age::SealSummary;
 use crate::seal::manifest::{Dock, Manifest, Media};
 
 /// Facts about an ingested recording known when it is committed.
@@ -34,17 +34,7 @@ impl CameraLog {
         }
         let seq = self.head.sequence + 1;
         let path = self.ingest_path(seq);
-        let file = fsutil::create_new(&path, 0o600).map_err(StoreError::io(&path))?;
-        let writer = match AgeWriter::new(file, &self.ctx.recipients) {
-            Ok(w) => w,
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                return Err(StoreError::Io {
-                    path,
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
-        };
+        let writer = self.create_sealed(&path)?;
         self.reserved = seq;
         Ok(OpenSegment {
             sequence: seq,
@@ -79,11 +69,7 @@ impl CameraLog {
         summary: &SealSummary,
     ) -> Result<(Manifest, String), StoreError> {
         if seq != self.head.sequence + 1 || self.reserved != seq {
-            return Err(StoreError::OutOfOrder {
-                camera: self.camera.id.clone(),
-                got: seq,
-                head: self.head.sequence,
-            });
+            return Err(self.out_of_order(seq));
         }
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
