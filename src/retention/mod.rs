@@ -320,7 +320,12 @@ impl crate::store::SealObserver for Retention {
                 return;
             }
         };
-        if let Err(e) = engine.index_manifest(manifest, payload) {
+        let indexed = engine.index_manifest(manifest, payload);
+        if let Ok(false) = indexed {
+            tracing::debug!(camera = %manifest.camera_id, sequence = manifest.sequence,
+                "an earlier record is not indexed yet; this one is indexed with it at the next sweep");
+        }
+        if let Err(e) = indexed {
             tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
                 "could not index a sealed record; it is indexed at the next sweep");
         }

@@ -13,7 +13,12 @@ impl Retention {
     /// for a caller that may act only once the index row is durable (a dock
     /// removes a camera's original only after that).
     pub fn index_now(&self, manifest: &Manifest, payload: &str) -> Result<(), RetentionError> {
-        self.lock().index_manifest(manifest, payload)
+        let mut engine = self.lock();
+        if !engine.index_manifest(manifest, payload)? {
+            // Earlier records are not indexed yet: index the chains up to this one.
+            engine.index_chains()?;
+        }
+        Ok(())
     }
 
     /// The record of `camera` that sealed an original with this SHA-256.
@@ -46,15 +51,27 @@ impl Retention {
 
 impl Engine {
     /// Indexes one record (and the original it sealed, for an ingest) in
-    /// one committed transaction.
+    /// one committed transaction — only if it follows the camera's last
+    /// indexed record: a record after a hole (one the indexer skipped while
+    /// the engine was busy) is left to the catch-up, which indexes from the
+    /// hole on, so that the index never has holes a catch-up cannot see.
+    /// Returns whether it was indexed.
     pub(crate) fn index_manifest(
         &mut self,
         m: &Manifest,
         payload: &str,
-    ) -> Result<(), RetentionError> {
+    ) -> Result<bool, RetentionError> {
+        let head = self
+            .index
+            .camera_head(&m.camera_id)
+            .map_err(self.db_err())?;
+        if m.sequence > head + 1 {
+            return Ok(false);
+        }
         let row = self.row_from_manifest(m, payload);
         let original = original_of(m);
-        self.write(|w| w.insert_with(&row, original.as_ref()))
+        self.write(|w| w.insert_with(&row, original.as_ref()))?;
+        Ok(true)
     }
 }
 

@@ -309,3 +309,42 @@ fn open(
     })
     .expect("retention opens")
 }
+
+/// Regression: a record the indexer skipped while the engine was busy, then
+/// a later record indexed on its own, left a hole the catch-up (which starts
+/// after the camera's highest indexed record) never filled — `sargs verify`
+/// then reported the skipped record as not indexed.
+#[test]
+fn a_record_skipped_while_the_engine_was_busy_is_not_left_behind() {
+    let mut f = Fixture::new();
+    let t = t0();
+    f.seal(0, t, 60);
+    let engine = f.retention.clone();
+    let busy = engine.lock(); // e.g. a long sweep
+    f.seal(0, t + chrono::Duration::seconds(60), 60);
+    drop(busy);
+    f.seal(0, t + chrono::Duration::seconds(120), 60);
+    let indexed = |f: &Fixture| {
+        let e = f.retention.lock();
+        e.index
+            .in_scope(
+                &crate::command::Scope::Range {
+                    cameras: vec!["cam-a".into()],
+                    from: DateTime::<Utc>::MIN_UTC,
+                    to: DateTime::<Utc>::MAX_UTC,
+                },
+                AGENT,
+            )
+            .expect("rows")
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        indexed(&f),
+        [1],
+        "nothing after the hole is indexed on its own"
+    );
+    f.retention.catch_up().expect("catch up");
+    assert_eq!(indexed(&f), [1, 2, 3]);
+}
