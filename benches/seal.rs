@@ -46,12 +46,15 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::digest::{self, SHA256};
 use sargs::seal::age::{AgeWriter, CHUNK_SIZE};
 use sargs::seal::Recipient;
+
+mod common;
+use common::{cpu_time, env_usize, machine, median};
 
 const TAG_LEN: usize = 16;
 const MIB: f64 = 1024.0 * 1024.0;
@@ -84,44 +87,6 @@ fn main() {
             env_usize("SEAL_FILE_ROUNDS", 5),
         );
     }
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// nproc, CPU model and date, for the report.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|r| r.trim_start_matches([' ', '\t', ':']))
-        })
-        .unwrap_or("unknown");
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "Machine: {cpus} CPUs, {model}; {}; {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        std::env::consts::ARCH
-    )
-}
-
-/// User + system CPU time of this process (all threads), or of its waited-for children.
-fn cpu_time(who: libc::c_int) -> Duration {
-    // SAFETY: getrusage fills the struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Deterministic, incompressible-looking bytes (xorshift64).
@@ -527,14 +492,4 @@ fn check_decrypts(
 
 fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }

@@ -3,9 +3,10 @@
 //!
 //! Start order: take the data directory (lock, unclean-stop detection), load
 //! or create the device key, open the retention engine, start the HQ link
-//! (if configured), recover each camera's chain, then start the cameras.
-//! Stop order: cancel the token, let every camera close its open segment,
-//! join the threads, stop the retention thread, index what it skipped, stop
+//! (if configured), recover each camera's chain, then start the cameras and
+//! the dock thread (`[dock] paths`, see [`crate::dock::watch`]).
+//! Stop order: cancel the token, let every camera close its open segment
+//! and the dock finish or drop its current file, join the threads, stop the retention thread, index what it skipped, stop
 //! the link (it publishes `offline`), then mark the stop clean. A store that cannot
 //! be taken or a key that cannot be read stops start-up with the reason; a
 //! camera that cannot record only affects that camera.
@@ -56,6 +57,8 @@ pub enum StartError {
 pub struct Agent {
     store: Store,
     cameras: Vec<(String, JoinHandle<()>)>,
+    /// The dock thread (`[dock] paths`), stopped with the cameras.
+    dock: Option<JoinHandle<()>>,
     retention: Arc<Retention>,
     sweeper: Option<JoinHandle<()>>,
     link: Option<Link>,
@@ -130,13 +133,7 @@ impl Agent {
             key.clone(),
             events.clone(),
         ))?);
-        let ctx = Arc::new(SealContext {
-            agent_id: config.agent.id.clone(),
-            key,
-            recipients: config.recipients.clone(),
-            policy: config.policy.clone(),
-            observer: Some(retention.clone()),
-        });
+        let ctx = Arc::new(SealContext::of(config, key, Some(retention.clone())));
         // Cameras report up/down through this sink; telemetry reads the states.
         let states = Arc::new(CameraStates::default());
         let camera_events: Arc<dyn EventSink> = Arc::new(Tracking {
@@ -213,6 +210,33 @@ impl Agent {
                 })?;
             cameras.push((id, handle));
         }
+        let dock = match &config.dock {
+            Some(settings) if !settings.paths.is_empty() => {
+                let setup = crate::dock::watch::Setup {
+                    settings: settings.clone(),
+                    ctx: ctx.clone(),
+                    chains: settings
+                        .cameras
+                        .iter()
+                        .map(|b| (b.camera.id.clone(), store.camera_dir(&b.camera.id)))
+                        .collect(),
+                    retention: retention.clone(),
+                    events: events.clone(),
+                    data_dir: config.agent.data_dir.clone(),
+                    min_free_bytes: config.agent.min_free_bytes,
+                    unclean_stop: store.unclean(),
+                    cancel: cancel.clone(),
+                };
+                Some(crate::dock::watch::spawn(setup).map_err(|source| {
+                    cancel.cancel();
+                    StartError::Thread {
+                        camera: "dock".into(),
+                        source,
+                    }
+                })?)
+            }
+            _ => None,
+        };
         let stop_sweeper = CancellationToken::new();
         let sweeper = {
             let retention = retention.clone();
@@ -233,6 +257,7 @@ impl Agent {
         Ok(Agent {
             store,
             cameras,
+            dock,
             retention,
             link,
             sweeper: Some(sweeper),
@@ -257,6 +282,11 @@ impl Agent {
         for (id, handle) in self.cameras {
             if handle.join().is_err() {
                 tracing::error!(camera = %id, "camera thread panicked");
+            }
+        }
+        if let Some(h) = self.dock.take() {
+            if h.join().is_err() {
+                tracing::error!("dock thread panicked");
             }
         }
         self.stop_sweeper.cancel();

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod demo;
+pub mod dock;
 pub mod export;
 pub mod fsutil;
 pub mod hq;

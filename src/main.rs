@@ -77,6 +77,22 @@ enum Command {
         /// The signed command (as written by `sargsctl … --out FILE`).
         file: PathBuf,
     },
+    /// Take the recordings off a body camera's storage by hand: seal each,
+    /// then remove it from the camera (see `[dock]`); the agent's dock mode
+    /// does the same for cameras docked at `dock.paths`.
+    Ingest {
+        #[arg(long, default_value = "/etc/sargs/sargs.toml")]
+        config: PathBuf,
+        /// The camera's storage (e.g. /media/bodycam/SERIAL).
+        #[arg(long)]
+        from: PathBuf,
+        /// The body camera's id (a [[dock.camera]]).
+        #[arg(long)]
+        camera: String,
+        /// Leave the originals on the camera (overrides dock.keep_originals).
+        #[arg(long)]
+        keep: bool,
+    },
     /// Rebuild the index from the chains, receipts and command journal
     /// (stop the agent first).
     Reindex {
@@ -118,6 +134,12 @@ fn main() -> ExitCode {
         Command::Status { config, json } => load(&config).and_then(|c| status(&c, json)),
         Command::Apply { config, file } => load(&config).and_then(|c| apply(&c, &file)),
         Command::Reindex { config } => load(&config).and_then(|c| reindex(&c)),
+        Command::Ingest {
+            config,
+            from,
+            camera,
+            keep,
+        } => load(&config).and_then(|c| ingest(&c, &from, &camera, keep)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -248,8 +270,13 @@ fn verify(config: &Config) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let mut bad = audit.problems.len();
     for (cam, r) in &audit.cameras {
+        let ingested = if r.ingested > 0 {
+            format!(", {} ingested from the dock", r.ingested)
+        } else {
+            String::new()
+        };
         println!(
-            "{cam}: {} records ({} segments, {} deleted with receipts, {} truncated, {} gaps): {}",
+            "{cam}: {} records ({} segments{ingested}, {} deleted with receipts, {} truncated, {} gaps): {}",
             r.records,
             r.segments,
             r.deleted,
@@ -341,6 +368,25 @@ fn apply(config: &Config, file: &std::path::Path) -> Result<(), String> {
             response.reason.as_deref().unwrap_or("rejected"),
             response.code.as_deref().unwrap_or("")
         ))
+    }
+}
+
+fn ingest(config: &Config, from: &std::path::Path, camera: &str, keep: bool) -> Result<(), String> {
+    let f = sargs::dock::manual::ingest(config, from, camera, keep.then_some(true))?;
+    println!(
+        "{camera}: {} sealed, {} already sealed, {} of {} left on the camera; {:.1} MiB in {:.1} s ({:.1} MiB/s)",
+        f.sealed,
+        f.already_sealed,
+        f.failed,
+        f.files_total,
+        f.bytes as f64 / 1048576.0,
+        f.seconds,
+        f.rate_bytes_s as f64 / 1048576.0
+    );
+    match (f.complete, f.reason) {
+        (true, _) => Ok(()),
+        (false, Some(reason)) => Err(format!("ingest incomplete: {reason}")),
+        (false, None) => Err("ingest incomplete".into()),
     }
 }
 

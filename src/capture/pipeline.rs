@@ -119,6 +119,10 @@ pub fn build_source(
     video_pad: &gst::Pad,
 ) -> Result<Option<Reader>, BuildError> {
     match &camera.source {
+        SourceConfig::Dock { .. } => Err(BuildError::Link(
+            camera.id.clone(),
+            "a body camera is not recorded live: its recordings are ingested from its dock".into(),
+        )),
         SourceConfig::Test { pattern, video } => {
             let src = make("videotestsrc")?;
             src.set_property("is-live", true);

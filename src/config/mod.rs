@@ -11,7 +11,8 @@
 //! - the policy file is loaded and validated too, and every camera's
 //!   purpose and retention class exist in it (and the purpose allows the
 //!   class);
-//! - at least one camera is configured, camera ids are unique, at least one
+//! - at least one camera or body camera is configured, camera ids are
+//!   unique across both, body-camera serials are unique, at least one
 //!   HQ recipient is given and none twice;
 //! - every privacy mask lies inside the frame it is burnt into, and masks are
 //!   refused where no frame is decoded (a passthrough RTSP stream);
@@ -23,6 +24,7 @@
 //! `deploy/sargs.toml`.
 
 pub(crate) mod check;
+mod dock;
 pub mod error;
 pub mod link;
 mod raw;
@@ -63,7 +65,46 @@ pub struct Config {
     pub link: Option<LinkSettings>,
     /// All configured cameras, in file order (including disabled ones).
     pub cameras: Vec<CameraConfig>,
+    /// Body cameras ingested at this gateway's dock (`[dock]`), if any.
+    pub dock: Option<DockSettings>,
     pub policy: Arc<Policy>,
+}
+
+/// The `[dock]` table: where docked body cameras appear and how their
+/// recordings are taken off them (see [`crate::dock`]).
+#[derive(Clone, Debug)]
+pub struct DockSettings {
+    /// Absolute directories `sargs run` watches; each subdirectory is one
+    /// docked camera's storage, named by the camera's serial.
+    pub paths: Vec<PathBuf>,
+    /// Leave each original on the camera after it is sealed (default: remove it).
+    pub keep_originals: bool,
+    /// How often the dock paths are looked at.
+    pub scan_interval: Duration,
+    /// File extensions (lower case, without the dot) that are recordings.
+    pub extensions: Vec<String>,
+    /// Name of the file in which a docked camera states its clock, at the
+    /// top of its storage.
+    pub clock_file: String,
+    pub cameras: Vec<BodyCamera>,
+}
+
+impl DockSettings {
+    /// The body camera with this serial.
+    pub fn by_serial(&self, serial: &str) -> Option<&BodyCamera> {
+        self.cameras.iter().find(|c| c.serial == serial)
+    }
+}
+
+/// One `[[dock.camera]]`: a body camera, its officer and its chain.
+#[derive(Clone, Debug)]
+pub struct BodyCamera {
+    /// The serial the camera is known by (its directory name in a dock path).
+    pub serial: String,
+    /// The officer the camera is issued to (an identifier, not a name).
+    pub officer: String,
+    /// The camera's chain: id, `kind = body`, purpose, class; its source is the dock.
+    pub camera: CameraConfig,
 }
 
 /// The `[agent]` table.
@@ -234,6 +275,8 @@ pub enum SourceConfig {
     V4l2 { device: PathBuf, video: VideoParams },
     /// A media file (absolute path), decoded, masked, re-encoded, looped.
     File { path: PathBuf, video: VideoParams },
+    /// A body camera's recordings, ingested from its storage when docked.
+    Dock { serial: String },
     /// An RTSP camera. `transcode: None` records the camera's own stream
     /// as sent (no masks possible); `Some` decodes, masks and re-encodes.
     Rtsp {
@@ -254,6 +297,7 @@ impl SourceConfig {
             SourceConfig::V4l2 { .. } => "v4l2",
             SourceConfig::File { .. } => "file",
             SourceConfig::Rtsp { .. } => "rtsp",
+            SourceConfig::Dock { .. } => "dock",
         }
     }
 
@@ -265,6 +309,7 @@ impl SourceConfig {
             | SourceConfig::V4l2 { video, .. }
             | SourceConfig::File { video, .. } => Some(video),
             SourceConfig::Rtsp { transcode, .. } => transcode.as_ref(),
+            SourceConfig::Dock { .. } => None,
         }
     }
 
@@ -275,6 +320,7 @@ impl SourceConfig {
             SourceConfig::V4l2 { device, .. } => device.display().to_string(),
             SourceConfig::File { path, .. } => path.display().to_string(),
             SourceConfig::Rtsp { url, .. } => redact_userinfo(url),
+            SourceConfig::Dock { serial } => format!("dock, serial {serial}"),
         }
     }
 }
@@ -297,6 +343,9 @@ impl fmt::Debug for SourceConfig {
                 .field("path", path)
                 .field("video", video)
                 .finish(),
+            SourceConfig::Dock { serial } => {
+                f.debug_struct("Dock").field("serial", serial).finish()
+            }
             SourceConfig::Rtsp {
                 url,
                 transport,
@@ -374,6 +423,13 @@ impl Config {
     /// The camera with this id.
     pub fn camera(&self, id: &str) -> Option<&CameraConfig> {
         self.cameras.iter().find(|c| c.id == id)
+    }
+
+    /// The body camera (`[[dock.camera]]`) with this id.
+    pub fn body_camera(&self, id: &str) -> Option<&BodyCamera> {
+        self.dock
+            .as_ref()
+            .and_then(|d| d.cameras.iter().find(|c| c.camera.id == id))
     }
 
     /// Cameras with `enabled = true`, in file order.

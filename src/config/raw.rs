@@ -14,8 +14,36 @@ pub(super) struct RawConfig {
     pub supervision: Option<RawSupervision>,
     pub retention: Option<RawRetention>,
     pub hq: Option<RawHq>,
+    pub dock: Option<RawDock>,
     #[serde(default)]
     pub camera: Vec<RawCamera>,
+}
+
+/// `[dock]`: body cameras offloaded at this gateway's dock.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDock {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    pub purpose: Option<String>,
+    pub class: Option<String>,
+    pub keep_originals: Option<bool>,
+    pub scan_interval_s: Option<u64>,
+    pub extensions: Option<Vec<String>>,
+    pub clock_file: Option<String>,
+    #[serde(default)]
+    pub camera: Vec<RawBodyCamera>,
+}
+
+/// One `[[dock.camera]]`: a body camera known by its serial.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBodyCamera {
+    pub serial: String,
+    pub id: String,
+    pub officer: String,
+    pub purpose: Option<String>,
+    pub class: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

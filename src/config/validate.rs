@@ -11,7 +11,7 @@ use super::raw::{RawCamera, RawConfig, RawHq, RawRetention, RawSupervision};
 use super::{
     source, AgentConfig, CameraConfig, Config, ConfigError, RetentionSettings, Supervision,
 };
-use crate::policy::Policy;
+use crate::policy::{Policy, Purpose, RetentionClass};
 use crate::seal::Recipient;
 
 /// Segment length bounds, seconds.
@@ -79,8 +79,12 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
     };
 
     // [[camera]]
-    if raw.camera.is_empty() {
-        v.invalid("camera", "no [[camera]] is configured: nothing to record");
+    let body_cameras = raw.dock.as_ref().map_or(0, |d| d.camera.len());
+    if raw.camera.is_empty() && body_cameras == 0 {
+        v.invalid(
+            "camera",
+            "no [[camera]] and no [[dock.camera]] is configured: nothing to record or ingest",
+        );
     }
     let mut cameras = Vec::with_capacity(raw.camera.len());
     let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -97,6 +101,10 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
             cameras.push(c);
         }
     }
+    let dock = raw.dock.as_ref().map(|d| {
+        let taken = |id: &str| ids.get(id).map(|i| format!("camera[{i}]"));
+        super::dock::dock(&mut v, d, &base, policy.as_deref(), segment, &taken)
+    });
 
     v.finish()?;
     match (data_dir, policy_file, signing_key, policy) {
@@ -116,6 +124,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
             command_keys,
             link,
             cameras,
+            dock,
             policy,
         }),
         // Every `None` above recorded an error, so `finish` returned it.
@@ -125,6 +134,54 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
             reason: "incomplete after validation (internal error)".into(),
         }),
     }
+}
+
+/// Resolves a camera's purpose and retention class in the policy (only
+/// checkable when the policy loaded); `key` names the camera's keys.
+pub(super) fn purpose_and_class(
+    v: &mut Collector<'_>,
+    key: &dyn Fn(&str) -> String,
+    purpose_id: &str,
+    class_id: &str,
+    policy: Option<&Policy>,
+) -> (Option<Purpose>, Option<RetentionClass>) {
+    let Some(policy) = policy else {
+        return (None, None);
+    };
+    let purpose = policy.purpose(purpose_id).cloned();
+    if purpose.is_none() {
+        v.invalid(
+            key("purpose"),
+            format!(
+                "unknown purpose {purpose_id:?}; the policy defines {}",
+                check::quoted_list(policy.purpose_ids())
+            ),
+        );
+    }
+    let class = policy.class(class_id).cloned();
+    if class.is_none() {
+        v.invalid(
+            key("class"),
+            format!(
+                "unknown retention class {class_id:?}; the policy defines {}",
+                check::quoted_list(policy.class_ids())
+            ),
+        );
+    }
+    if let (Some(p), Some(c)) = (&purpose, &class) {
+        if !p.allows_class(&c.id) {
+            v.invalid(
+                key("class"),
+                format!(
+                    "purpose {:?} may not use retention class {:?}; it allows {}",
+                    p.id,
+                    c.id,
+                    check::quoted_list(p.allowed_classes.iter().map(String::as_str))
+                ),
+            );
+        }
+    }
+    (purpose, class)
 }
 
 /// The directory relative paths resolve against: the config file's own.
@@ -328,48 +385,7 @@ fn camera(
         None => Some(default_segment),
     };
 
-    // Purpose and class: only checkable when the policy loaded.
-    let (purpose, class) = match policy {
-        Some(policy) => {
-            let purpose = policy.purpose(&raw.purpose).cloned();
-            if purpose.is_none() {
-                v.invalid(
-                    key("purpose"),
-                    format!(
-                        "unknown purpose {:?}; the policy defines {}",
-                        raw.purpose,
-                        check::quoted_list(policy.purpose_ids())
-                    ),
-                );
-            }
-            let class = policy.class(&raw.class).cloned();
-            if class.is_none() {
-                v.invalid(
-                    key("class"),
-                    format!(
-                        "unknown retention class {:?}; the policy defines {}",
-                        raw.class,
-                        check::quoted_list(policy.class_ids())
-                    ),
-                );
-            }
-            if let (Some(p), Some(c)) = (&purpose, &class) {
-                if !p.allows_class(&c.id) {
-                    v.invalid(
-                        key("class"),
-                        format!(
-                            "purpose {:?} may not use retention class {:?}; it allows {}",
-                            p.id,
-                            c.id,
-                            check::quoted_list(p.allowed_classes.iter().map(String::as_str))
-                        ),
-                    );
-                }
-            }
-            (purpose, class)
-        }
-        None => (None, None),
-    };
+    let (purpose, class) = purpose_and_class(v, &key, &raw.purpose, &raw.class, policy);
 
     let (source, masks) = source::build(v, &format!("camera[{i}]"), &raw.source, &raw.masks, base)?;
     Some(CameraConfig {

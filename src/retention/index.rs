@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS requests(
 CREATE TABLE IF NOT EXISTS restrictions(
   id TEXT PRIMARY KEY, command TEXT NOT NULL, scope TEXT NOT NULL, reason TEXT NOT NULL,
   placed_ms INTEGER NOT NULL, lifted_ms INTEGER);
+CREATE TABLE IF NOT EXISTS originals(
+  camera INTEGER NOT NULL, sha256 BLOB NOT NULL, seq INTEGER NOT NULL, name TEXT NOT NULL,
+  bytes INTEGER NOT NULL, PRIMARY KEY(camera, sha256)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS originals_name ON originals(camera, name, bytes);
 CREATE TABLE IF NOT EXISTS commands(
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, applied_ms INTEGER NOT NULL, response TEXT NOT NULL);
 ";
@@ -77,6 +81,15 @@ pub struct Row {
     pub ciphertext_sha256: Option<[u8; 32]>,
     pub truncated: bool,
     pub deleted: Option<Deletion>,
+}
+
+/// The original file of an ingested record (from its manifest's `dock`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Original {
+    pub sha256: [u8; 32],
+    /// Path on the camera, relative to its storage.
+    pub name: String,
+    pub bytes: u64,
 }
 
 /// How and when a record's media was deleted.
@@ -117,7 +130,7 @@ pub fn ms(t: DateTime<Utc>) -> i64 {
 /// Rounded up: a deadline kept at millisecond resolution is never earlier.
 pub fn ms_ceil(t: DateTime<Utc>) -> i64 {
     let m = t.timestamp_millis();
-    if t.timestamp_subsec_nanos() % 1_000_000 == 0 {
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
         m
     } else {
         m + 1
@@ -378,6 +391,40 @@ impl Index {
             .optional()
     }
 
+    /// The record of `camera` that sealed an original with this SHA-256.
+    pub fn original_by_hash(&self, camera: &str, sha256: &[u8; 32]) -> Result<Option<u64>> {
+        self.conn
+            .query_row(
+                "SELECT o.seq FROM originals o JOIN cameras c ON c.id = o.camera \
+                 WHERE c.name = ?1 AND o.sha256 = ?2",
+                params![camera, &sha256[..]],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|s| s.map(|s| s as u64))
+    }
+
+    /// Records of `camera` that sealed an original of this name and size:
+    /// `(sequence, original SHA-256)`, oldest first.
+    pub fn originals_named(
+        &self,
+        camera: &str,
+        name: &str,
+        bytes: u64,
+    ) -> Result<Vec<(u64, [u8; 32])>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.seq, o.sha256 FROM originals o JOIN cameras c ON c.id = o.camera \
+             WHERE c.name = ?1 AND o.name = ?2 AND o.bytes = ?3 ORDER BY o.seq",
+        )?;
+        let rows = stmt.query_map(params![camera, name, bytes as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                hash(r.get(1)?).unwrap_or([0; 32]),
+            ))
+        })?;
+        rows.collect()
+    }
+
     /// The stored response of an already seen command.
     pub fn seen(&self, id: &str) -> Result<Option<String>> {
         self.conn
@@ -443,6 +490,33 @@ impl Writer<'_> {
             r.deleted.as_ref().map(|d| ms(d.at)),
             r.deleted.as_ref().map(|d| d.receipt as i64),
             r.deleted.as_ref().map(|d| d.reason.clone()),
+        ])?;
+        Ok(())
+    }
+
+    /// Inserts a record and, for an ingest, the original it sealed.
+    pub fn insert_with(&self, r: &Row, original: Option<&Original>) -> Result<()> {
+        self.insert(r)?;
+        match original {
+            Some(o) => self.insert_original(&r.camera, r.seq, o),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes the original an ingested record sealed; an original already
+    /// noted (sealed twice, which `sargs verify` reports) keeps its first record.
+    pub fn insert_original(&self, camera: &str, seq: u64, o: &Original) -> Result<()> {
+        let cam = self.camera_id(camera)?;
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO originals(camera, sha256, seq, name, bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        stmt.execute(params![
+            cam,
+            &o.sha256[..],
+            seq as i64,
+            o.name,
+            o.bytes as i64
         ])?;
         Ok(())
     }

@@ -27,6 +27,7 @@ pub mod clockguard;
 pub mod inbox;
 pub mod index;
 pub mod journal;
+mod originals;
 pub mod receipt;
 pub mod rules;
 pub mod status;
@@ -111,6 +112,9 @@ pub enum Event {
         camera: String,
         reason: String,
     },
+    /// A docked body camera's ingest: started, a file done, a file that is
+    /// not video, finished, or a camera the config does not know.
+    Dock(Box<crate::dock::DockEvent>),
 }
 
 /// What HQ hears of a sealed segment: identifiers, times and hashes only.
@@ -177,6 +181,8 @@ impl EventSink for LogEvents {
             | Event::HoldCapWarning { .. } => {
                 tracing::warn!(?event, "retention")
             }
+            // The dock logs its own progress as it goes.
+            Event::Dock(_) => {}
             other => tracing::info!(event = ?other, "retention"),
         }
     }
@@ -399,16 +405,13 @@ impl crate::store::SealObserver for Retention {
                 return;
             }
         };
-        let head = engine.index.camera_head(&manifest.camera_id);
-        if !matches!(head, Ok(h) if h + 1 == manifest.sequence) {
-            if let Err(e) = engine.index_chains() {
-                tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
-                    "could not index the records sealed while the engine was busy; the next sweep does");
-            }
-            return;
-        }
-        let row = engine.row_from_manifest(manifest, payload);
-        if let Err(e) = engine.write(|w| w.insert(&row)) {
+        let indexed = match engine.index_manifest(manifest, payload) {
+            // An earlier record was skipped while the engine was busy: catch
+            // the chains up now, this record included.
+            Ok(false) => engine.index_chains(),
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = indexed {
             tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
                 "could not index a sealed record; it is indexed at the next sweep");
         }
@@ -416,7 +419,7 @@ impl crate::store::SealObserver for Retention {
 }
 
 impl Engine {
-    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
+    pub(crate) fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
         move |source| RetentionError::Index {
             path: self.index_path.clone(),
             source,
@@ -440,7 +443,7 @@ impl Engine {
         self.data_dir.join("cameras").join(camera)
     }
 
-    fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
+    pub(crate) fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
         let payload_sha = manifest::sha256(payload.as_bytes());
         let cap_at = self
             .policy
@@ -570,12 +573,18 @@ impl Engine {
                     .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
                 let m: Manifest = serde_json::from_str(&env.payload)
                     .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
-                rows.push(self.row_from_manifest(&m, &env.payload));
+                rows.push((
+                    self.row_from_manifest(&m, &env.payload),
+                    originals::original_of(&m),
+                ));
                 seq += 1;
             }
             if !rows.is_empty() {
                 tracing::info!(camera = %cam, records = rows.len(), "indexing records");
-                self.write(|w| rows.iter().try_for_each(|r| w.insert(r)))?;
+                self.write(|w| {
+                    rows.iter()
+                        .try_for_each(|(r, o)| w.insert_with(r, o.as_ref()))
+                })?;
             }
         }
         Ok(())

@@ -6,12 +6,21 @@
 //! - `record = "segment"`: a sealed media file exists for `start..end`;
 //! - `record = "gap"`: nothing was recorded for `start..end`, and `gap.reason`
 //!   says why (source lost, agent stopped, crash).
+//! - a `segment` record with a `dock` object: a body camera's recording,
+//!   ingested from the camera's storage at a dock and sealed byte for byte.
 //!
 //! Chain invariant: record `n` carries `sequence = n` and
 //! `prev_manifest_sha256` = SHA-256 of record `n-1`'s payload bytes (64 zeros
 //! for the first record); `start` never precedes the previous record's `end`
 //! by more than a frame's jitter. A verifier that holds the device key can
 //! therefore prove for any time range: recorded, or an explicit gap.
+//!
+//! Ingested recordings (`dock` present) are the exception to the time rule:
+//! a body camera records only when its officer starts it and its files
+//! reach the gateway in the order they are docked, so its records follow one
+//! another in ingest order and each states its own recording interval; the
+//! time between them is not tiled with gap records (nothing the gateway
+//! could vouch for). See `docs/format.md`, "Body cameras".
 //!
 //! The JSON Schema of the payload is published in `docs/manifest.schema.json`.
 
@@ -66,6 +75,9 @@ pub struct Manifest {
     /// Present for `gap` records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Gap>,
+    /// Present for a recording ingested from a docked body camera.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dock: Option<Dock>,
     pub prev_manifest_sha256: String,
     pub agent_version: String,
     pub sealed_at: DateTime<Utc>,
@@ -97,14 +109,18 @@ pub struct Retention {
 pub struct Media {
     /// File name beside the manifest.
     pub file: String,
-    /// `video/mp4` (fragmented MP4).
+    /// `video/mp4` (fragmented MP4) for recorded segments; for an ingested
+    /// recording the container the camera wrote (`video/quicktime`,
+    /// `video/x-matroska`, …, `application/octet-stream` when unknown).
     pub container: String,
-    /// `h264` or `h265`.
+    /// `h264`, `h265`, or for ingested recordings also `mjpeg`, `vp8`,
+    /// `vp9`, `av1`; `unknown` otherwise.
     pub codec: String,
     pub width: Option<u32>,
     pub height: Option<u32>,
     /// `passthrough` (camera's own stream), `encoded` (raw source encoded by
-    /// the agent) or `transcoded` (decoded, masked, re-encoded).
+    /// the agent), `transcoded` (decoded, masked, re-encoded) or `original`
+    /// (a docked camera's file, sealed byte for byte).
     pub encoding: String,
     pub masks: Masks,
     pub ciphertext_sha256: String,
@@ -123,6 +139,41 @@ pub struct Masks {
     pub rects: Vec<MaskRect>,
     /// `sha256:<hex>` of the canonical mask list: the mask configuration version.
     pub version: String,
+}
+
+/// What a dock ingest knows about a body camera's recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dock {
+    /// The camera's serial (its directory name in the dock path).
+    pub camera_serial: String,
+    /// The officer the camera is issued to (an identifier from the config).
+    pub officer_id: String,
+    /// The file's path on the camera, relative to the camera's storage.
+    pub original_name: String,
+    pub original_bytes: u64,
+    /// SHA-256 of the original bytes: the plaintext of the sealed file.
+    pub original_sha256: String,
+    /// The file's modification time as the camera's file system states it.
+    pub original_modified: Option<DateTime<Utc>>,
+    /// The recording's start as its container states it, on the camera's clock.
+    pub recorded_start: Option<DateTime<Utc>>,
+    /// The recording's duration as its container states it.
+    pub recorded_duration_ms: Option<u64>,
+    /// Where the record's `start` comes from: `container` (as recorded),
+    /// `container-corrected` (minus the camera's clock offset) or `ingest`
+    /// (the camera's time could not be used; see `docs/format.md`).
+    pub start_source: String,
+    /// Camera clock minus gateway clock when docked, if the camera states it.
+    pub camera_clock_offset_ms: Option<i64>,
+    pub ingested_at: DateTime<Utc>,
+    /// Host name of the gateway that ingested the file.
+    pub gateway: String,
+    /// False when the file does not parse as video (it is sealed all the
+    /// same, as evidence); `probe_error` then says what the parser said.
+    pub parses_as_video: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_error: Option<String>,
 }
 
 /// Why nothing was recorded.

@@ -6,6 +6,14 @@
 //! longer than the contiguity tolerance is covered by a gap record; for a
 //! segment, the media file exists and its size and SHA-256 match the manifest
 //! — or it was deleted and a valid deletion receipt names it.
+//!
+//! Records ingested from a docked body camera (`dock` present) follow one
+//! another in ingest order, not on the time line (`docs/format.md`, "Body
+//! cameras"): they are not held to the contiguity rule and need no gap
+//! records; instead each must state a sane interval (`end` = `start` +
+//! `duration_ms`, not before `start`) and no original (by SHA-256) may be
+//! sealed twice in the chain. Time checks of recorded segments resume after
+//! them.
 //! One flipped byte anywhere — media, manifest or signature — is reported.
 //!
 //! Besides the overall [`Report`], each record gets a [`Verdict`], so a caller
@@ -25,6 +33,8 @@ pub struct Report {
     pub segments: u64,
     pub gaps: u64,
     pub truncated: u64,
+    /// Segments ingested from a docked body camera.
+    pub ingested: u64,
     /// Segments whose media was deleted with a receipt.
     pub deleted: u64,
     /// Problems, each naming the file and what is wrong. Empty means verified.
@@ -137,6 +147,7 @@ pub fn verify_camera_checked(
         prev_hash: GENESIS.to_owned(),
         prev_end: None,
         expected_seq: 1,
+        originals: Default::default(),
     };
     for (seq, path) in files {
         report.records += 1;
@@ -151,6 +162,9 @@ pub fn verify_camera_checked(
                 RecordKind::Gap => report.gaps += 1,
                 RecordKind::Segment => {
                     report.segments += 1;
+                    if m.dock.is_some() {
+                        report.ingested += 1;
+                    }
                     if m.media.as_ref().is_some_and(|md| md.truncated) {
                         report.truncated += 1;
                     }
@@ -172,6 +186,8 @@ struct Chain {
     prev_hash: String,
     prev_end: Option<chrono::DateTime<chrono::Utc>>,
     expected_seq: u64,
+    /// Originals sealed so far (docked recordings): SHA-256 → sequence.
+    originals: std::collections::HashMap<String, u64>,
 }
 
 impl Chain {
@@ -226,7 +242,21 @@ impl Chain {
                 "chain broken: prev_manifest_sha256 does not match the previous record".into(),
             );
         }
-        if let Some(prev_end) = self.prev_end {
+        if let Some(dock) = &m.dock {
+            if m.end < m.start || (m.end - m.start).num_milliseconds() != m.duration_ms as i64 {
+                v.chain
+                    .push("ingested recording: end is not start + duration_ms".into());
+            }
+            if let Some(first) = self
+                .originals
+                .insert(dock.original_sha256.clone(), m.sequence)
+            {
+                v.chain.push(format!(
+                    "original {} ({}) was already sealed as record {first}",
+                    dock.original_name, dock.original_sha256
+                ));
+            }
+        } else if let Some(prev_end) = self.prev_end {
             let hole = (m.start - prev_end).num_milliseconds();
             if hole < -CONTIGUITY_TOLERANCE_MS {
                 v.chain.push(format!(
@@ -250,7 +280,8 @@ impl Chain {
         let sha = manifest::sha256_hex(env.payload.as_bytes());
         v.manifest_sha256 = Some(sha.clone());
         self.prev_hash = sha;
-        self.prev_end = Some(m.end);
+        // An ingest says nothing about the live time line around it.
+        self.prev_end = if m.dock.is_some() { None } else { Some(m.end) };
         (v, Some(m))
     }
 }

@@ -16,6 +16,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod ingest;
+
+pub use ingest::IngestInfo;
+
 use super::StoreError;
 use crate::config::CameraConfig;
 use crate::fsutil;
@@ -33,6 +37,10 @@ pub const CONTIGUITY_TOLERANCE_MS: i64 = 2_000;
 
 const MEDIA_EXT: &str = "mp4.age";
 pub(crate) const PARTIAL_EXT: &str = "mp4.age.partial";
+/// A docked camera's file being sealed: unlike a `.partial` segment it is
+/// never committed as truncated after a crash — its original is still on
+/// the camera (see [`crate::dock`]), so recovery removes it.
+const INGEST_EXT: &str = "mp4.age.ingest";
 
 /// What every camera of an agent seals with.
 pub struct SealContext {
@@ -42,6 +50,23 @@ pub struct SealContext {
     pub policy: Arc<Policy>,
     /// Told about every committed record (the retention index), after `HEAD`.
     pub observer: Option<Arc<dyn SealObserver>>,
+}
+
+impl SealContext {
+    /// The context of `config`'s agent, sealing with `key` and telling `observer`.
+    pub fn of(
+        config: &crate::config::Config,
+        key: Arc<DeviceKey>,
+        observer: Option<Arc<dyn SealObserver>>,
+    ) -> SealContext {
+        SealContext {
+            agent_id: config.agent.id.clone(),
+            key,
+            recipients: config.recipients.clone(),
+            policy: config.policy.clone(),
+            observer,
+        }
+    }
 }
 
 /// Learns of each record once it is durable. It cannot veto or fail the
@@ -160,7 +185,7 @@ impl CameraLog {
     }
 
     fn recover(&mut self) -> Result<(), StoreError> {
-        let mut later: BTreeMap<u64, (bool, bool, bool)> = BTreeMap::new(); // json, media, partial
+        let mut later: BTreeMap<u64, Found> = BTreeMap::new();
         let rd = std::fs::read_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
         for entry in rd {
             let entry = entry.map_err(StoreError::io(&self.dir))?;
@@ -183,15 +208,35 @@ impl CameraLog {
             }
             let slot = later.entry(seq).or_default();
             match ext {
-                "json" => slot.0 = true,
-                MEDIA_EXT => slot.1 = true,
-                PARTIAL_EXT => slot.2 = true,
+                "json" => slot.json = true,
+                MEDIA_EXT => slot.media = true,
+                PARTIAL_EXT => slot.partial = true,
+                INGEST_EXT => slot.ingest = true,
                 _ => {}
             }
         }
-        for (seq, (json, media, partial)) in later {
+        for (seq, found) in later {
+            let Found {
+                json,
+                media,
+                partial,
+                ingest,
+            } = found;
             if json {
-                self.adopt(seq, partial)?;
+                let from = if partial {
+                    Some(self.partial_path(seq))
+                } else if ingest {
+                    Some(self.ingest_path(seq))
+                } else {
+                    None
+                };
+                self.adopt(seq, from)?;
+            } else if ingest {
+                // An interrupted ingest: its original is still on the camera.
+                let path = self.ingest_path(seq);
+                tracing::info!(camera = %self.camera.id, sequence = seq,
+                    "removing an unfinished dock ingest; its original is still on the camera");
+                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
             } else if partial || media {
                 let path = if partial {
                     self.partial_path(seq)
@@ -207,7 +252,7 @@ impl CameraLog {
     }
 
     /// A manifest was durable but HEAD was not updated (crash between steps 2 and 4).
-    fn adopt(&mut self, seq: u64, partial: bool) -> Result<(), StoreError> {
+    fn adopt(&mut self, seq: u64, unrenamed: Option<PathBuf>) -> Result<(), StoreError> {
         let path = self.manifest_path(seq);
         let bytes = std::fs::read(&path).map_err(StoreError::io(&path))?;
         let corrupt = |reason: String| StoreError::Corrupt {
@@ -225,8 +270,7 @@ impl CameraLog {
                 self.head.sequence
             )));
         }
-        if partial {
-            let from = self.partial_path(seq);
+        if let Some(from) = unrenamed {
             let to = self.media_path(seq);
             std::fs::rename(&from, &to).map_err(StoreError::io(&from))?;
         }
@@ -292,24 +336,35 @@ impl CameraLog {
         }
         let seq = self.reserved + 1;
         let partial = self.partial_path(seq);
-        let file = fsutil::create_new(&partial, 0o600).map_err(StoreError::io(&partial))?;
-        let writer = match AgeWriter::new(file, &self.ctx.recipients) {
-            Ok(w) => w,
-            Err(e) => {
-                // Only (part of) a header was written: no video, nothing to keep.
-                let _ = std::fs::remove_file(&partial);
-                return Err(StoreError::Io {
-                    path: partial,
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
-        };
+        let writer = self.create_sealed(&partial)?;
         self.reserved = seq;
         Ok(OpenSegment {
             sequence: seq,
             partial,
             writer: Some(writer),
         })
+    }
+
+    /// Creates `path` (`O_EXCL`, 0600) with the age header written. If the
+    /// header cannot be written the file is removed: no video, nothing to keep.
+    pub(super) fn create_sealed(&self, path: &Path) -> Result<AgeWriter<File>, StoreError> {
+        let file = fsutil::create_new(path, 0o600).map_err(StoreError::io(path))?;
+        AgeWriter::new(file, &self.ctx.recipients).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            StoreError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            }
+        })
+    }
+
+    /// The error for committing `got` when it does not follow the head.
+    pub(super) fn out_of_order(&self, got: u64) -> StoreError {
+        StoreError::OutOfOrder {
+            camera: self.camera.id.clone(),
+            got,
+            head: self.head.sequence,
+        }
     }
 
     /// Commits a gap record from the head's end to `until`, if the hole is longer
@@ -336,11 +391,7 @@ impl CameraLog {
             .unwrap_or_else(|| "no data from the source".to_owned());
         let seq = self.head.sequence + 1;
         if self.reserved >= seq {
-            return Err(StoreError::OutOfOrder {
-                camera: self.camera.id.clone(),
-                got: seq,
-                head: self.head.sequence,
-            });
+            return Err(self.out_of_order(seq));
         }
         let mut m = self.manifest_base(seq, RecordKind::Gap, from, until);
         m.gap = Some(Gap {
@@ -382,21 +433,34 @@ impl CameraLog {
         truncated: bool,
     ) -> Result<(), StoreError> {
         if seq != self.head.sequence + 1 {
-            return Err(StoreError::OutOfOrder {
-                camera: self.camera.id.clone(),
-                got: seq,
-                head: self.head.sequence,
-            });
+            return Err(self.out_of_order(seq));
         }
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
         m.media = Some(Media {
-            file: format!("{seq:010}.{MEDIA_EXT}"),
-            container: "video/mp4".into(),
             codec: info.codec.clone(),
             width: info.width,
             height: info.height,
             encoding: info.encoding.into(),
+            truncated,
+            ..self.sealed_media(seq, summary)
+        });
+        self.commit_record(&self.partial_path(seq), &m)?;
+        tracing::info!(camera = %self.camera.id, sequence = seq, start = %info.start, end = %end,
+            bytes = summary.ciphertext_len, truncated, "segment sealed");
+        Ok(())
+    }
+
+    /// The media of record `seq` sealed as `summary` says, in the defaults
+    /// of a recorded segment (fragmented MP4, the camera's masks).
+    fn sealed_media(&self, seq: u64, summary: &SealSummary) -> Media {
+        Media {
+            file: format!("{seq:010}.{MEDIA_EXT}"),
+            container: "video/mp4".into(),
+            codec: "unknown".into(),
+            width: None,
+            height: None,
+            encoding: "unknown".into(),
             masks: Masks {
                 rects: self.camera.masks.clone(),
                 version: manifest::masks_version(&self.camera.masks),
@@ -404,28 +468,30 @@ impl CameraLog {
             ciphertext_sha256: manifest::hex(&summary.ciphertext_sha256),
             ciphertext_bytes: summary.ciphertext_len,
             recipients: self.ctx.recipients.iter().map(|r| r.to_string()).collect(),
-            truncated,
-        });
-        let partial = self.partial_path(seq);
+            truncated: false,
+        }
+    }
+
+    /// Steps 2–4 for a record with media in `from`: the manifest, the
+    /// rename to `N.mp4.age`, `HEAD`; then the observer. Returns the payload.
+    fn commit_record(&mut self, from: &Path, m: &Manifest) -> Result<String, StoreError> {
+        let seq = m.sequence;
         let media = self.media_path(seq);
-        // Step 2: the manifest; step 3: the rename; step 4 (HEAD) in write_manifest.
         let payload = m.to_payload();
         let env = self.ctx.key.sign_envelope(&payload);
         let mpath = self.manifest_path(seq);
         fsutil::write_atomic(&mpath, &env, 0o600).map_err(StoreError::io(&mpath))?;
-        std::fs::rename(&partial, &media).map_err(StoreError::io(&partial))?;
+        std::fs::rename(from, &media).map_err(StoreError::io(from))?;
         fsutil::sync_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
         self.set_head(Head {
             sequence: seq,
             manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
-            end: Some(end),
+            end: Some(m.end),
         })?;
         if let Some(o) = &self.ctx.observer {
-            o.sealed(&m, &payload);
+            o.sealed(m, &payload);
         }
-        tracing::info!(camera = %self.camera.id, sequence = seq, start = %info.start, end = %end,
-            bytes = summary.ciphertext_len, truncated, "segment sealed");
-        Ok(())
+        Ok(payload)
     }
 
     fn write_manifest(&mut self, m: &Manifest) -> Result<(), StoreError> {
@@ -487,6 +553,7 @@ impl CameraLog {
             },
             media: None,
             gap: None,
+            dock: None,
             prev_manifest_sha256: self.head.manifest_sha256.clone(),
             agent_version: crate::VERSION.to_owned(),
             sealed_at: crate::clock::now(),
@@ -502,6 +569,18 @@ impl CameraLog {
     fn partial_path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:010}.{PARTIAL_EXT}"))
     }
+    fn ingest_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:010}.{INGEST_EXT}"))
+    }
+}
+
+/// Files of one sequence number found beyond `HEAD` at recovery.
+#[derive(Default)]
+struct Found {
+    json: bool,
+    media: bool,
+    partial: bool,
+    ingest: bool,
 }
 
 /// SHA-256 of a file's bytes.

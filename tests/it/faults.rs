@@ -10,10 +10,10 @@ use sargs::seal::manifest::RecordKind;
 use crate::harness::*;
 
 /// A small tmpfs, unmounted on drop (the test runs as root, as CI does).
-struct SmallDisk(PathBuf);
+pub(crate) struct SmallDisk(pub PathBuf);
 
 impl SmallDisk {
-    fn mount(at: &Path, size: &str) -> SmallDisk {
+    pub(crate) fn mount(at: &Path, size: &str) -> SmallDisk {
         std::fs::create_dir_all(at).expect("mount point");
         let ok = Command::new("mount")
             .args([

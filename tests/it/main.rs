@@ -9,6 +9,8 @@ mod support;
 mod cli;
 mod commands;
 mod crash;
+mod dock;
+mod dock_faults;
 mod export;
 mod export_input;
 mod faults;

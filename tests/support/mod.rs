@@ -1,3 +1,4 @@
 //! Shared helpers for the integration tests (`mod support;` in a test file).
+pub mod camfs;
 pub mod mosquitto;
 pub mod rtsp;

@@ -2,6 +2,7 @@
 //! `CameraLog`, real SQLite, real receipts; only time is chosen by the test.
 
 mod model;
+mod recovery;
 mod scenarios;
 
 use std::io::Write;

@@ -1,0 +1,199 @@
+//! Dock mode of `sargs run`: one thread polls the configured dock paths and
+//! ingests each docked camera it knows.
+//!
+//! Rules:
+//! - each subdirectory of a dock path is a docked camera's storage, named by
+//!   its serial; a serial not in the config gets one `dock.unknown_camera`
+//!   event per docking and nothing is taken off it;
+//! - a camera's recordings are ingested once their listing (names, sizes,
+//!   times) is the same in two scans in a row, so a file still being written
+//!   onto the dock is not taken half-way;
+//! - after a complete session the camera is left alone until its listing
+//!   changes; after an incomplete one (pulled out, disk full) it is tried
+//!   again when it is docked again, its listing changes, or after
+//!   [`RETRY_AFTER`];
+//! - one camera is ingested at a time; the stop token ends the current file
+//!   (its original stays on the camera) and the thread.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::events::DockEvent;
+use super::ingest::{Quiet, Session};
+use super::scan;
+use crate::config::DockSettings;
+use crate::retention::{Event, EventSink, Retention};
+use crate::store::{CameraLog, SealContext};
+
+/// An incomplete session is retried after this long even if nothing changed.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What the dock thread needs.
+pub struct Setup {
+    pub settings: DockSettings,
+    pub ctx: Arc<SealContext>,
+    /// Chain directory of each body camera, by camera id.
+    pub chains: HashMap<String, PathBuf>,
+    pub retention: Arc<Retention>,
+    pub events: Arc<dyn EventSink>,
+    pub data_dir: PathBuf,
+    pub min_free_bytes: u64,
+    pub unclean_stop: bool,
+    pub cancel: CancellationToken,
+}
+
+type Listing = Vec<(String, u64, Option<SystemTime>)>;
+
+/// What the thread remembers of one docked camera while it stays docked.
+#[derive(Default)]
+struct Docked {
+    /// The listing of the previous scan.
+    last: Option<Listing>,
+    /// The listing a session last started from, whether it completed, when.
+    session: Option<(Listing, bool, Instant)>,
+}
+
+/// Starts the dock thread.
+pub fn spawn(setup: Setup) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("dock".into())
+        .spawn(move || run(setup))
+}
+
+fn run(s: Setup) {
+    let mut logs: HashMap<String, CameraLog> = HashMap::new();
+    // Complete what a crash interrupted in chains that exist already.
+    for body in &s.settings.cameras {
+        if let Some(dir) = s.chains.get(&body.camera.id).filter(|d| d.is_dir()) {
+            open_log(&s, &mut logs, body, dir);
+        }
+    }
+    let mut docked: HashMap<PathBuf, Docked> = HashMap::new();
+    let mut unknown: HashSet<PathBuf> = HashSet::new();
+    tracing::info!(paths = ?s.settings.paths, "dock: watching");
+    while !s.cancel.is_cancelled() {
+        let present = present(&s.settings);
+        docked.retain(|dir, _| present.iter().any(|(d, _)| d == dir));
+        unknown.retain(|dir| present.iter().any(|(d, _)| d == dir));
+        for (dir, serial) in present {
+            if s.cancel.is_cancelled() {
+                break;
+            }
+            let Some(body) = s.settings.by_serial(&serial) else {
+                if unknown.insert(dir.clone()) {
+                    tracing::warn!(%serial, dir = %dir.display(),
+                        "dock: a camera the config does not know is docked; nothing is taken off it");
+                    s.events
+                        .emit(Event::Dock(Box::new(DockEvent::UnknownCamera {
+                            serial,
+                            path: dir.display().to_string(),
+                        })));
+                }
+                continue;
+            };
+            let Ok(files) = scan::recordings(&dir, &s.settings) else {
+                continue; // mounted but not readable yet, or just pulled out
+            };
+            let listing: Listing = files
+                .iter()
+                .map(|c| (c.name.clone(), c.len, c.modified))
+                .collect();
+            let state = docked.entry(dir.clone()).or_default();
+            let stable = state.last.as_ref() == Some(&listing);
+            state.last = Some(listing.clone());
+            let due = match &state.session {
+                None => true,
+                Some((l, true, _)) => *l != listing,
+                Some((l, false, at)) => *l != listing || at.elapsed() >= RETRY_AFTER,
+            };
+            if !stable || listing.is_empty() || !due {
+                continue;
+            }
+            let Some(chain) = s.chains.get(&body.camera.id) else {
+                continue;
+            };
+            let Some(log) = open_log(&s, &mut logs, body, chain) else {
+                continue;
+            };
+            let session = Session {
+                agent_id: &s.ctx.agent_id,
+                body,
+                settings: &s.settings,
+                retention: &s.retention,
+                events: s.events.as_ref(),
+                watch: &Quiet,
+                cancel: &s.cancel,
+                data_dir: &s.data_dir,
+                min_free_bytes: s.min_free_bytes,
+            };
+            let finished = session.ingest_dir(log, &dir);
+            let after = scan::recordings(&dir, &s.settings)
+                .map(|f| {
+                    f.iter()
+                        .map(|c| (c.name.clone(), c.len, c.modified))
+                        .collect()
+                })
+                .ok();
+            state.last = after.clone();
+            state.session = Some((after.unwrap_or(listing), finished.complete, Instant::now()));
+        }
+        wait(&s.cancel, s.settings.scan_interval);
+    }
+    tracing::info!("dock: stopped");
+}
+
+/// The camera's chain, opened (and recovered) the first time it is needed.
+fn open_log<'a>(
+    s: &Setup,
+    logs: &'a mut HashMap<String, CameraLog>,
+    body: &crate::config::BodyCamera,
+    dir: &std::path::Path,
+) -> Option<&'a mut CameraLog> {
+    let id = body.camera.id.clone();
+    if !logs.contains_key(&id) {
+        match CameraLog::open(
+            dir.to_owned(),
+            body.camera.clone(),
+            s.ctx.clone(),
+            s.unclean_stop,
+        ) {
+            Ok(log) => {
+                logs.insert(id.clone(), log);
+            }
+            Err(e) => {
+                tracing::error!(camera = %id, error = %e, "dock: cannot open the camera's chain");
+                return None;
+            }
+        }
+    }
+    logs.get_mut(&id)
+}
+
+/// Every `(directory, serial)` in the dock paths now.
+fn present(settings: &DockSettings) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for root in &settings.paths {
+        let Ok(rd) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push((e.path(), name));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait(cancel: &CancellationToken, d: Duration) {
+    let until = Instant::now() + d;
+    while !cancel.is_cancelled() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100).min(d));
+    }
+}
