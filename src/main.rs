@@ -114,15 +114,25 @@ fn load(path: &std::path::Path) -> Result<Config, String> {
     Config::load(path).map_err(|e| e.to_string())
 }
 
-/// Runs the agent until a signal (or `limit` elapses).
+/// Runs the agent until a signal (or `limit` elapses), telling a service
+/// manager (systemd `Type=notify`) when it is ready, that it is alive, and
+/// when it stops.
 fn run(config: &Config, limit: Option<Duration>) -> Result<(), String> {
+    let service = sargs::service::ServiceManager::from_env();
     let agent = sargs::agent::Agent::start(config).map_err(|e| e.to_string())?;
+    let status = format!(
+        "recording {} camera(s) into {}",
+        agent.cameras(),
+        config.agent.data_dir.display()
+    );
+    service.ready(&status);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio: {e}"))?;
     let cancel = agent.cancel_token();
-    rt.block_on(async move {
+    let liveness = agent.liveness().clone();
+    rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("installing SIGTERM handler: {e}"))?;
         let sleep = async {
@@ -131,14 +141,30 @@ fn run(config: &Config, limit: Option<Duration>) -> Result<(), String> {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = sleep => tracing::info!("demo time is up: stopping"),
-            _ = cancel.cancelled() => {}
+        tokio::pin!(sleep);
+        let mut watchdog = service.watchdog_period().map(|p| {
+            let mut i = tokio::time::interval(p);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        loop {
+            let tick = async {
+                match watchdog.as_mut() {
+                    Some(i) => i.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break }
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
+                _ = &mut sleep => { tracing::info!("demo time is up: stopping"); break }
+                _ = cancel.cancelled() => break,
+                _ = tick => { service.feed(&liveness, &status); }
+            }
         }
         Ok::<(), String>(())
     })?;
+    service.stopping();
     agent.stop().map_err(|e| e.to_string())
 }
 

@@ -15,4 +15,5 @@ mod mqtt;
 mod record;
 mod retention;
 mod rtsp;
+mod service;
 mod sources;
