@@ -303,6 +303,11 @@ impl Retention {
 /// Indexes each sealed record without ever making a camera wait: while the
 /// engine is busy (a long sweep), the record is left to the catch-up every
 /// sweep starts with; a failure is logged and repaired the same way.
+///
+/// The catch-up starts after a camera's highest indexed record, so a camera's
+/// records are only ever indexed in order: when earlier ones were left out
+/// (the engine was busy when they were sealed), this record is indexed with
+/// them from their files, never alone above a hole the catch-up would not see.
 impl crate::store::SealObserver for Retention {
     fn sealed(&self, manifest: &Manifest, payload: &str) {
         let mut engine = match self.inner.try_lock() {
@@ -314,8 +319,16 @@ impl crate::store::SealObserver for Retention {
                 return;
             }
         };
-        let row = engine.row_from_manifest(manifest, payload);
-        if let Err(e) = engine.write(|w| w.insert(&row)) {
+        let indexed = match engine.index.camera_head(&manifest.camera_id) {
+            Ok(head) if head + 1 == manifest.sequence => {
+                let row = engine.row_from_manifest(manifest, payload);
+                engine.write(|w| w.insert(&row))
+            }
+            Ok(head) if head >= manifest.sequence => Ok(()),
+            Ok(_) => engine.index_camera(&manifest.camera_id),
+            Err(e) => Err(engine.db_err()(e)),
+        };
+        if let Err(e) = indexed {
             tracing::error!(camera = %manifest.camera_id, sequence = manifest.sequence, error = %e,
                 "could not index a sealed record; it is indexed at the next sweep");
         }
@@ -453,29 +466,36 @@ impl Engine {
                 cameras.push(name.to_owned());
             }
         }
-        let key = self.key.public_key();
         for cam in cameras {
-            let dir = self.camera_dir(&cam);
-            let mut seq = self.index.camera_head(&cam).map_err(self.db_err())? + 1;
-            let mut rows = Vec::new();
-            loop {
-                let path = dir.join(format!("{seq:010}.json"));
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(source) => return Err(RetentionError::Io { path, source }),
-                };
-                let env = Envelope::open(&bytes, Some(&key))
-                    .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
-                let m: Manifest = serde_json::from_str(&env.payload)
-                    .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
-                rows.push(self.row_from_manifest(&m, &env.payload));
-                seq += 1;
-            }
-            if !rows.is_empty() {
-                tracing::info!(camera = %cam, records = rows.len(), "indexing records");
-                self.write(|w| rows.iter().try_for_each(|r| w.insert(r)))?;
-            }
+            self.index_camera(&cam)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the records of `cam` after its highest indexed one, from
+    /// their manifest files, in one transaction.
+    fn index_camera(&mut self, cam: &str) -> Result<(), RetentionError> {
+        let key = self.key.public_key();
+        let dir = self.camera_dir(cam);
+        let mut seq = self.index.camera_head(cam).map_err(self.db_err())? + 1;
+        let mut rows = Vec::new();
+        loop {
+            let path = dir.join(format!("{seq:010}.json"));
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(source) => return Err(RetentionError::Io { path, source }),
+            };
+            let env = Envelope::open(&bytes, Some(&key))
+                .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
+            let m: Manifest = serde_json::from_str(&env.payload)
+                .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
+            rows.push(self.row_from_manifest(&m, &env.payload));
+            seq += 1;
+        }
+        if !rows.is_empty() {
+            tracing::info!(camera = %cam, records = rows.len(), "indexing records");
+            self.write(|w| rows.iter().try_for_each(|r| w.insert(r)))?;
         }
         Ok(())
     }
