@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod acl;
 mod cli;
 mod commands;
 mod crash;
