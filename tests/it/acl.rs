@@ -57,7 +57,13 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     let broker = Broker::start_with_acl(dir, &passwd, &shipped_acl());
     let url = broker.url();
     let hq_pass = password("sargs-hq");
-    let mut hq = Watcher::connect_as(broker.port, "hq", ("sargs-hq", &hq_pass), true, &["sargs/#"]);
+    let mut hq = Watcher::connect_as(
+        broker.port,
+        "hq",
+        ("sargs-hq", &hq_pass),
+        true,
+        &["sargs/#"],
+    );
 
     // A real agent, gw-a, logging in as itself.
     let key = hq_keygen(dir);
@@ -65,19 +71,20 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     let hq_table = format!(
         "[hq]\nbroker = \"{url}\"\ncommand_keys = [\"{key}\"]\nusername = \"gw-a\"\npassword_file = \"gw-a.password\"\ntelemetry_interval_s = 1\n\n"
     );
-    let config = home.config_with(2, "", &(hq_table + &test_camera("cam-1", "cctv", "")));
+    home.config_with(2, "", &(hq_table + &test_camera("cam-1", "cctv", "")));
     let text = std::fs::read_to_string(home.config_path())
         .expect("config")
         .replace("id = \"test-gw\"", "id = \"gw-a\"");
     std::fs::write(home.config_path(), text).expect("config");
-    drop(config);
     let mut agent = spawn_agent(&home);
     assert!(
-        hq.wait("sargs/agents/gw-a/status", T, |v| v["state"] == "online").is_some(),
+        hq.wait("sargs/agents/gw-a/status", T, |v| v["state"] == "online")
+            .is_some(),
         "the agent publishes its status under the ACL"
     );
     assert!(
-        hq.wait("sargs/agents/gw-a/telemetry", T, |_| true).is_some(),
+        hq.wait("sargs/agents/gw-a/telemetry", T, |_| true)
+            .is_some(),
         "and its telemetry"
     );
     // HQ's command reaches it and its response reaches HQ.
@@ -86,17 +93,47 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let to = chrono::Utc::now().to_rfc3339();
     let args = [
-        "hold", "--hold", "H-acl", "--case", "KP 1", "--cameras", "cam-1", "--from", &from,
-        "--to", &to, "--agent", "gw-a", "--key", "hq/signing.pk8", "--issuer", "HQ",
-        "--broker", &url, "--username", "sargs-hq", "--password-file", "hq.password",
-        "--wait", "15",
+        "hold",
+        "--hold",
+        "H-acl",
+        "--case",
+        "KP 1",
+        "--cameras",
+        "cam-1",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--agent",
+        "gw-a",
+        "--key",
+        "hq/signing.pk8",
+        "--issuer",
+        "HQ",
+        "--broker",
+        &url,
+        "--username",
+        "sargs-hq",
+        "--password-file",
+        "hq.password",
+        "--wait",
+        "15",
     ];
     let (ok, out, err) = sargsctl_in(&args, dir);
-    assert!(ok && out.contains("applied"), "hold through the ACL: {out} {err}");
+    assert!(
+        ok && out.contains("applied"),
+        "hold through the ACL: {out} {err}"
+    );
 
     // gw-b's credentials: everything forbidden is dropped by the broker.
     let b_pass = password("gw-b");
-    let mut rogue = Watcher::connect_as(broker.port, "sargs-gw-b", ("gw-b", &b_pass), true, &["sargs/#"]);
+    let mut rogue = Watcher::connect_as(
+        broker.port,
+        "sargs-gw-b",
+        ("gw-b", &b_pass),
+        true,
+        &["sargs/#"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let forged = br#"{"v":1,"agent":"gw-a","event":"segment.deleted"}"#.to_vec();
     for topic in [
@@ -110,9 +147,13 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
         rogue.publish(topic, forged.clone());
     }
     // Its own topic is allowed: when that arrives, so would have the rest.
-    rogue.publish("sargs/agents/gw-b/events", br#"{"v":1,"marker":true}"#.to_vec());
+    rogue.publish(
+        "sargs/agents/gw-b/events",
+        br#"{"v":1,"marker":true}"#.to_vec(),
+    );
     assert!(
-        hq.wait("sargs/agents/gw-b/events", T, |v| v["marker"] == true).is_some(),
+        hq.wait("sargs/agents/gw-b/events", T, |v| v["marker"] == true)
+            .is_some(),
         "gw-b may publish its own events"
     );
     let forged_seen: Vec<_> = hq
@@ -121,7 +162,10 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
         .filter(|(_, p, _)| p == &forged)
         .map(|(t, _, _)| t.clone())
         .collect();
-    assert!(forged_seen.is_empty(), "forged messages reached HQ on {forged_seen:?}");
+    assert!(
+        forged_seen.is_empty(),
+        "forged messages reached HQ on {forged_seen:?}"
+    );
     // Subscribed to everything, gw-b sees none of gw-a's traffic (gw-a
     // publishes telemetry every second).
     let b_saw = topics_within(&mut rogue, Duration::from_secs(3));
@@ -135,7 +179,8 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     // SAFETY: kill has no memory preconditions; the pid is our child's.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     assert!(agent.wait().expect("agent exits").success());
-    let mut takeover = Watcher::connect_as(broker.port, "sargs-gw-a", ("gw-b", &b_pass), false, &[]);
+    let mut takeover =
+        Watcher::connect_as(broker.port, "sargs-gw-a", ("gw-b", &b_pass), false, &[]);
     std::thread::sleep(Duration::from_millis(500));
     hq.publish("sargs/agents/gw-a/commands", b"{\"probe\":1}".to_vec());
     let stolen = topics_within(&mut takeover, Duration::from_secs(2));
@@ -143,13 +188,18 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     drop(takeover);
     // Control: gw-a's own credentials on the same session do get commands.
     let a_pass = password("gw-a");
-    let mut own = Watcher::connect_as(broker.port, "sargs-gw-a", ("gw-a", &a_pass), false, &[
-        "sargs/agents/gw-a/commands",
-    ]);
+    let mut own = Watcher::connect_as(
+        broker.port,
+        "sargs-gw-a",
+        ("gw-a", &a_pass),
+        false,
+        &["sargs/agents/gw-a/commands"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     hq.publish("sargs/agents/gw-a/commands", b"{\"probe\":2}".to_vec());
     assert!(
-        own.wait("sargs/agents/gw-a/commands", T, |v| v["probe"] == 2).is_some(),
+        own.wait("sargs/agents/gw-a/commands", T, |v| v["probe"] == 2)
+            .is_some(),
         "gw-a reads its own commands"
     );
 }

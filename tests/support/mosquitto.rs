@@ -189,7 +189,14 @@ impl Watcher {
         clean_session: bool,
         topics: &[&str],
     ) -> Watcher {
-        Watcher::connect_opts(port, id, None, Some((user, password)), clean_session, topics)
+        Watcher::connect_opts(
+            port,
+            id,
+            None,
+            Some((user, password)),
+            clean_session,
+            topics,
+        )
     }
 
     fn connect_opts(
