@@ -49,6 +49,22 @@ fn topics_within(w: &mut Watcher, d: Duration) -> Vec<String> {
     w.seen.iter().map(|(t, _, _)| t.clone()).collect()
 }
 
+/// HQ publishes a probe on `topic` every half second until `reader` gets one
+/// (at most [`T`]): true once it has.
+fn until_received(hq: &Watcher, reader: &mut Watcher, topic: &str) -> bool {
+    let end = std::time::Instant::now() + T;
+    while std::time::Instant::now() < end {
+        hq.publish(topic, b"{\"probe\":true}".to_vec());
+        if reader
+            .wait(topic, Duration::from_millis(500), |v| v["probe"] == true)
+            .is_some()
+        {
+            return true;
+        }
+    }
+    false
+}
+
 #[test]
 fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     let home = Home::new();
@@ -92,33 +108,11 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     std::fs::write(&hq_pw_file, format!("{hq_pass}\n")).expect("pw");
     let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let to = chrono::Utc::now().to_rfc3339();
-    let args = [
-        "hold",
-        "--hold",
-        "H-acl",
-        "--case",
-        "KP 1",
-        "--cameras",
-        "cam-1",
-        "--from",
-        &from,
-        "--to",
-        &to,
-        "--agent",
-        "gw-a",
-        "--key",
-        "hq/signing.pk8",
-        "--issuer",
-        "HQ",
-        "--broker",
-        &url,
-        "--username",
-        "sargs-hq",
-        "--password-file",
-        "hq.password",
-        "--wait",
-        "15",
-    ];
+    let mut args: Vec<&str> = "hold --hold H-acl --case KP-1 --cameras cam-1 --agent gw-a \
+        --key hq/signing.pk8 --issuer HQ --username sargs-hq --password-file hq.password --wait 15"
+        .split_whitespace()
+        .collect();
+    args.extend(["--from", &from, "--to", &to, "--broker", &url]);
     let (ok, out, err) = sargsctl_in(&args, dir);
     assert!(
         ok && out.contains("applied"),
@@ -134,7 +128,11 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
         true,
         &["sargs/#"],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Its subscription is in place once it reads what it may: its own commands.
+    assert!(
+        until_received(&hq, &mut rogue, "sargs/agents/gw-b/commands"),
+        "gw-b reads its own commands"
+    );
     let forged = br#"{"v":1,"agent":"gw-a","event":"segment.deleted"}"#.to_vec();
     for topic in [
         "sargs/agents/gw-a/events",
@@ -168,6 +166,7 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     );
     // Subscribed to everything, gw-b sees none of gw-a's traffic (gw-a
     // publishes telemetry every second).
+    rogue.seen.clear();
     let b_saw = topics_within(&mut rogue, Duration::from_secs(3));
     assert!(
         b_saw.iter().all(|t| !t.contains("/gw-a/")),
@@ -185,7 +184,7 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     hq.publish("sargs/agents/gw-a/commands", b"{\"probe\":1}".to_vec());
     let stolen = topics_within(&mut takeover, Duration::from_secs(2));
     assert!(stolen.is_empty(), "gw-b read gw-a's session: {stolen:?}");
-    drop(takeover);
+    takeover.disconnect();
     // Control: gw-a's own credentials on the same session do get commands.
     let a_pass = password("gw-a");
     let mut own = Watcher::connect_as(
@@ -195,11 +194,8 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
         false,
         &["sargs/agents/gw-a/commands"],
     );
-    std::thread::sleep(Duration::from_millis(500));
-    hq.publish("sargs/agents/gw-a/commands", b"{\"probe\":2}".to_vec());
     assert!(
-        own.wait("sargs/agents/gw-a/commands", T, |v| v["probe"] == 2)
-            .is_some(),
+        until_received(&hq, &mut own, "sargs/agents/gw-a/commands"),
         "gw-a reads its own commands"
     );
 }

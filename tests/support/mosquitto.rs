@@ -242,6 +242,8 @@ impl Watcher {
                             break;
                         }
                     }
+                    // disconnect() was called: no reconnecting.
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
@@ -283,6 +285,12 @@ impl Watcher {
             }
         }
         None
+    }
+
+    /// Disconnects for good (the connection is not re-established).
+    pub fn disconnect(&self) {
+        let _ = self.client.disconnect();
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     pub fn publish(&self, topic: &str, payload: Vec<u8>) {
