@@ -66,10 +66,10 @@ apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "== installing Debian packages: ${missing[*]}" >&2
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Everything the host needs to build (and with "test", run) for the target.
+# What the host needs to build for the target and to run its programs.
 host_deps() {
   local pkgs=(gcc-"$GCC_PREFIX" mmdebstrap pkg-config qemu-user)
   apt_install "${pkgs[@]}"
