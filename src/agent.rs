@@ -15,6 +15,12 @@
 //! over through the inbox (within a second) and sweeps every
 //! `retention.sweep_interval`. It is stopped after the cameras, so every
 //! segment they seal is indexed.
+//!
+//! Every camera loop and the retention loop beat a [`Liveness`] heartbeat,
+//! which the service manager's watchdog is fed from (`crate::service`). The
+//! dock thread does not: a docked camera's storage that hangs (a USB read
+//! stuck in the kernel) must not make the watchdog restart the cameras'
+//! recording; it stops only the dock, and its files stay on the camera.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -28,6 +34,7 @@ use crate::hq::messages::{OutboxEvents, Topics};
 use crate::hq::outbox::Outbox;
 use crate::hq::telemetry::{CameraStates, Telemetry, Tracking};
 use crate::hq::{Link, LinkError};
+use crate::liveness::{Beat, Liveness};
 use crate::retention::clockguard::Now;
 use crate::retention::{inbox, EventSink, LogEvents, Retention, RetentionError, Setup};
 use crate::seal::sign::{DeviceKey, KeyError};
@@ -65,6 +72,7 @@ pub struct Agent {
     /// Stops the retention thread (after the cameras).
     stop_sweeper: CancellationToken,
     cancel: CancellationToken,
+    liveness: Arc<Liveness>,
 }
 
 /// Opens the retention engine of `config`'s store (the store must be taken).
@@ -173,6 +181,7 @@ impl Agent {
             _ => None,
         };
         let cancel = CancellationToken::new();
+        let liveness = Liveness::new();
         let mut logs = Vec::new();
         for cam in config.enabled_cameras() {
             let log = CameraLog::open(
@@ -197,7 +206,8 @@ impl Agent {
                 config.supervision,
                 cancel.clone(),
             )
-            .with_events(camera_events.clone());
+            .with_events(camera_events.clone())
+            .with_beat(liveness.register(format!("camera {id}")));
             let handle = std::thread::Builder::new()
                 .name(format!("cam-{id}"))
                 .spawn(move || rec.run())
@@ -243,9 +253,10 @@ impl Agent {
             let stop = stop_sweeper.clone();
             let data_dir = config.agent.data_dir.clone();
             let interval = config.retention.sweep_interval;
+            let beat = liveness.register("retention");
             std::thread::Builder::new()
                 .name("retention".into())
-                .spawn(move || retention_loop(&retention, &data_dir, interval, clock, &stop))
+                .spawn(move || retention_loop(&retention, &data_dir, interval, clock, &stop, &beat))
                 .map_err(|source| {
                     cancel.cancel();
                     StartError::Thread {
@@ -263,12 +274,23 @@ impl Agent {
             sweeper: Some(sweeper),
             stop_sweeper,
             cancel,
+            liveness,
         })
     }
 
     /// The token that stops the agent.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// The heartbeats of the camera and retention loops.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// How many cameras are recording (enabled and started).
+    pub fn cameras(&self) -> usize {
+        self.cameras.len()
     }
 
     /// The retention engine (status, commands).
@@ -317,9 +339,11 @@ fn retention_loop(
     interval: std::time::Duration,
     clock: Clock,
     stop: &CancellationToken,
+    beat: &Beat,
 ) {
     let mut next_sweep = clock.mono();
     while !stop.is_cancelled() {
+        beat.beat();
         inbox::drain(data_dir, retention, clock.wall());
         if clock.mono() >= next_sweep {
             let now = Now {
@@ -327,7 +351,8 @@ fn retention_loop(
                 mono: clock.mono(),
                 sync: clock.sync(),
             };
-            match retention.sweep(now) {
+            // A backlog (after a long power-off) may take a while.
+            match beat.busy(|| retention.sweep(now)) {
                 Ok(r) if r.expired + r.evicted > 0 => {
                     tracing::info!(expired = r.expired, evicted = r.evicted, "sweep")
                 }

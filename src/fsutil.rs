@@ -71,6 +71,21 @@ pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
 
 /// Bytes available to this process on the file system holding `path`.
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    space(path).map(|s| s.available)
+}
+
+/// Size and free space of one file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub total: u64,
+    /// Bytes available to this (unprivileged) process.
+    pub available: u64,
+}
+
+/// The size and free space of the file system holding `path`: one
+/// `statvfs(2)` of that path, so no other mount is ever touched (a hung
+/// network or FUSE mount elsewhere cannot block the caller).
+pub fn space(path: &Path) -> io::Result<Space> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
@@ -79,5 +94,27 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let frsize = st.f_frsize as u64;
+    Ok(Space {
+        total: st.f_blocks as u64 * frsize,
+        available: st.f_bavail as u64 * frsize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_is_that_of_the_path_and_a_missing_path_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = space(dir.path()).expect("statvfs");
+        assert!(s.total > 0 && s.available <= s.total, "{s:?}");
+        assert_eq!(
+            free_bytes(dir.path()).expect("free") / 4096 > 0,
+            s.available / 4096 > 0
+        );
+        let err = space(&dir.path().join("missing")).expect_err("no such path");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
 }

@@ -16,9 +16,11 @@ pub mod dock;
 pub mod export;
 pub mod fsutil;
 pub mod hq;
+pub mod liveness;
 pub mod policy;
 pub mod retention;
 pub mod seal;
+pub mod service;
 pub mod store;
 
 /// The agent's version, stamped into every manifest.

@@ -166,20 +166,32 @@ fn run(
     every: Option<Every<'_>>,
 ) -> Result<(), String> {
     let agent = sargs::agent::Agent::start_with(config, clock).map_err(|e| e.to_string())?;
-    run_agent(agent, limit, every)
+    run_agent(agent, &config.agent.data_dir, limit, every)
 }
 
+/// Runs a started agent until a signal (or `limit` elapses), telling a
+/// service manager (systemd `Type=notify`) when it is ready, that it is
+/// alive, and when it stops.
 fn run_agent(
     agent: sargs::agent::Agent,
+    data_dir: &std::path::Path,
     limit: Option<Duration>,
     every: Option<Every<'_>>,
 ) -> Result<(), String> {
+    let service = sargs::service::ServiceManager::from_env();
+    let status = format!(
+        "recording {} camera(s) into {}",
+        agent.cameras(),
+        data_dir.display()
+    );
+    service.ready(&status);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("tokio: {e}"))?;
     let cancel = agent.cancel_token();
-    let (period, tick) = match every {
+    let liveness = agent.liveness().clone();
+    let (period, mut tick) = match every {
         Some((p, f)) => (p, Some(f)),
         None => (Duration::from_secs(3600), None),
     };
@@ -193,14 +205,25 @@ fn run_agent(
             }
         };
         tokio::pin!(sleep);
+        let mut watchdog = service.watchdog_period().map(|p| {
+            let mut i = tokio::time::interval(p);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        let mut tick = tick;
         loop {
+            let feed = async {
+                match watchdog.as_mut() {
+                    Some(i) => i.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break }
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break }
                 _ = &mut sleep => { tracing::info!("demo time is up: stopping"); break }
                 _ = cancel.cancelled() => break,
+                _ = feed => { service.feed(&liveness, &status); }
                 _ = ticks.tick(), if tick.is_some() => {
                     if let Some(f) = tick.as_mut() {
                         f(&agent);
@@ -210,6 +233,7 @@ fn run_agent(
         }
         Ok::<(), String>(())
     })?;
+    service.stopping();
     agent.stop().map_err(|e| e.to_string())
 }
 
@@ -257,7 +281,12 @@ fn demo(
         Err(e) => eprintln!("sargs: status: {e}"),
     };
     let every: Option<Every<'_>> = accelerate.map(|_| (Duration::from_secs(5), &mut show as _));
-    run_agent(agent, seconds.map(Duration::from_secs), every)?;
+    run_agent(
+        agent,
+        &setup.config.agent.data_dir,
+        seconds.map(Duration::from_secs),
+        every,
+    )?;
     println!("{}", setup.summary().map_err(|e| e.to_string())?);
     Ok(())
 }

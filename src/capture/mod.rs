@@ -31,6 +31,7 @@ use gstreamer::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CameraConfig, Supervision};
+use crate::liveness::Beat;
 use crate::policy::Policy;
 use crate::retention::{Event, EventSink};
 use crate::store::CameraLog;
@@ -99,6 +100,8 @@ pub struct Recorder {
     events: Option<Arc<dyn EventSink>>,
     /// 0 not yet known, 1 up, 2 down: only changes are reported.
     state: std::sync::atomic::AtomicU8,
+    /// Beaten on every turn of the supervision and bus loops.
+    beat: Option<Beat>,
 }
 
 impl Recorder {
@@ -124,6 +127,19 @@ impl Recorder {
             cancel,
             events: None,
             state: std::sync::atomic::AtomicU8::new(0),
+            beat: None,
+        }
+    }
+
+    /// Shows this camera's loop as alive on `beat` (the agent's watchdog).
+    pub fn with_beat(mut self, beat: Beat) -> Recorder {
+        self.beat = Some(beat);
+        self
+    }
+
+    fn beat(&self) {
+        if let Some(b) = &self.beat {
+            b.beat();
         }
     }
 
@@ -148,6 +164,7 @@ impl Recorder {
         let id = self.camera.id.clone();
         let mut failures: u32 = 0;
         loop {
+            self.beat();
             if self.cancel.is_cancelled() {
                 break;
             }
@@ -175,7 +192,7 @@ impl Recorder {
                         },
                     );
                     self.with_log(|log| log.note_gap_reason(format!("camera down: {reason}")));
-                    if wait_cancelled(&self.cancel, delay) {
+                    if wait_cancelled(&self.cancel, delay, || self.beat()) {
                         break;
                     }
                 }
@@ -297,6 +314,7 @@ impl Recorder {
         let mut stop_reason: Option<String> = None;
         let mut disk_checked = Instant::now();
         loop {
+            self.beat();
             if eos_sent.is_none() && disk_checked.elapsed() >= Duration::from_secs(1) {
                 disk_checked = Instant::now();
                 if let Some(reason) = self.disk.check() {
@@ -488,10 +506,12 @@ pub fn backoff(s: &Supervision, failures: u32) -> Duration {
     base.mul_f64(0.75 + 0.5 * r)
 }
 
-/// Sleeps up to `d`; true if the token was cancelled meanwhile.
-fn wait_cancelled(cancel: &CancellationToken, d: Duration) -> bool {
+/// Sleeps up to `d`, calling `tick` every 100 ms; true if the token was
+/// cancelled meanwhile.
+fn wait_cancelled(cancel: &CancellationToken, d: Duration, tick: impl Fn()) -> bool {
     let until = Instant::now() + d;
     while Instant::now() < until {
+        tick();
         if cancel.is_cancelled() {
             return true;
         }

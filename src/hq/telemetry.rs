@@ -2,6 +2,10 @@
 //! disk, temperature, storage per class against its limit, holds, requests,
 //! outbox depth, clock state. Published at QoS 0 and not queued: while HQ is
 //! unreachable telemetry is dropped, and the next sample replaces it.
+//!
+//! Sampling runs on the link's thread, so it touches nothing that can hang:
+//! the disk figure is one `statvfs` of the data directory, never a walk over
+//! every mount.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use serde_json::{json, Value};
-use sysinfo::{Components, Disks, System};
+use sysinfo::{Components, System};
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
@@ -111,12 +115,12 @@ impl Telemetry {
             }
             None => (None, 0, 0),
         };
-        let disk = Disks::new_with_refreshed_list().ok().and_then(|d| {
-            d.iter()
-                .filter(|d| self.data_dir.starts_with(d.mount_point()))
-                .max_by_key(|d| d.mount_point().as_os_str().len())
-                .map(|d| json!({"total_bytes": d.total_space(), "free_bytes": d.available_space()}))
-        });
+        // The data directory's file system only: listing every mount would
+        // stat each of them, and one hung NFS or FUSE mount anywhere would
+        // then block this thread, and with it the whole link.
+        let disk = crate::fsutil::space(&self.data_dir)
+            .ok()
+            .map(|s| json!({"total_bytes": s.total, "free_bytes": s.available}));
         let temperature = Components::new_with_refreshed_list().ok().and_then(|c| {
             c.iter()
                 .filter_map(|c| c.temperature())

@@ -406,9 +406,9 @@ impl crate::store::SealObserver for Retention {
             }
         };
         let indexed = match engine.index_manifest(manifest, payload) {
-            // An earlier record was skipped while the engine was busy: catch
-            // the chains up now, this record included.
-            Ok(false) => engine.index_chains(),
+            // An earlier record was skipped while the engine was busy: index
+            // the camera's chain up to here now, this record included.
+            Ok(false) => engine.index_camera(&manifest.camera_id),
             other => other.map(|_| ()),
         };
         if let Err(e) = indexed {
@@ -557,35 +557,42 @@ impl Engine {
                 cameras.push(name.to_owned());
             }
         }
-        let key = self.key.public_key();
         for cam in cameras {
-            let dir = self.camera_dir(&cam);
-            let mut seq = self.index.camera_head(&cam).map_err(self.db_err())? + 1;
-            let mut rows = Vec::new();
-            loop {
-                let path = dir.join(format!("{seq:010}.json"));
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(source) => return Err(RetentionError::Io { path, source }),
-                };
-                let env = Envelope::open(&bytes, Some(&key))
-                    .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
-                let m: Manifest = serde_json::from_str(&env.payload)
-                    .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
-                rows.push((
-                    self.row_from_manifest(&m, &env.payload),
-                    originals::original_of(&m),
-                ));
-                seq += 1;
-            }
-            if !rows.is_empty() {
-                tracing::info!(camera = %cam, records = rows.len(), "indexing records");
-                self.write(|w| {
-                    rows.iter()
-                        .try_for_each(|(r, o)| w.insert_with(r, o.as_ref()))
-                })?;
-            }
+            self.index_camera(&cam)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the records of `cam` after its highest indexed one, from
+    /// their manifest files, in one transaction.
+    fn index_camera(&mut self, cam: &str) -> Result<(), RetentionError> {
+        let key = self.key.public_key();
+        let dir = self.camera_dir(cam);
+        let mut seq = self.index.camera_head(cam).map_err(self.db_err())? + 1;
+        let mut rows = Vec::new();
+        loop {
+            let path = dir.join(format!("{seq:010}.json"));
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(source) => return Err(RetentionError::Io { path, source }),
+            };
+            let env = Envelope::open(&bytes, Some(&key))
+                .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
+            let m: Manifest = serde_json::from_str(&env.payload)
+                .map_err(|e| RetentionError::Corrupt(format!("{}: {e}", path.display())))?;
+            rows.push((
+                self.row_from_manifest(&m, &env.payload),
+                originals::original_of(&m),
+            ));
+            seq += 1;
+        }
+        if !rows.is_empty() {
+            tracing::info!(camera = %cam, records = rows.len(), "indexing records");
+            self.write(|w| {
+                rows.iter()
+                    .try_for_each(|(r, o)| w.insert_with(r, o.as_ref()))
+            })?;
         }
         Ok(())
     }

@@ -116,7 +116,12 @@ fn sargsctl_keygen_verify_and_decrypt() {
         "keygen never overwrites: {err}"
     );
 
-    home.config(2, &test_camera("cam-ctl", "cctv", ""));
+    // Noise at a higher bitrate, so that a segment spans several age chunks
+    // however slowly the encoder runs (the cut copy below keeps whole ones).
+    let busy = test_camera("cam-ctl", "cctv", "")
+        .replace("pattern = \"smpte\"", "pattern = \"snow\"")
+        .replace("bitrate_kbps = 400", "bitrate_kbps = 2000");
+    home.config(2, &busy);
     let text = std::fs::read_to_string(home.config_path()).expect("config");
     std::fs::write(
         home.config_path(),

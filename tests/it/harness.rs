@@ -270,9 +270,27 @@ pub fn assert_top_left_quarter_masked(grey: &[u8]) {
     assert!(px(200, 60) > 100, "unmasked pixel is {}", px(200, 60));
 }
 
+/// A command that starts one of this crate's binaries: directly, or through
+/// the runner in `SARGS_TEST_RUNNER` when the suite was built for another
+/// architecture (`cross/test aarch64` sets it to `cross/run aarch64`, which
+/// runs the binary under qemu-user). The runner `exec`s, so the child's id is
+/// the binary's and signals reach it.
+pub fn bin_command(bin: &str) -> Command {
+    let runner = std::env::var("SARGS_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// Runs a binary of this crate in `cwd`: (success, stdout, stderr).
 pub fn run_in(bin: &str, args: &[&str], cwd: &Path) -> (bool, String, String) {
-    let out = Command::new(bin)
+    let out = bin_command(bin)
         .args(args)
         .current_dir(cwd)
         .output()
@@ -333,7 +351,7 @@ impl Drop for Spawned {
 /// Starts `sargs run` on the home's config as a separate process, logging
 /// beside the home (`<home>.log`).
 pub fn spawn_agent(home: &Home) -> Spawned {
-    let child = Command::new(env!("CARGO_BIN_EXE_sargs"))
+    let child = bin_command(env!("CARGO_BIN_EXE_sargs"))
         .args(["run", "--config"])
         .arg(home.config_path())
         .env("SARGS_LOG", "info")

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod acl;
 mod cli;
 mod commands;
 mod crash;
@@ -20,4 +21,5 @@ mod mqtt5;
 mod record;
 mod retention;
 mod rtsp;
+mod service;
 mod sources;

@@ -452,7 +452,7 @@ fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
     );
     let dir = home.path().join("demo");
     let mut demo = Spawned(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sargs"))
+        bin_command(env!("CARGO_BIN_EXE_sargs"))
             .args(["demo", "--seconds", "20", "--mqtt", &broker.url(), "--dir"])
             .arg(&dir)
             .stdout(std::process::Stdio::piped())

@@ -81,9 +81,25 @@ impl Broker {
 
     /// Starts (or restarts) on a given port.
     pub fn start_on(dir: &Path, pki: Option<&Pki>, port: u16) -> Broker {
+        Broker::start_conf(dir, pki, port, "allow_anonymous true\n")
+    }
+
+    /// Starts with user names and passwords from `password_file` (made with
+    /// `mosquitto_passwd`) and the access rules of `acl_file`; no anonymous
+    /// clients.
+    pub fn start_with_acl(dir: &Path, password_file: &Path, acl_file: &Path) -> Broker {
+        let auth = format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            password_file.display(),
+            acl_file.display()
+        );
+        Broker::start_conf(dir, None, free_port(), &auth)
+    }
+
+    fn start_conf(dir: &Path, pki: Option<&Pki>, port: u16, auth: &str) -> Broker {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let mut text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nset_tcp_nodelay true\nmax_connections -1\n"
+            "listener {port} 127.0.0.1\n{auth}persistence false\nlog_dest stderr\nset_tcp_nodelay true\nmax_connections -1\n"
         );
         // As root, mosquitto drops to its own user unless told to stay.
         // SAFETY: geteuid has no preconditions.
@@ -255,8 +271,42 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn connect(port: u16, id: &str, pki: Option<&Pki>, topics: &[&str]) -> Watcher {
+        Watcher::connect_opts(port, id, pki, None, true, topics)
+    }
+
+    /// Connects with a user name and password, with a clean or a persistent
+    /// session.
+    pub fn connect_as(
+        port: u16,
+        id: &str,
+        (user, password): (&str, &str),
+        clean_session: bool,
+        topics: &[&str],
+    ) -> Watcher {
+        Watcher::connect_opts(
+            port,
+            id,
+            None,
+            Some((user, password)),
+            clean_session,
+            topics,
+        )
+    }
+
+    fn connect_opts(
+        port: u16,
+        id: &str,
+        pki: Option<&Pki>,
+        credentials: Option<(&str, &str)>,
+        clean_session: bool,
+        topics: &[&str],
+    ) -> Watcher {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_keep_alive(Duration::from_secs(5))
+            .set_clean_session(clean_session);
+        if let Some((user, password)) = credentials {
+            opts.set_credentials(user, password);
+        }
         if let Some(p) = pki {
             let read = |p: &Path| std::fs::read(p).expect("pem");
             opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
@@ -272,7 +322,7 @@ impl Watcher {
         std::thread::spawn(move || {
             for ev in conn.iter() {
                 match ev {
-                    // Every (re)connect is a clean session: subscribe again.
+                    // Subscribe at every (re)connect: a clean session forgets them.
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         for t in &topics {
                             let _ = resubscribe.try_subscribe(t.as_str(), QoS::AtLeastOnce);
@@ -286,6 +336,8 @@ impl Watcher {
                             break;
                         }
                     }
+                    // disconnect() was called: no reconnecting.
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(200)),
                 }
@@ -327,6 +379,12 @@ impl Watcher {
             }
         }
         None
+    }
+
+    /// Disconnects for good (the connection is not re-established).
+    pub fn disconnect(&self) {
+        let _ = self.client.disconnect();
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     pub fn publish(&self, topic: &str, payload: Vec<u8>) {

@@ -479,3 +479,22 @@ fn a_clock_that_jumps_ahead_never_makes_a_protection_look_expired() {
     assert!(f.media_exists(&asked) && f.media_exists(&held), "{r:?}");
     f.audit_ok();
 }
+
+#[test]
+fn a_record_sealed_while_the_engine_was_busy_is_deleted_on_time_though_later_ones_were_indexed() {
+    let mut f = Fixture::new();
+    let t = t0();
+    // A long sweep holds the engine while camera 0 seals its first segment...
+    let engine = f.retention.clone();
+    let busy = engine.lock();
+    let first = f.seal(0, t, 60);
+    drop(busy);
+    // ...and the next one is sealed with the engine free again.
+    let second = f.seal(0, t + chrono::Duration::seconds(60), 60);
+    let r = f.sweep(t + day(31));
+    assert!(
+        !f.media_exists(&first) && !f.media_exists(&second),
+        "both CCTV segments are deleted after 30 days: {r:?}"
+    );
+    assert_eq!(r.expired, 2, "{r:?}");
+}
