@@ -479,8 +479,12 @@ fn utc_of_running_time(pipeline: &gst::Pipeline, rt: gst::ClockTime) -> Option<D
     let clock = pipeline.clock()?;
     let base = pipeline.base_time()?;
     let running_now = clock.time().checked_sub(base)?;
-    let behind = running_now.nseconds() as i64 - rt.nseconds() as i64;
-    Some(crate::clock::now() - chrono::Duration::nanoseconds(behind))
+    // A running time from an element is outside data: one that is not a
+    // plausible instant (past i64 nanoseconds) yields None, never a panic.
+    let behind = i64::try_from(running_now.nseconds())
+        .ok()?
+        .checked_sub(i64::try_from(rt.nseconds()).ok()?)?;
+    crate::clock::now().checked_sub_signed(chrono::Duration::nanoseconds(behind))
 }
 
 fn drain_error(bus: &gst::Bus) -> Option<String> {
