@@ -141,6 +141,61 @@ fn a_hold_placed_over_mqtt_survives_a_restart_and_its_release_deletes_with_recei
     assert!(w.wait("/status", T, |v| v["state"] == "online").is_some());
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(segments(&media).len(), 3, "the hold survived the restart");
+    // Telemetry states what HQ watches, as counts and identifiers only.
+    let tel = w
+        .wait("/telemetry", T, |v| {
+            v["storage"]["holds"] == serde_json::json!(["H-1"])
+        })
+        .expect("telemetry with the hold");
+    let mut keys: Vec<&str> = tel
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "agent",
+            "at",
+            "cameras",
+            "clock",
+            "cpu_percent",
+            "disk",
+            "memory",
+            "outbox",
+            "storage",
+            "temperature_c",
+            "v"
+        ],
+        "{tel}"
+    );
+    let cctv = tel["storage"]["classes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["class"] == "cctv"))
+        .unwrap_or_else(|| panic!("the cctv class: {tel}"));
+    assert_eq!(cctv["segments"], 3, "{tel}");
+    assert_eq!(cctv["keep"], "30 days", "{tel}");
+    assert_eq!(cctv["past_deadline"], 3, "held past the deadline: {tel}");
+    assert!(cctv["oldest_age_days"].as_i64() >= Some(40), "{tel}");
+    assert!(cctv["bytes"].as_u64() > Some(0), "{tel}");
+    assert_eq!(tel["storage"]["holds_active"], 1, "{tel}");
+    assert_eq!(tel["storage"]["requests_open"], 0, "{tel}");
+    assert_eq!(
+        tel["cameras"],
+        serde_json::json!([{"id": "cam-old", "enabled": false, "state": "disabled"}]),
+        "{tel}"
+    );
+    assert!(tel["outbox"]["depth"].is_u64(), "{tel}");
+    assert!(tel["disk"]["total_bytes"].as_u64() > Some(0), "{tel}");
+    assert!(tel["disk"]["free_bytes"].is_u64(), "{tel}");
+    assert!(tel["clock"].is_string(), "{tel}");
+    assert!(tel["cpu_percent"].is_number(), "{tel}");
+    assert!(
+        tel["temperature_c"].is_number() || tel["temperature_c"].is_null(),
+        "a board without sensors says null: {tel}"
+    );
 
     let release = sargsctl_command(dir, "c-release", &["release", "--hold", "H-1"]);
     w.publish(&topic("commands"), release);
