@@ -202,7 +202,11 @@ fn a_hold_placed_over_mqtt_survives_a_restart_and_its_release_deletes_with_recei
     assert_eq!(response(&mut w, "c-release")["status"], "applied");
     let ids = deleted_ids(&mut w, 3);
     assert_eq!(ids.len(), 3, "a receipt per deleted segment: {ids:?}");
-    assert!(segments(&media).is_empty());
+    // A receipt is durable, and on its way to HQ, before the media goes.
+    assert!(
+        wait_until(T, || segments(&media).is_empty()),
+        "deleted after their receipts"
+    );
     // Telemetry flows, with counts only.
     let tel = w
         .wait("/telemetry", T, |v| {
