@@ -78,8 +78,12 @@ pub enum AgeError {
     NoRecipients,
     #[error("crypto failure: {0}")]
     Crypto(&'static str),
-    #[error("an earlier write failed; the sealed stream is truncated and cannot be finished")]
-    Poisoned,
+    /// Every call after a failed one: the stream has a hole. Names the first
+    /// failure (a full disk stays a full disk in the message and its kind).
+    #[error(
+        "an earlier write failed ({cause}); the sealed stream is truncated and cannot be finished"
+    )]
+    Poisoned { kind: io::ErrorKind, cause: String },
 }
 
 /// What was written, known once the stream is finished.
@@ -110,7 +114,8 @@ pub struct AgeWriter<W: Write> {
     hasher: digest::Context,
     plaintext_len: u64,
     ciphertext_len: u64,
-    poisoned: bool,
+    /// The first failure, once one happened: every later call repeats it.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl<W: Write> AgeWriter<W> {
@@ -161,7 +166,7 @@ impl<W: Write> AgeWriter<W> {
             hasher: digest::Context::new(&SHA256),
             plaintext_len: 0,
             ciphertext_len: 0,
-            poisoned: false,
+            failed: None,
         };
         let mut head = header.into_bytes();
         head.extend_from_slice(&nonce);
@@ -182,8 +187,8 @@ impl<W: Write> AgeWriter<W> {
     /// Seals the buffered tail as the last chunk, flushes, and returns the inner
     /// writer with the summary of what was written.
     pub fn finish(mut self) -> Result<(W, SealSummary), AgeError> {
-        if self.poisoned {
-            return Err(AgeError::Poisoned);
+        if let Some(e) = self.poisoned() {
+            return Err(e);
         }
         self.seal_chunk(true)?;
         self.inner.flush()?;
@@ -225,8 +230,9 @@ impl<W: Write> AgeWriter<W> {
                 &mut self.buf[..n],
             )
             .map_err(|_| {
-                self.poisoned = true;
-                AgeError::Crypto("ChaCha20-Poly1305 seal")
+                let e = AgeError::Crypto("ChaCha20-Poly1305 seal");
+                self.failed = Some((io::ErrorKind::Other, e.to_string()));
+                e
             })?;
         self.buf[n..n + TAG_LEN].copy_from_slice(tag.as_ref());
         self.filled = 0;
@@ -238,11 +244,21 @@ impl<W: Write> AgeWriter<W> {
         written
     }
 
+    /// The error every call gives once a write has failed.
+    fn poisoned(&self) -> Option<AgeError> {
+        self.failed
+            .as_ref()
+            .map(|(kind, cause)| AgeError::Poisoned {
+                kind: *kind,
+                cause: cause.clone(),
+            })
+    }
+
     /// Writes ciphertext to `inner`, hashing and counting it. Any failure poisons
     /// the writer: a failed `write_all` leaves an unknown number of bytes behind.
     fn emit(&mut self, bytes: &[u8]) -> Result<(), AgeError> {
         if let Err(e) = self.inner.write_all(bytes) {
-            self.poisoned = true;
+            self.failed = Some((e.kind(), e.to_string()));
             return Err(e.into());
         }
         self.hasher.update(bytes);
@@ -314,8 +330,12 @@ impl<W: Write> Write for AgeWriter<W> {
     /// Accepts the whole of `data`, sealing every chunk that fills and is followed
     /// by more data.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.poisoned {
-            return Err(io::Error::other(AgeError::Poisoned));
+        if let Some(e) = self.poisoned() {
+            let kind = match &e {
+                AgeError::Poisoned { kind, .. } => *kind,
+                _ => io::ErrorKind::Other,
+            };
+            return Err(io::Error::new(kind, e));
         }
         let mut consumed = 0;
         while consumed < data.len() {
@@ -352,7 +372,7 @@ impl<W: Write + std::fmt::Debug> std::fmt::Debug for AgeWriter<W> {
             .field("plaintext_len", &self.plaintext_len)
             .field("ciphertext_len", &self.ciphertext_len)
             .field("chunks_sealed", &self.counter)
-            .field("poisoned", &self.poisoned)
+            .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
 }
@@ -555,8 +575,18 @@ mod tests {
         let (_, r) = identity();
         let mut w = AgeWriter::new(Full(1000), &[r]).expect("header fits");
         assert!(w.write_all(&data(CHUNK_SIZE + 1)).is_err());
-        assert!(w.write(b"x").is_err());
-        assert!(matches!(w.finish(), Err(AgeError::Poisoned)));
+        // Later calls name the first failure, and keep its kind.
+        let again = w.write(b"x").expect_err("stays failed");
+        assert_eq!(again.kind(), io::ErrorKind::StorageFull, "{again}");
+        let full = io::Error::from(io::ErrorKind::StorageFull).to_string();
+        assert!(again.to_string().contains(&full), "{again}");
+        match w.finish() {
+            Err(AgeError::Poisoned { kind, cause }) => {
+                assert_eq!(kind, io::ErrorKind::StorageFull);
+                assert_eq!(cause, full);
+            }
+            other => panic!("{:?}", other.map(|(_, s)| s)),
+        }
     }
 
     #[test]
