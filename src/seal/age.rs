@@ -331,10 +331,7 @@ impl<W: Write> Write for AgeWriter<W> {
     /// by more data.
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if let Some(e) = self.poisoned() {
-            let kind = match &e {
-                AgeError::Poisoned { kind, .. } => *kind,
-                _ => io::ErrorKind::Other,
-            };
+            let kind = self.failed.as_ref().map_or(io::ErrorKind::Other, |f| f.0);
             return Err(io::Error::new(kind, e));
         }
         let mut consumed = 0;

@@ -67,6 +67,11 @@ pub fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
+/// `n` days, for deadlines in the tests.
+pub fn day(n: i64) -> chrono::Duration {
+    chrono::Duration::days(n)
+}
+
 fn media_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for cam in CAMS {

@@ -6,10 +6,6 @@ use chrono::Duration as D;
 use super::*;
 use crate::retention::receipt::Reason;
 
-fn day(n: i64) -> D {
-    D::days(n)
-}
-
 #[test]
 fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
     let mut f = Fixture::new();

@@ -6,10 +6,6 @@ use std::time::Duration;
 use super::*;
 use crate::retention::receipt::{verify_chain, Reason};
 
-fn day(n: i64) -> D {
-    D::days(n)
-}
-
 #[test]
 fn due_segments_are_deleted_with_chained_receipts_and_the_rest_kept() {
     let mut f = Fixture::new();
