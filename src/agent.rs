@@ -12,7 +12,7 @@
 //! camera that cannot record only affects that camera.
 //!
 //! Beside the cameras runs one retention thread: it applies commands handed
-//! over through the inbox (within a second) and sweeps every
+//! over through the inbox (as soon as one lands there) and sweeps every
 //! `retention.sweep_interval`. It is stopped after the cameras, so every
 //! segment they seal is indexed.
 //!
@@ -254,9 +254,19 @@ impl Agent {
             let data_dir = config.agent.data_dir.clone();
             let interval = config.retention.sweep_interval;
             let beat = liveness.register("retention");
-            std::thread::Builder::new()
-                .name("retention".into())
-                .spawn(move || retention_loop(&retention, &data_dir, interval, clock, &stop, &beat))
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .and_then(|runtime| {
+                    std::thread::Builder::new()
+                        .name("retention".into())
+                        .spawn(move || {
+                            retention_loop(
+                                runtime, &retention, &data_dir, interval, clock, &stop, &beat,
+                            )
+                        })
+                })
                 .map_err(|source| {
                     cancel.cancel();
                     StartError::Thread {
@@ -331,9 +341,18 @@ impl Agent {
     }
 }
 
-/// The retention thread: the inbox every quarter second, a sweep every
-/// `interval` on `clock`.
+/// Longest wait of the retention thread between turns: it beats, reads the
+/// inbox and checks whether a sweep is due at least this often.
+const RETENTION_TURN: std::time::Duration = std::time::Duration::from_secs(2);
+/// Shortest wait between turns (a sweep interval shorter than this, as in an
+/// accelerated demo, is kept to this pace).
+const RETENTION_MIN_TURN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The retention thread: a sweep every `interval` on `clock`, the inbox as
+/// soon as a command lands in it, and a turn at least every
+/// [`RETENTION_TURN`]; it stops at once when `stop` is cancelled.
 fn retention_loop(
+    runtime: tokio::runtime::Runtime,
     retention: &Retention,
     data_dir: &std::path::Path,
     interval: std::time::Duration,
@@ -341,26 +360,37 @@ fn retention_loop(
     stop: &CancellationToken,
     beat: &Beat,
 ) {
-    let mut next_sweep = clock.mono();
-    while !stop.is_cancelled() {
-        beat.beat();
-        inbox::drain(data_dir, retention, clock.wall());
-        if clock.mono() >= next_sweep {
-            let now = Now {
-                wall: clock.wall(),
-                mono: clock.mono(),
-                sync: clock.sync(),
-            };
-            // A backlog (after a long power-off) may take a while.
-            match beat.busy(|| retention.sweep(now)) {
-                Ok(r) if r.expired + r.evicted > 0 => {
-                    tracing::info!(expired = r.expired, evicted = r.evicted, "sweep")
+    runtime.block_on(async {
+        let mut watch = inbox::Watch::new(data_dir);
+        let mut next_sweep = clock.mono();
+        while !stop.is_cancelled() {
+            beat.beat();
+            inbox::drain(data_dir, retention, clock.wall());
+            if clock.mono() >= next_sweep {
+                let now = Now {
+                    wall: clock.wall(),
+                    mono: clock.mono(),
+                    sync: clock.sync(),
+                };
+                // A backlog (after a long power-off) may take a while.
+                match beat.busy(|| retention.sweep(now)) {
+                    Ok(r) if r.expired + r.evicted > 0 => {
+                        tracing::info!(expired = r.expired, evicted = r.evicted, "sweep")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "sweep failed; retried at the next interval")
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "sweep failed; retried at the next interval"),
+                next_sweep = (next_sweep + interval).max(now.mono);
             }
-            next_sweep = (next_sweep + interval).max(now.mono);
+            let until_sweep = clock.real(next_sweep.saturating_sub(clock.mono()));
+            let wait = until_sweep.clamp(RETENTION_MIN_TURN, RETENTION_TURN);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = watch.landed() => {}
+                _ = tokio::time::sleep(wait) => watch.renew(data_dir),
+            }
         }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    });
 }

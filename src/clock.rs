@@ -79,6 +79,11 @@ impl Clock {
         self.origin.elapsed().saturating_mul(self.factor)
     }
 
+    /// The real time in which `d` passes on this clock.
+    pub fn real(&self, d: std::time::Duration) -> std::time::Duration {
+        d / self.factor
+    }
+
     /// The wall time on this clock.
     pub fn wall(&self) -> DateTime<Utc> {
         if self.factor == 1 {

@@ -3,7 +3,7 @@
 //!
 //! Every loop that must keep turning while the agent runs — one per camera,
 //! the retention thread — holds a [`Beat`] and beats it on every turn (the
-//! camera loops at least every 200 ms, the retention loop every 250 ms).
+//! camera loops at least every second, the retention loop every 2 s).
 //! [`Liveness::stalled`] names each loop whose last beat is older than a
 //! limit, and each loop that ended by panicking; the watchdog is fed only
 //! while there is none (`crate::service`), so a loop caught in a deadlock or

@@ -10,6 +10,10 @@
 //! supervisor as the pipeline's source error, and each attempt starts a new
 //! session.
 //!
+//! The supervisor waits on its pipeline's bus and wakes for its messages, at
+//! least once a second for its watchdogs, and at once on shutdown or on the
+//! first video of an attempt ([`wake`]).
+//!
 //! Shutdown: the token is cancelled, EOS is sent so `splitmuxsink` closes the
 //! open fragment cleanly, and the thread returns once that segment is
 //! committed (or, after [`EOS_TIMEOUT`], once it is committed as truncated).
@@ -20,6 +24,7 @@ pub mod rtsp;
 mod rtspsrc;
 pub mod segment;
 pub mod timeline;
+mod wake;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,6 +167,13 @@ impl Recorder {
     /// Records until the token is cancelled. Blocking: run on a dedicated thread.
     pub fn run(self) {
         let id = self.camera.id.clone();
+        let relay = match wake::Relay::start(&id, self.cancel.clone()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(camera = %id, error = %e, "no stop relay: shutdown is noticed within a second");
+                None
+            }
+        };
         let mut failures: u32 = 0;
         loop {
             self.beat();
@@ -170,7 +182,7 @@ impl Recorder {
             }
             tracing::info!(camera = %id, source = %self.camera.source.display_url(), "camera starting");
             let started = Instant::now();
-            match self.attempt() {
+            match self.attempt(relay.as_ref()) {
                 Outcome::Shutdown => break,
                 Outcome::SourceEnded => {
                     tracing::info!(camera = %id, "source ended; restarting it");
@@ -192,7 +204,7 @@ impl Recorder {
                         },
                     );
                     self.with_log(|log| log.note_gap_reason(format!("camera down: {reason}")));
-                    if wait_cancelled(&self.cancel, delay, || self.beat()) {
+                    if wake::wait_cancelled(&self.cancel, delay, || self.beat()) {
                         break;
                     }
                 }
@@ -240,7 +252,7 @@ impl Recorder {
         tags
     }
 
-    fn attempt(&self) -> Outcome {
+    fn attempt(&self, relay: Option<&wake::Relay>) -> Outcome {
         if let Some(reason) = self.disk.check() {
             return Outcome::Failed(reason);
         }
@@ -265,16 +277,25 @@ impl Recorder {
             }
         };
         // Data-flow watchdog: time of the last buffer into the segmenter.
+        // The first one wakes the supervisor (the camera is up).
         let epoch = Instant::now();
         let last_buffer_ms = Arc::new(AtomicU64::new(0));
+        let bus = pipeline.bus();
         {
-            let last = last_buffer_ms.clone();
+            let (last, bus) = (last_buffer_ms.clone(), bus.clone());
             video_pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                last.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+                let now = epoch.elapsed().as_millis() as u64 + 1;
+                if last.swap(now, Ordering::Relaxed) == 0 {
+                    if let Some(bus) = &bus {
+                        wake::wake(bus);
+                    }
+                }
                 gst::PadProbeReturn::Ok
             });
         }
+        let attached = bus.as_ref().zip(relay).map(|(bus, r)| r.attach(bus));
         let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
+        drop(attached);
         // Read the caps before stopping clears them.
         let facts = MediaFacts::from_pad(&video_pad, encoding);
         // Stopping the pipeline releases an RTSP reader waiting on a full
@@ -364,7 +385,8 @@ impl Recorder {
                 tracing::info!(camera = %id, "camera up: video flowing");
                 self.report(true, Event::CameraUp { camera: id.clone() });
             }
-            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            let turn = gst::ClockTime::from_nseconds(wake::TURN.as_nanos() as u64);
+            let Some(msg) = bus.timed_pop(turn) else {
                 continue;
             };
             use gst::MessageView;
@@ -508,20 +530,6 @@ pub fn backoff(s: &Supervision, failures: u32) -> Duration {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     let r = u16::from_le_bytes(b) as f64 / u16::MAX as f64; // 0..=1
     base.mul_f64(0.75 + 0.5 * r)
-}
-
-/// Sleeps up to `d`, calling `tick` every 100 ms; true if the token was
-/// cancelled meanwhile.
-fn wait_cancelled(cancel: &CancellationToken, d: Duration, tick: impl Fn()) -> bool {
-    let until = Instant::now() + d;
-    while Instant::now() < until {
-        tick();
-        if cancel.is_cancelled() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100).min(until - Instant::now()));
-    }
-    cancel.is_cancelled()
 }
 
 /// Locks a mutex even if a thread panicked while holding it: the state it
