@@ -33,6 +33,8 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 /// tokio runtime with I/O enabled.
 pub struct Watch {
     events: Option<EventStream<Vec<u8>>>,
+    /// A failure to watch was logged (once, not on every idle turn).
+    warned: bool,
 }
 
 impl Watch {
@@ -40,7 +42,10 @@ impl Watch {
     /// reason is logged and [`Watch::landed`] never returns: the inbox is
     /// then read on idle turns only, until [`Watch::renew`] succeeds.
     pub fn new(data_dir: &Path) -> Watch {
-        let mut w = Watch { events: None };
+        let mut w = Watch {
+            events: None,
+            warned: false,
+        };
         w.renew(data_dir);
         w
     }
@@ -62,9 +67,18 @@ impl Watch {
                 inotify.into_event_stream(vec![0u8; 4096])
             });
         match watched {
-            Ok(events) => self.events = Some(events),
-            Err(e) => tracing::warn!(dir = %dir.display(), error = %e,
-                "inbox: cannot watch; commands are read every 2 s"),
+            Ok(events) => {
+                self.events = Some(events);
+                self.warned = false;
+            }
+            Err(e) if !self.warned => {
+                self.warned = true;
+                tracing::warn!(dir = %dir.display(), error = %e,
+                    "inbox: cannot watch; commands are read every 2 s")
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "inbox: still cannot watch")
+            }
         }
     }
 
