@@ -129,52 +129,47 @@ impl Drop for Attached<'_> {
 mod tests {
     use super::*;
 
-    fn is_wake(msg: &gst::Message) -> bool {
-        msg.structure().is_some_and(|s| s.name() == WAKE)
+    /// A token, a relay on it and a bus of its own.
+    fn relay() -> (CancellationToken, Relay, gst::Bus) {
+        gst::init().expect("gstreamer");
+        let cancel = CancellationToken::new();
+        let relay = Relay::start("t", cancel.clone()).expect("relay");
+        (cancel, relay, gst::Bus::new())
+    }
+
+    fn quiet(bus: &gst::Bus) -> bool {
+        bus.timed_pop(gst::ClockTime::from_mseconds(50)).is_none()
     }
 
     #[test]
     fn cancelling_the_token_wakes_the_attached_bus_at_once() {
-        gst::init().expect("gstreamer");
-        let cancel = CancellationToken::new();
-        let relay = Relay::start("t", cancel.clone()).expect("relay");
-        let bus = gst::Bus::new();
-        let _attached = relay.attach(&bus);
-        assert!(
-            bus.timed_pop(gst::ClockTime::from_mseconds(50)).is_none(),
-            "nothing before the token fires"
-        );
+        let (cancel, relay, bus) = relay();
+        let attached = relay.attach(&bus);
+        assert!(quiet(&bus), "nothing before the token fires");
         cancel.cancel();
         let msg = bus
             .timed_pop(gst::ClockTime::from_seconds(10))
             .expect("the relay posts when the token fires");
-        assert!(is_wake(&msg), "{msg:?}");
-        drop(_attached);
+        assert!(msg.structure().is_some_and(|s| s.name() == WAKE), "{msg:?}");
+        drop(attached);
         drop(relay); // joins the finished thread
     }
 
     #[test]
     fn a_relay_dropped_before_cancellation_ends_and_posts_nothing() {
-        gst::init().expect("gstreamer");
-        let cancel = CancellationToken::new();
-        let bus = gst::Bus::new();
-        {
-            let relay = Relay::start("t", cancel.clone()).expect("relay");
-            let _attached = relay.attach(&bus);
-        } // dropping joins the thread: it must have ended
+        let (cancel, relay, bus) = relay();
+        drop(relay.attach(&bus));
+        drop(relay); // dropping joins the thread: it must have ended
         cancel.cancel();
-        assert!(bus.timed_pop(gst::ClockTime::from_mseconds(50)).is_none());
+        assert!(quiet(&bus));
     }
 
     #[test]
     fn a_detached_relay_posts_nowhere() {
-        gst::init().expect("gstreamer");
-        let cancel = CancellationToken::new();
-        let relay = Relay::start("t", cancel.clone()).expect("relay");
-        let bus = gst::Bus::new();
+        let (cancel, relay, bus) = relay();
         drop(relay.attach(&bus));
         cancel.cancel();
         drop(relay); // the thread has seen the token and ended
-        assert!(bus.timed_pop(gst::ClockTime::from_mseconds(50)).is_none());
+        assert!(quiet(&bus));
     }
 }
