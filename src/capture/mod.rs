@@ -18,6 +18,7 @@
 //! open fragment cleanly, and the thread returns once that segment is
 //! committed (or, after [`EOS_TIMEOUT`], once it is committed as truncated).
 
+mod framesrc;
 pub mod mask;
 pub mod pipeline;
 pub mod rtsp;

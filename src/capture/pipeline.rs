@@ -1,10 +1,11 @@
 //! Building one camera's GStreamer pipeline, source to segmenter.
 //!
-//! - RTSP without transcoding: `appsrc ! splitmuxsink` — the camera's own
-//!   H.264/H.265 stream, no decode and no re-encode. The `appsrc` is fed one
-//!   MP4-ready access unit at a time by the camera's RTSP client
-//!   ([`super::rtsp`]); what follows it is linked once the client has seen
-//!   the camera's description ([`rtsp_branch`]). `rtsps://` cameras are
+//! - RTSP without transcoding: `FrameSrc ! splitmuxsink` (over UDP with a
+//!   `queue` between) — the camera's own H.264/H.265 stream, no decode and no
+//!   re-encode. The camera's RTSP client ([`super::rtsp`]) pushes one
+//!   MP4-ready access unit at a time into [`FrameSrc`], on its own thread;
+//!   what follows is linked once the client has seen the camera's
+//!   description ([`rtsp_branch`]). `rtsps://` cameras are
 //!   received with `rtspsrc ! rtph26Xdepay ! h26Xparse` instead
 //!   ([`super::rtspsrc`]).
 //! - Sources the agent encodes (test, V4L2, file, transcoded RTSP):
@@ -19,14 +20,14 @@
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 
+use super::framesrc::FrameSrc;
 use super::rtsp::{Codec, Reader};
-use crate::config::{CameraConfig, SourceConfig, VideoParams};
+use crate::config::{CameraConfig, RtspTransport, SourceConfig, VideoParams};
 
 /// Frames an RTSP camera may have queued for the pipeline before its reader
 /// waits (≈ 8 s at 4 Mbit/s); normally the queue is empty.
-const RTSP_QUEUE_BYTES: u64 = 4 << 20;
+const RTSP_QUEUE_BYTES: u32 = 4 << 20;
 
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -192,30 +193,24 @@ pub fn build_source(
             transcode,
             ..
         } => {
-            let appsrc = gst_app::AppSrc::builder()
-                .name("rtsp")
-                .is_live(true)
-                .format(gst::Format::Time)
-                .block(true)
-                .max_bytes(RTSP_QUEUE_BYTES)
-                .build();
+            let frames = FrameSrc::new("rtsp");
             pipeline
-                .add(&appsrc)
-                .map_err(|e| BuildError::Link("appsrc".into(), e.to_string()))?;
+                .add(&frames)
+                .map_err(|e| BuildError::Link("RTSP source".into(), e.to_string()))?;
+            let src = rtsp_cushion(pipeline, &frames, *transport, transcode.is_some())?;
             let pipeline_weak = pipeline.downgrade();
             let id = camera.id.clone();
             let (camera, video_pad, transcode) = (camera.clone(), video_pad.clone(), *transcode);
-            let src = appsrc.clone();
             let link: super::rtsp::Link = Box::new(move |codec| {
-                let pipeline = pipeline_weak
-                    .upgrade()
-                    .ok_or_else(|| BuildError::Link("appsrc".into(), "pipeline gone".into()))?;
+                let pipeline = pipeline_weak.upgrade().ok_or_else(|| {
+                    BuildError::Link("RTSP source".into(), "pipeline gone".into())
+                })?;
                 rtsp_branch(
                     &pipeline,
                     &camera,
                     transcode.as_ref(),
                     codec,
-                    src.upcast_ref(),
+                    &src,
                     true,
                     &video_pad,
                 )
@@ -224,13 +219,37 @@ pub fn build_source(
                 camera: id,
                 url: url.clone(),
                 transport: *transport,
-                appsrc,
+                frames,
                 link,
             })
             .map_err(|e| BuildError::Link("RTSP client thread".into(), e.to_string()))?;
             Ok(Some(reader))
         }
     }
+}
+
+/// What the RTSP client's frames are pushed into: the frame source itself
+/// (TCP passthrough: the client's thread runs up to the segmenter's queue),
+/// or a `queue` behind it where a cushion is wanted — RTP over UDP, lost if
+/// the reader waits on a slow disk longer than its socket buffer holds, and
+/// transcoding, whose decoder and encoder need a thread of their own.
+fn rtsp_cushion(
+    pipeline: &gst::Pipeline,
+    frames: &FrameSrc,
+    transport: RtspTransport,
+    transcode: bool,
+) -> Result<gst::Element, BuildError> {
+    if transport != RtspTransport::Udp && !transcode {
+        return Ok(frames.clone().upcast());
+    }
+    let queue = make("queue")?;
+    queue.set_property("name", "rtsp-queue");
+    queue.set_property("max-size-bytes", RTSP_QUEUE_BYTES);
+    queue.set_property("max-size-buffers", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    chain(pipeline, &[&queue])?;
+    link(frames.upcast_ref(), &queue)?;
+    Ok(queue)
 }
 
 /// `rtsps://` (RTSP over TLS) is received with GStreamer's `rtspsrc`; the

@@ -1,5 +1,5 @@
 //! The RTSP client: one camera's session received with `retina` and fed,
-//! frame by frame, into the pipeline's `appsrc`.
+//! frame by frame, into the pipeline's [`FrameSrc`] on the session's thread.
 //!
 //! Why not GStreamer's `rtspsrc`: it hands every RTP packet through a
 //! connection reader, a jitter buffer and a depayloader on separate threads
@@ -28,7 +28,7 @@
 //! the codec-specific part of the pipeline is linked (see
 //! [`super::pipeline`]), then PLAY. Frames are access units of
 //! length-prefixed NAL units, the form MP4 stores, so for passthrough the
-//! `appsrc` feeds the segmenter directly, without a parser. The `appsrc` caps
+//! frames go to the segmenter directly, without a parser. The stream's caps
 //! come from the parameters in force at the first keyframe (`codec_data` =
 //! retina's `avcC`/`hvcC`, picture size, aspect, frame rate). The parameter
 //! sets (SPS/PPS, and VPS for H.265) are also written in front of every IDR
@@ -61,13 +61,13 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use gstreamer_app as gst_app;
 use retina::client::{self, Credentials, SessionGroup, SessionOptions, SetupOptions};
 use retina::codec::{
     CodecItem, FrameFormat, ParameterSetInsertion, ParametersRef, VideoFrame, VideoParameters,
 };
 use tokio_util::sync::CancellationToken;
 
+use super::framesrc::FrameSrc;
 use super::timeline::Timeline;
 use crate::config::RtspTransport;
 
@@ -108,7 +108,7 @@ impl Codec {
         }
     }
 
-    /// The caps the `appsrc` announces: length-prefixed access units with
+    /// The caps the source announces: length-prefixed access units with
     /// the decoder configuration (`avcC`/`hvcC`) as `codec_data`, and the
     /// picture size — all `mp4mux` needs, so no parser runs in between.
     pub fn caps(self, v: &VideoParameters) -> gst::Caps {
@@ -142,7 +142,7 @@ impl Codec {
     }
 }
 
-/// Links the codec-specific part of the pipeline behind the `appsrc`.
+/// Links the codec-specific part of the pipeline behind the frame source.
 pub type Link = Box<dyn FnOnce(Codec) -> Result<(), super::pipeline::BuildError> + Send>;
 
 /// What the session thread needs.
@@ -151,7 +151,7 @@ pub struct Params {
     /// As configured: may hold `user:password@`.
     pub url: String,
     pub transport: RtspTransport,
-    pub appsrc: gst_app::AppSrc,
+    pub frames: FrameSrc,
     pub link: Link,
 }
 
@@ -204,14 +204,14 @@ impl Drop for Reader {
 }
 
 fn run(p: Params, cancel: CancellationToken) {
-    let appsrc = p.appsrc.clone();
+    let frames = p.frames.clone();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            fail(&appsrc, &format!("cannot start the RTSP client: {e}"));
+            fail(&frames, &format!("cannot start the RTSP client: {e}"));
             return;
         }
     };
@@ -247,15 +247,15 @@ fn run(p: Params, cancel: CancellationToken) {
     });
     if let Err(reason) = ended {
         if !cancel.is_cancelled() {
-            fail(&appsrc, &reason);
+            fail(&frames, &reason);
         }
     }
 }
 
 /// Posts `reason` as the source's error: the supervisor's bus sees it.
-fn fail(appsrc: &gst_app::AppSrc, reason: &str) {
+fn fail(frames: &FrameSrc, reason: &str) {
     let reason = super::redact(reason);
-    gst::element_error!(appsrc, gst::ResourceError::Read, ("{}", reason));
+    gst::element_error!(frames, gst::ResourceError::Read, ("{}", reason));
 }
 
 /// Splits `user:password@` off `url` for retina's authentication.
@@ -341,7 +341,7 @@ async fn start(p: Params, group: Arc<SessionGroup>) -> Result<Playing, String> {
         frames,
         index,
         batch,
-        feed: Feed::new(p.camera, p.appsrc, codec, clock_rate),
+        feed: Feed::new(p.camera, p.frames, codec, clock_rate),
         shown,
     })
 }
@@ -390,10 +390,10 @@ impl Playing {
     }
 }
 
-/// Turns frames into timestamped buffers for the `appsrc`.
+/// Turns frames into timestamped buffers for the frame source.
 struct Feed {
     camera: String,
-    appsrc: gst_app::AppSrc,
+    frames: FrameSrc,
     codec: Codec,
     timeline: Timeline,
     started: bool,
@@ -401,10 +401,10 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(camera: String, appsrc: gst_app::AppSrc, codec: Codec, clock_rate: u32) -> Feed {
+    fn new(camera: String, frames: FrameSrc, codec: Codec, clock_rate: u32) -> Feed {
         Feed {
             camera,
-            appsrc,
+            frames,
             codec,
             timeline: Timeline::new(NonZeroU32::new(clock_rate).map_or(90_000, |r| r.get())),
             started: false,
@@ -433,17 +433,19 @@ impl Feed {
                 return Ok(true);
             }
             let params = params.ok_or("the camera sent a keyframe without parameter sets")?;
-            self.appsrc.set_caps(Some(&self.codec.caps(params)));
+            if self.frames.start(&self.codec.caps(params)).is_err() {
+                return Ok(false); // the pipeline is stopping
+            }
             self.started = true;
         } else if frame.has_new_parameters() {
             // One MP4 track has one sample description: close the segment
             // cleanly; the supervisor restarts the source at once.
             tracing::info!(camera = %self.camera, "the camera changed its video parameters; closing the segment and starting anew");
-            let _ = self.appsrc.end_of_stream();
+            self.frames.end_of_stream();
             return Ok(false);
         }
         let arrival = self
-            .appsrc
+            .frames
             .current_running_time()
             .map_or(0, gst::ClockTime::nseconds);
         let placed = self
@@ -462,7 +464,7 @@ impl Feed {
             }
             b.set_flags(flags);
         }
-        match self.appsrc.push_buffer(buffer) {
+        match self.frames.push(buffer) {
             Ok(_) => Ok(true),
             Err(gst::FlowError::Flushing | gst::FlowError::Eos) => Ok(false),
             Err(e) => Err(format!("the pipeline refused a frame: {e:?}")),

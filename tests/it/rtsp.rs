@@ -36,6 +36,9 @@ fn passthrough(codec: Codec, name: &str, transport: &str) {
         let media = m.media.as_ref().expect("media");
         assert_eq!(media.codec, name);
         assert_eq!(media.encoding, "passthrough");
+        // A stop closes the open segment cleanly: the pipeline's EOS reached
+        // the muxer through the frame source.
+        assert!(!media.truncated, "segment {i} closed cleanly");
         let p = probe(&home.decrypt(&dir.join(&media.file)));
         assert_eq!(p.codec, if name == "h264" { "h264" } else { "hevc" });
         assert_eq!((p.width, p.height), (320, 240));

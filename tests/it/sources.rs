@@ -99,6 +99,9 @@ fn rtsp_transcode_applies_privacy_masks() {
         .iter()
         .find(|m| m.record == RecordKind::Segment)
         .expect("a segment");
+    for s in ms.iter().filter_map(|m| m.media.as_ref()) {
+        assert!(!s.truncated, "{} closed cleanly by the stop", s.file);
+    }
     let media = m.media.as_ref().expect("media");
     assert_eq!(media.encoding, "transcoded");
     assert_eq!(media.codec, "h264");
