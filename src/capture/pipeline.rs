@@ -25,8 +25,9 @@ use super::framesrc::FrameSrc;
 use super::rtsp::{Codec, Reader};
 use crate::config::{CameraConfig, RtspTransport, SourceConfig, VideoParams};
 
-/// Frames an RTSP camera may have queued for the pipeline before its reader
-/// waits (≈ 8 s at 4 Mbit/s); normally the queue is empty.
+/// Frames an RTSP camera over UDP, or a transcoded one, may have queued for
+/// the pipeline before its reader waits (≈ 8 s at 4 Mbit/s); normally the
+/// queue is empty.
 const RTSP_QUEUE_BYTES: u32 = 4 << 20;
 
 /// Why a pipeline could not be built.
@@ -229,9 +230,10 @@ pub fn build_source(
 }
 
 /// What the RTSP client's frames are pushed into: the frame source itself
-/// (TCP passthrough: the client's thread runs up to the segmenter's queue),
-/// or a `queue` behind it where a cushion is wanted — RTP over UDP, lost if
-/// the reader waits on a slow disk longer than its socket buffer holds, and
+/// (TCP passthrough: the client's thread runs up to the segmenter's queue;
+/// while a slow disk holds it there, TCP flow control holds the camera
+/// back instead of dropping packets), or a `queue` behind it where a cushion is wanted — RTP over
+/// UDP, lost if the reader waits longer than its socket buffer holds, and
 /// transcoding, whose decoder and encoder need a thread of their own.
 fn rtsp_cushion(
     pipeline: &gst::Pipeline,
