@@ -3,8 +3,10 @@
 //!
 //! Why not `appsrc`: `appsrc` queues every buffer and pushes it downstream
 //! from a streaming thread of its own, so each batch of frames costs a
-//! hand-off and a wake-up of that thread — ≈ 8 % of what a passthrough camera
-//! costs (docs/BENCHMARKS.md §2). This element has neither queue nor thread:
+//! hand-off and a wake-up of that thread, which took ≈ 10 % of a passthrough
+//! camera's CPU; without it the camera costs ≈ 2 % less, the push itself
+//! having moved to the client's thread (docs/BENCHMARKS.md §2, "Frames pushed
+//! on the client's thread"). This element has neither queue nor thread:
 //! [`FrameSrc::push`] runs the downstream chain on the caller's thread, up to
 //! the segmenter's own queue. Where a cushion is wanted the pipeline puts a
 //! `queue` behind it (see [`super::pipeline`]): over UDP, whose socket buffer
