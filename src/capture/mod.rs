@@ -386,8 +386,7 @@ impl Recorder {
                 tracing::info!(camera = %id, "camera up: video flowing");
                 self.report(true, Event::CameraUp { camera: id.clone() });
             }
-            let turn = gst::ClockTime::from_nseconds(wake::TURN.as_nanos() as u64);
-            let Some(msg) = bus.timed_pop(turn) else {
+            let Some(msg) = bus.timed_pop(wake::TURN) else {
                 continue;
             };
             use gst::MessageView;

@@ -30,7 +30,7 @@ use gstreamer as gst;
 use tokio_util::sync::CancellationToken;
 
 /// Longest wait of the supervisor on its bus.
-pub const TURN: Duration = Duration::from_secs(1);
+pub const TURN: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
 /// Name of the application message that wakes the supervisor.
 pub const WAKE: &str = "sargs-wake";
