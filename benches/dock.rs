@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sargs::seal::age::AgeWriter;
+use sargs_core::seal::age::AgeWriter;
 use tokio_util::sync::CancellationToken;
 
 mod common;

@@ -29,13 +29,13 @@ use chrono::Utc;
 use mosquitto::Broker;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use sargs::clock::Clock;
-use sargs::command::{Action, Command, Scope, Target};
 use sargs::config::Config;
 use sargs::hq::outbox::Outbox;
 use sargs::hq::telemetry::Telemetry;
 use sargs::hq::Link;
 use sargs::retention::{Retention, Setup};
-use sargs::seal::sign::DeviceKey;
+use sargs_core::command::{Action, Command, Scope, Target};
+use sargs_core::seal::sign::DeviceKey;
 
 struct Agent {
     link: Link,
@@ -124,7 +124,7 @@ fn hq_client(
 
 fn hold(hq: &DeviceKey, id: &str, target: Target) -> Vec<u8> {
     let now = Utc::now();
-    sargs::command::sign(
+    sargs_core::command::sign(
         hq,
         &Command {
             id: id.into(),

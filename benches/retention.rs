@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sargs::clock::SyncState;
-use sargs::command::Scope;
 use sargs::config::Config;
 use sargs::retention::clockguard::Now;
-use sargs::retention::index::{Deletion, Index, Row, Writer};
-use sargs::retention::{EventSink, Retention, Setup, INDEX_FILE};
-use sargs::seal::sign::DeviceKey;
+use sargs::retention::{EventSink, Retention, Setup};
+use sargs_core::command::Scope;
+use sargs_core::layout::INDEX_FILE;
+use sargs_core::retention::index::{Deletion, Index, Row, Writer};
+use sargs_core::seal::sign::DeviceKey;
 
 const CAMERAS: usize = 10;
 const POLICE_FROM: usize = 8;

@@ -1,4 +1,4 @@
-//! Sealing throughput: `sargs::seal::age::AgeWriter` measured side by side with
+//! Sealing throughput: `sargs_core::seal::age::AgeWriter` measured side by side with
 //! its anchors, in the same process and the same rounds.
 //!
 //! ```text
@@ -50,8 +50,8 @@ use std::time::Instant;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::digest::{self, SHA256};
-use sargs::seal::age::{AgeWriter, CHUNK_SIZE};
-use sargs::seal::Recipient;
+use sargs_core::seal::age::{AgeWriter, CHUNK_SIZE};
+use sargs_core::seal::Recipient;
 
 mod common;
 use common::{cpu_time, env_usize, machine, median};

@@ -37,8 +37,8 @@ use crate::hq::{Link, LinkError};
 use crate::liveness::{Beat, Liveness};
 use crate::retention::clockguard::Now;
 use crate::retention::{inbox, EventSink, LogEvents, Retention, RetentionError, Setup};
-use crate::seal::sign::{DeviceKey, KeyError};
 use crate::store::{CameraLog, SealContext, Store, StoreError};
+use sargs_core::seal::sign::{DeviceKey, KeyError};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,7 @@ pub fn retention_setup(config: &Config, key: Arc<DeviceKey>, events: Arc<dyn Eve
         settings: config.retention,
         command_keys: config.command_keys.clone(),
         events,
-        free_space: Box::new(move || crate::fsutil::free_bytes(&probe)),
+        free_space: Box::new(move || sargs_core::fsutil::free_bytes(&probe)),
     }
 }
 

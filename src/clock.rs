@@ -1,42 +1,9 @@
-//! Wall-clock time and whether it can be trusted.
-//!
-//! Every instant the agent writes is UTC. Boards without a real-time clock can
-//! boot in 1970 or jump; each manifest therefore states whether the kernel
-//! considered its clock synchronised (NTP/PTP discipline via `adjtimex`) when
-//! the segment was sealed, so HQ can weigh the timestamps.
+//! The agent's clocks: the system wall clock (UTC, with its synchronisation
+//! state, from [`sargs_core::clock`]) and the clock retention runs on, which
+//! `sargs demo --accelerate` can speed up.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-
-/// The kernel's view of the system clock's discipline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SyncState {
-    /// A time daemon disciplines the clock (adjtimex reports `TIME_OK` or a leap state).
-    Synchronised,
-    /// The kernel reports the clock as unsynchronised (`TIME_ERROR`).
-    Unsynchronised,
-    /// The state could not be read.
-    Unknown,
-}
-
-/// Reads the current synchronisation state with `adjtimex(2)` in read-only mode.
-pub fn sync_state() -> SyncState {
-    // SAFETY: a zeroed `timex` with `modes = 0` asks only to read; the kernel
-    // fills the struct we own and changes nothing.
-    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
-    let state = unsafe { libc::adjtimex(&mut tx) };
-    match state {
-        -1 => SyncState::Unknown,
-        libc::TIME_ERROR => SyncState::Unsynchronised,
-        _ => SyncState::Synchronised,
-    }
-}
-
-/// The current UTC time.
-pub fn now() -> DateTime<Utc> {
-    Utc::now()
-}
+pub use sargs_core::clock::{now, sync_state, SyncState};
 
 /// The clock the agent's retention runs on — deadlines, holds, commands,
 /// telemetry ages: the system clock, or, for `sargs demo --accelerate`, a

@@ -9,8 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
+use sargs_core::keys::ExposeSecret;
+
 use crate::config::Config;
-use crate::fsutil;
+use sargs_core::fsutil;
 
 /// The shipped policy preset, embedded so the demo needs no other files.
 pub const POLICY_PRESET: &str = include_str!("../deploy/policy/lv-jekabpils-2022.toml");
@@ -56,21 +58,17 @@ pub fn prepare(dir: &Path, broker: Option<&str>) -> Result<DemoSetup, DemoError>
     let dir = dir.canonicalize().map_err(io(dir))?;
     let identity = dir.join("hq-identity.txt");
     let signing_key = dir.join("hq-signing.pk8");
-    let hq =
-        crate::seal::sign::DeviceKey::load_or_create(&signing_key).map_err(|e| DemoError::Io {
+    let hq = sargs_core::seal::sign::DeviceKey::load_or_create(&signing_key).map_err(|e| {
+        DemoError::Io {
             path: signing_key.clone(),
             source: std::io::Error::other(e.to_string()),
-        })?;
+        }
+    })?;
     let config_path = dir.join("sargs.toml");
     if !config_path.exists() {
-        let id = age::x25519::Identity::generate();
-        let recipient = id.to_public().to_string();
-        let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
-        let text = format!(
-            "# created: {}\n# public key: {recipient}\n{secret}\n",
-            crate::clock::now().to_rfc3339()
-        );
-        fsutil::write_atomic(&identity, text.as_bytes(), 0o600).map_err(io(&identity))?;
+        let (recipient, text) = sargs_core::keys::new_identity();
+        fsutil::write_atomic(&identity, text.expose_secret().as_bytes(), 0o600)
+            .map_err(io(&identity))?;
         let policy = dir.join("policy.toml");
         fsutil::write_atomic(&policy, POLICY_PRESET.as_bytes(), 0o644).map_err(io(&policy))?;
         fsutil::write_atomic(&config_path, demo_config(&recipient).as_bytes(), 0o644)
@@ -163,12 +161,13 @@ impl DemoSetup {
         from: chrono::DateTime<chrono::Utc>,
         seconds: u64,
     ) -> Result<(String, Vec<u8>), DemoError> {
-        use crate::command::{Action, Command, Scope, Target};
-        let hq =
-            crate::seal::sign::DeviceKey::load(&self.signing_key).map_err(|e| DemoError::Io {
+        use sargs_core::command::{Action, Command, Scope, Target};
+        let hq = sargs_core::seal::sign::DeviceKey::load(&self.signing_key).map_err(|e| {
+            DemoError::Io {
                 path: self.signing_key.clone(),
                 source: std::io::Error::other(e.to_string()),
-            })?;
+            }
+        })?;
         let issued = clock.wall();
         let stamp = from.format("%Y%m%dT%H%M%SZ");
         let hold = format!("DEMO-{stamp}");
@@ -190,7 +189,7 @@ impl DemoSetup {
                 until: None,
             },
         };
-        Ok((hold, crate::command::sign(&hq, &cmd)))
+        Ok((hold, sargs_core::command::sign(&hq, &cmd)))
     }
 
     /// One line of the accelerated demo's progress: the demo clock and what

@@ -9,17 +9,12 @@
 pub mod agent;
 pub mod capture;
 pub mod clock;
-pub mod command;
 pub mod config;
 pub mod demo;
 pub mod dock;
-pub mod export;
-pub mod fsutil;
 pub mod hq;
 pub mod liveness;
-pub mod policy;
 pub mod retention;
-pub mod seal;
 pub mod service;
 pub mod store;
 

@@ -292,7 +292,7 @@ fn demo(
 }
 
 fn verify(config: &Config) -> Result<(), String> {
-    let key = sargs::seal::sign::DeviceKey::load(&config.agent.signing_key)
+    let key = sargs_core::seal::sign::DeviceKey::load(&config.agent.signing_key)
         .map_err(|e| format!("device key: {e}"))?;
     let data_dir = &config.agent.data_dir;
     let audit = sargs::retention::audit::audit(data_dir, &config.agent.id, &key.public_key())
@@ -340,14 +340,14 @@ fn verify(config: &Config) -> Result<(), String> {
 }
 
 fn status(config: &Config, json: bool) -> Result<(), String> {
-    let path = config.agent.data_dir.join(sargs::retention::INDEX_FILE);
+    let path = config.agent.data_dir.join(sargs_core::layout::INDEX_FILE);
     if !path.exists() {
         return Err(format!(
             "{}: no index yet (the agent has not run on this data directory)",
             path.display()
         ));
     }
-    let index = sargs::retention::index::Index::open_read_only(&path)
+    let index = sargs_core::retention::index::Index::open_read_only(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let st = sargs::retention::status::status(&index, &config.policy, sargs::clock::now())
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -368,7 +368,7 @@ fn apply(config: &Config, file: &std::path::Path) -> Result<(), String> {
     let data_dir = &config.agent.data_dir;
     let response = match Store::lock(data_dir) {
         Ok(store) => {
-            let key = sargs::seal::sign::DeviceKey::load_or_create(&config.agent.signing_key)
+            let key = sargs_core::seal::sign::DeviceKey::load_or_create(&config.agent.signing_key)
                 .map_err(|e| format!("device key: {e}"))?;
             let retention = sargs::agent::open_retention(config, std::sync::Arc::new(key))
                 .map_err(|e| e.to_string())?;
@@ -429,7 +429,7 @@ fn reindex(config: &Config) -> Result<(), String> {
         ),
         e => e.to_string(),
     })?;
-    let key = sargs::seal::sign::DeviceKey::load(&config.agent.signing_key)
+    let key = sargs_core::seal::sign::DeviceKey::load(&config.agent.signing_key)
         .map_err(|e| format!("device key: {e}"))?;
     let (events, _) = sargs::agent::event_sink(config).map_err(|e| e.to_string())?;
     let setup = sargs::agent::retention_setup(config, std::sync::Arc::new(key), events);

@@ -38,9 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CameraConfig, Supervision};
 use crate::liveness::Beat;
-use crate::policy::Policy;
 use crate::retention::{Event, EventSink};
 use crate::store::CameraLog;
+use sargs_core::policy::Policy;
 use segment::{MediaFacts, Segmenter};
 
 /// A camera that delivered no video for this long is treated as lost.
@@ -77,7 +77,7 @@ pub struct DiskFloor {
 impl DiskFloor {
     /// `Some(reason)` when the file system is below the floor (or unreadable).
     fn check(&self) -> Option<String> {
-        match crate::fsutil::free_bytes(&self.path) {
+        match sargs_core::fsutil::free_bytes(&self.path) {
             Ok(free) if free >= self.min_free_bytes => None,
             Ok(free) => Some(format!(
                 "disk space low: {} MiB free on {}, below the {} MiB floor",

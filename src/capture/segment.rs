@@ -21,8 +21,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::pipeline::{make, BuildError};
-use crate::seal::age::AgeWriter;
 use crate::store::{CameraLog, OpenSegment, SegmentInfo};
+use sargs_core::seal::age::AgeWriter;
 
 /// Bytes of ciphertext after which the open segment is flushed to stable
 /// storage (`fdatasync`), bounding what a power cut can take from an open

@@ -15,7 +15,7 @@ use super::check::{self, Collector};
 use super::raw::RawDock;
 use super::validate::{purpose_and_class, resolve};
 use super::{BodyCamera, CameraConfig, CameraKind, DockSettings, SourceConfig};
-use crate::policy::Policy;
+use sargs_core::policy::Policy;
 
 /// The retention class of body cameras unless `[dock] class` says otherwise.
 pub const DEFAULT_CLASS: &str = "municipal-police";

@@ -7,45 +7,11 @@ use super::check::{self, Collector};
 use super::raw::RawHq;
 use super::validate::resolve;
 use super::{LinkSettings, MqttVersion, TlsFiles};
+use sargs_core::link::parse_url;
 
 const DEFAULT_TELEMETRY_S: u64 = 60;
 const DEFAULT_KEEP_ALIVE_S: u64 = 30;
 const DEFAULT_OUTBOX_MAX: usize = 100_000;
-
-/// `mqtt://host[:1883]` or `mqtts://host[:8883]`: (TLS?, host, port).
-pub fn parse_url(url: &str) -> Result<(bool, String, u16), String> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
-        (true, r)
-    } else if let Some(r) = url.strip_prefix("mqtt://") {
-        (false, r)
-    } else {
-        return Err(format!(
-            "{url:?}: use mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('@') || rest.contains('/') {
-        return Err(format!(
-            "{url:?}: only host and port belong in the URL (credentials go in username/password_file)"
-        ));
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            let port = p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("{url:?}: port {p:?} is not 1 to 65535"))?;
-            (h, port)
-        }
-        _ => (rest, if tls { 8883 } else { 1883 }),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("{url:?}: no host"));
-    }
-    Ok((tls, host.to_owned(), port))
-}
 
 pub(super) fn link(v: &mut Collector<'_>, raw: &RawHq, base: &Path) -> Option<LinkSettings> {
     let Some(url) = &raw.broker else {

@@ -23,9 +23,7 @@
 //! Every key is documented in `docs/config.md` and in the commented example
 //! `deploy/sargs.toml`.
 
-pub(crate) mod check;
 mod dock;
-pub mod error;
 pub mod link;
 mod raw;
 mod source;
@@ -40,10 +38,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use error::ConfigError;
+pub use sargs_core::config::{check, error, ConfigError};
+pub use sargs_core::link::TlsFiles;
+pub use sargs_core::seal::manifest::MaskRect;
 pub use source::redact_userinfo;
 
-use crate::policy::{Policy, Purpose, RetentionClass};
+use sargs_core::policy::{Policy, Purpose, RetentionClass};
 
 /// Where the agent looks for its configuration unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sargs/sargs.toml";
@@ -55,7 +55,7 @@ pub struct Config {
     pub file: PathBuf,
     pub agent: AgentConfig,
     /// HQ (and escrow) keys every segment is sealed to; at least one.
-    pub recipients: Vec<crate::seal::Recipient>,
+    pub recipients: Vec<sargs_core::seal::Recipient>,
     pub supervision: Supervision,
     pub retention: RetentionSettings,
     /// HQ's Ed25519 command-signing public keys (`[hq] command_keys`); a
@@ -201,16 +201,6 @@ pub enum MqttVersion {
     V311,
 }
 
-/// TLS files of the link (absolute paths).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM CA certificate(s) that sign the broker's certificate; `None`: the
-    /// system's trust store is not used, so this is required for `mqtts://`.
-    pub ca: PathBuf,
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-}
-
 /// One `[[camera]]`.
 #[derive(Clone, Debug)]
 pub struct CameraConfig {
@@ -254,16 +244,6 @@ impl fmt::Display for CameraKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// A privacy mask: a rectangle blacked out before encoding, in pixels of
-/// the encoded frame (origin top-left). Always non-empty and inside the frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaskRect {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
 }
 
 /// Where a camera's video comes from.

@@ -11,8 +11,8 @@ use super::raw::{RawCamera, RawConfig, RawHq, RawRetention, RawSupervision};
 use super::{
     source, AgentConfig, CameraConfig, Config, ConfigError, RetentionSettings, Supervision,
 };
-use crate::policy::{Policy, Purpose, RetentionClass};
-use crate::seal::Recipient;
+use sargs_core::policy::{Policy, Purpose, RetentionClass};
+use sargs_core::seal::Recipient;
 
 /// Segment length bounds, seconds.
 pub(super) const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=600;

@@ -23,7 +23,7 @@ use std::sync::mpsc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::seal::age::{AgeWriter, SealSummary};
+use sargs_core::seal::age::{AgeWriter, SealSummary};
 
 /// Bytes read from the camera at a time.
 pub const BLOCK: usize = 1 << 20;

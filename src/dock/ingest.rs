@@ -22,9 +22,9 @@ use super::probe::{self, Probe};
 use super::scan::Candidate;
 use crate::config::{BodyCamera, DockSettings};
 use crate::retention::{Event, EventSink, Retention};
-use crate::seal::age::CHUNK_SIZE;
-use crate::seal::manifest::{self, Dock};
 use crate::store::{CameraLog, IngestInfo};
+use sargs_core::seal::age::CHUNK_SIZE;
+use sargs_core::seal::manifest::{self, Dock};
 
 /// A recording whose recorded interval ends later than this after the
 /// ingest started is not believed to be on the camera's clock.
@@ -402,7 +402,7 @@ impl Session<'_> {
         // The camera's own file system; a failure here only means the file
         // may reappear, to be recognised as sealed at the next dock.
         if let Some(parent) = c.path.parent() {
-            if let Err(e) = crate::fsutil::sync_dir(parent) {
+            if let Err(e) = sargs_core::fsutil::sync_dir(parent) {
                 tracing::debug!(camera = %self.camera(), error = %e, "fsync of the camera's directory");
             }
         }
@@ -413,7 +413,7 @@ impl Session<'_> {
     /// above its free-space floor.
     fn room_for(&self, len: u64) -> Result<(), String> {
         let sealed = len + (len / CHUNK_SIZE as u64 + 1) * 16 + (64 << 10);
-        let free = crate::fsutil::free_bytes(self.data_dir)
+        let free = sargs_core::fsutil::free_bytes(self.data_dir)
             .map_err(|e| format!("free space of {}: {e}", self.data_dir.display()))?;
         if free < sealed.saturating_add(self.min_free_bytes) {
             return Err(format!(
@@ -473,7 +473,7 @@ pub fn start_of(
     probe: &Probe,
     offset_ms: Option<i64>,
     ingested_at: DateTime<Utc>,
-    keep: &crate::policy::Period,
+    keep: &sargs_core::policy::Period,
 ) -> (DateTime<Utc>, &'static str) {
     let duration = chrono::Duration::milliseconds(probe.duration_ms.unwrap_or(0) as i64);
     let fallback = (ingested_at - duration, "ingest");
@@ -525,7 +525,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Period, PeriodUnit};
+    use sargs_core::policy::{Period, PeriodUnit};
 
     fn probe(start: Option<DateTime<Utc>>, ms: u64) -> Probe {
         Probe {

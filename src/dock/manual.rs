@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::events::{FileDone, Finished};
 use super::ingest::{Session, Watch};
 use crate::config::Config;
-use crate::seal::sign::DeviceKey;
 use crate::store::{CameraLog, SealContext, Store, StoreError};
+use sargs_core::seal::sign::DeviceKey;
 
 /// The terminal's view of a session.
 struct Bar(ProgressBar);

@@ -25,12 +25,10 @@
 //! MQTT 5 where the broker speaks it, else 3.1.1 ([`session`]); TLS is
 //! rustls with the configured CA and optional client certificate.
 
-pub mod client;
 pub mod messages;
 pub mod outbox;
 pub mod session;
 pub mod telemetry;
-pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -84,7 +82,9 @@ impl Link {
         let topics = Topics::new(&settings.prefix, agent);
         // Read the TLS files now: one the link cannot use stops start-up.
         let tls = match &settings.tls {
-            Some(files) => Some(Arc::new(tls::client_config(files).map_err(LinkError::Tls)?)),
+            Some(files) => Some(Arc::new(
+                sargs_core::link::client_config(files).map_err(LinkError::Tls)?,
+            )),
             None => None,
         };
         let stop = CancellationToken::new();

@@ -31,7 +31,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use sargs_core::fsutil;
 
 /// One queued message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -118,7 +118,7 @@ impl Telemetry {
         // The data directory's file system only: listing every mount would
         // stat each of them, and one hung NFS or FUSE mount anywhere would
         // then block this thread, and with it the whole link.
-        let disk = crate::fsutil::space(&self.data_dir)
+        let disk = sargs_core::fsutil::space(&self.data_dir)
             .ok()
             .map(|s| json!({"total_bytes": s.total, "free_bytes": s.available}));
         let temperature = Components::new_with_refreshed_list().ok().and_then(|c| {

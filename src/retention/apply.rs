@@ -12,12 +12,12 @@ use chrono::{DateTime, Months, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::index::{ms, Row, Writer};
 use super::journal::Entry;
-use super::receipt::Reason;
 use super::{Engine, Event, Retention, RetentionError};
-use crate::command::{self, Action, Command, Rejection, Scope};
-use crate::seal::sign::Envelope;
+use sargs_core::command::{self, Action, Command, Rejection, Scope};
+use sargs_core::retention::index::{ms, Row, Writer};
+use sargs_core::retention::receipt::Reason;
+use sargs_core::seal::sign::Envelope;
 
 /// A request-hold lasts this long unless extended…
 const REQUEST_DEFAULT_MONTHS: u32 = 1;
@@ -298,7 +298,7 @@ impl Engine {
                     None => return refuse(format!("no request {request}")),
                     Some((_, Some(_))) => return refuse(format!("request {request} is closed")),
                     Some((opened, None)) => {
-                        let opened = super::index::from_ms(opened);
+                        let opened = sargs_core::retention::index::from_ms(opened);
                         if *due <= now || Some(*due) > add_months(opened, REQUEST_MAX_MONTHS) {
                             return refuse(format!(
                             "args.due must be in the future and at most {REQUEST_MAX_MONTHS} months after the request was opened ({opened})"
@@ -476,7 +476,7 @@ impl Engine {
     fn scoped(
         &self,
         scope: &Scope,
-    ) -> Result<(Vec<Row>, super::rules::Protections), RetentionError> {
+    ) -> Result<(Vec<Row>, sargs_core::retention::rules::Protections), RetentionError> {
         let rows = self
             .index
             .in_scope(scope, &self.agent)

@@ -9,10 +9,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::index::{Index, Row};
-use super::receipt::verify_chain;
-use super::INDEX_FILE;
-use crate::seal::verify::{verify_camera_with, Report};
+use sargs_core::layout::INDEX_FILE;
+use sargs_core::retention::index::{Index, Row};
+use sargs_core::retention::receipt::verify_chain;
+use sargs_core::seal::verify::{verify_camera_with, Report};
 
 /// What the audit found, per camera and overall.
 #[derive(Debug, Default)]
@@ -108,7 +108,7 @@ pub fn audit(data_dir: &Path, agent: &str, key: &[u8; 32]) -> std::io::Result<Au
 fn rows_of(index: &Index, camera: &str) -> rusqlite::Result<Vec<Row>> {
     use chrono::{DateTime, Utc};
     index.in_scope(
-        &crate::command::Scope::Range {
+        &sargs_core::command::Scope::Range {
             cameras: vec![camera.to_owned()],
             from: DateTime::<Utc>::MIN_UTC,
             to: DateTime::<Utc>::MAX_UTC,

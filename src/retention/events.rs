@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::receipt::Receipt;
-use crate::seal::manifest::{self, Manifest};
+use sargs_core::retention::receipt::Receipt;
+use sargs_core::seal::manifest::{self, Manifest};
 
 /// Something HQ should hear about (the MQTT link forwards these; without it
 /// they are logged).

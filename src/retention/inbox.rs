@@ -23,7 +23,7 @@ use inotify::{EventMask, EventStream, Inotify, WatchMask};
 
 use super::apply::Response;
 use super::Retention;
-use crate::fsutil;
+use sargs_core::fsutil;
 
 pub fn dir(data_dir: &Path) -> PathBuf {
     data_dir.join("inbox")

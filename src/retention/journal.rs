@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
-use crate::seal::sign::Envelope;
+use sargs_core::fsutil;
+use sargs_core::seal::sign::Envelope;
 
 /// One journal entry.
 #[derive(Debug, Clone, Serialize, Deserialize)]

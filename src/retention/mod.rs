@@ -26,28 +26,26 @@ pub mod audit;
 pub mod clockguard;
 mod events;
 pub mod inbox;
-pub mod index;
 pub mod journal;
 mod originals;
-pub mod receipt;
-pub mod rules;
 pub mod status;
 pub mod sweep;
 
+use sargs_core::layout::INDEX_FILE;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
 use crate::config::RetentionSettings;
-use crate::policy::Policy;
-use crate::seal::manifest::{self, Manifest, RecordKind};
-use crate::seal::sign::{DeviceKey, Envelope};
 use clockguard::ClockGuard;
 pub use events::{Event, EventSink, LogEvents, Sealed};
-use index::{Deletion, Index, Row, Writer};
 use journal::Journal;
-use receipt::{Reason, Receipt, ReceiptHead, ReceiptLog};
+use sargs_core::policy::Policy;
+use sargs_core::retention::index::{self, Deletion, Index, Row, Writer};
+use sargs_core::retention::receipt::{Reason, Receipt, ReceiptHead, ReceiptLog};
+use sargs_core::seal::manifest::{self, Manifest, RecordKind};
+use sargs_core::seal::sign::{DeviceKey, Envelope};
 
 /// Retention engine errors: always name the file or database and the cause.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +101,7 @@ pub(crate) struct Engine {
     key: Arc<DeviceKey>,
     policy: Arc<Policy>,
     settings: RetentionSettings,
-    trust: crate::command::Trust,
+    trust: sargs_core::command::Trust,
     guard: ClockGuard,
     events: Arc<dyn EventSink>,
     /// Events of the operation under way, handed over when it ends.
@@ -117,8 +115,6 @@ pub(crate) struct Engine {
     /// on the monotonic clock.
     pub(crate) last_trusted: Option<(DateTime<Utc>, std::time::Instant)>,
 }
-
-pub const INDEX_FILE: &str = "index.sqlite";
 
 impl Retention {
     /// Opens the index (creating it), then brings it up to date with the disk:
@@ -167,7 +163,7 @@ impl Retention {
             path: live.clone(),
             source,
         })?;
-        crate::fsutil::sync_dir(&data_dir).map_err(|source| RetentionError::Io {
+        sargs_core::fsutil::sync_dir(&data_dir).map_err(|source| RetentionError::Io {
             path: data_dir,
             source,
         })?;
@@ -175,7 +171,7 @@ impl Retention {
     }
 
     fn open_at(setup: Setup, index_path: PathBuf) -> Result<Retention, RetentionError> {
-        crate::fsutil::create_private_dir(&setup.data_dir).map_err(|source| {
+        sargs_core::fsutil::create_private_dir(&setup.data_dir).map_err(|source| {
             RetentionError::Io {
                 path: setup.data_dir.clone(),
                 source,
@@ -212,7 +208,7 @@ impl Retention {
                 setup.settings.trust_unsynchronised_clock,
             ),
             settings: setup.settings,
-            trust: crate::command::Trust::new(setup.command_keys),
+            trust: sargs_core::command::Trust::new(setup.command_keys),
             events: setup.events.clone(),
             pending: Vec::new(),
             free_space: setup.free_space,
@@ -558,7 +554,7 @@ impl Engine {
             dirs.insert(dir);
         }
         for dir in dirs {
-            crate::fsutil::sync_dir(&dir)
+            sargs_core::fsutil::sync_dir(&dir)
                 .map_err(|source| RetentionError::Io { path: dir, source })?;
         }
         let agent = self.agent.clone();

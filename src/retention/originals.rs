@@ -5,8 +5,9 @@
 //! derived from the chains (`sargs reindex` rebuilds it from the manifests'
 //! `dock` objects).
 
-use super::{index, Engine, Retention, RetentionError};
-use crate::seal::manifest::{self, Manifest};
+use super::{Engine, Retention, RetentionError};
+use sargs_core::retention::index;
+use sargs_core::seal::manifest::{self, Manifest};
 
 impl Retention {
     /// Indexes a sealed record now, waiting for the engine if it is busy:

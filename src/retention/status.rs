@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::index::{from_ms, ms, Index};
 use super::sweep::SweepReport;
 use super::{Engine, Retention, RetentionError};
-use crate::policy::Policy;
+use sargs_core::policy::Policy;
+use sargs_core::retention::index::{from_ms, ms, Index};
 
 /// Per retention class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ impl Retention {
     /// Which records `scope` covers and their state (the `inventory` answer).
     pub fn inventory(
         &self,
-        scope: &crate::command::Scope,
+        scope: &sargs_core::command::Scope,
         now: DateTime<Utc>,
     ) -> Result<serde_json::Value, RetentionError> {
         self.run(|e| e.inventory(scope, now))

@@ -18,10 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::clockguard::{Now, Trust};
-use super::index::{ms, Row};
-use super::receipt::Reason;
 use super::{Engine, Event, Retention, RetentionError};
-use crate::command::Scope;
+use sargs_core::command::Scope;
+use sargs_core::retention::index::{ms, Row};
+use sargs_core::retention::receipt::Reason;
 
 /// Segments examined per batch (one receipt batch, one index commit).
 const BATCH: usize = 256;

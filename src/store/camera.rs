@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,21 +21,16 @@ pub use ingest::IngestInfo;
 
 use super::StoreError;
 use crate::config::CameraConfig;
-use crate::fsutil;
-use crate::policy::Policy;
-use crate::seal::age::{AgeWriter, SealSummary};
-use crate::seal::manifest::{
+use sargs_core::fsutil;
+use sargs_core::layout::{CONTIGUITY_TOLERANCE_MS, MEDIA_EXT, PARTIAL_EXT};
+use sargs_core::policy::Policy;
+use sargs_core::seal::age::{AgeWriter, SealSummary};
+use sargs_core::seal::manifest::{
     self, Gap, Manifest, Masks, Media, PolicyRef, RecordKind, Retention, GENESIS,
 };
-use crate::seal::sign::{DeviceKey, Envelope};
-use crate::seal::Recipient;
+use sargs_core::seal::sign::{DeviceKey, Envelope};
+use sargs_core::seal::Recipient;
 
-/// Two records are contiguous when the later starts within this much of the
-/// earlier's end; a longer hole gets a gap record.
-pub const CONTIGUITY_TOLERANCE_MS: i64 = 2_000;
-
-const MEDIA_EXT: &str = "mp4.age";
-pub(crate) const PARTIAL_EXT: &str = "mp4.age.partial";
 /// A docked camera's file being sealed: unlike a `.partial` segment it is
 /// never committed as truncated after a crash — its original is still on
 /// the camera (see [`crate::dock`]), so recovery removes it.
@@ -585,17 +579,5 @@ struct Found {
 
 /// SHA-256 of a file's bytes.
 pub fn hash_file(path: &Path) -> Result<[u8; 32], StoreError> {
-    let mut f = File::open(path).map_err(StoreError::io(path))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(StoreError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    Ok(out)
+    sargs_core::layout::sha256_file(path).map_err(StoreError::io(path))
 }

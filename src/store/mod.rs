@@ -80,8 +80,12 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let mut store = Store::lock(root)?;
         let running = root.join("RUNNING");
-        crate::fsutil::write_atomic(&running, std::process::id().to_string().as_bytes(), 0o600)
-            .map_err(StoreError::io(&running))?;
+        sargs_core::fsutil::write_atomic(
+            &running,
+            std::process::id().to_string().as_bytes(),
+            0o600,
+        )
+        .map_err(StoreError::io(&running))?;
         store.running = true;
         Ok(store)
     }
@@ -89,7 +93,8 @@ impl Store {
     /// Takes the data directory for maintenance without marking it running:
     /// an unclean stop stays on record for the next agent.
     pub fn lock(root: &Path) -> Result<Store, StoreError> {
-        crate::fsutil::create_private_dir(&root.join("cameras")).map_err(StoreError::io(root))?;
+        sargs_core::fsutil::create_private_dir(&root.join("cameras"))
+            .map_err(StoreError::io(root))?;
         let lock_path = root.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -127,6 +132,6 @@ impl Store {
         }
         let running = self.root.join("RUNNING");
         std::fs::remove_file(&running).map_err(StoreError::io(&running))?;
-        crate::fsutil::sync_dir(&self.root).map_err(StoreError::io(&self.root))
+        sargs_core::fsutil::sync_dir(&self.root).map_err(StoreError::io(&self.root))
     }
 }

@@ -204,7 +204,7 @@ fn sargsctl_keygen_verify_and_decrypt() {
 
 #[test]
 fn the_accelerated_demo_deletes_cctv_with_receipts_keeps_police_and_honours_its_hold() {
-    use sargs::seal::manifest::RecordKind;
+    use sargs_core::seal::manifest::RecordKind;
     let home = Home::new();
     let dir = home.path().join("demo-fast");
     let d = dir.to_str().expect("utf8");
@@ -226,10 +226,11 @@ fn the_accelerated_demo_deletes_cctv_with_receipts_keeps_police_and_honours_its_
     );
     let data = dir.join("data");
     let cctv_deleted = || {
-        let Ok(key) = sargs::seal::sign::DeviceKey::load(&data.join("device/signing.pk8")) else {
+        let Ok(key) = sargs_core::seal::sign::DeviceKey::load(&data.join("device/signing.pk8"))
+        else {
             return false;
         };
-        sargs::retention::receipt::verify_chain(&data.join("receipts"), &key.public_key())
+        sargs_core::retention::receipt::verify_chain(&data.join("receipts"), &key.public_key())
             .is_ok_and(|r| {
                 r.deleted
                     .iter()
@@ -258,11 +259,11 @@ fn the_accelerated_demo_deletes_cctv_with_receipts_keeps_police_and_honours_its_
     assert!(out.contains("legal hold DEMO-"), "{out}");
     assert!(out.contains("demo clock"), "progress is shown: {out}");
 
-    let key = sargs::seal::sign::DeviceKey::load(&data.join("device/signing.pk8"))
+    let key = sargs_core::seal::sign::DeviceKey::load(&data.join("device/signing.pk8"))
         .expect("device key")
         .public_key();
-    let receipts =
-        sargs::retention::receipt::verify_chain(&data.join("receipts"), &key).expect("receipts");
+    let receipts = sargs_core::retention::receipt::verify_chain(&data.join("receipts"), &key)
+        .expect("receipts");
     assert!(receipts.problems.is_empty(), "{:?}", receipts.problems);
     // The hold as the agent journaled it: the signed command's window.
     let journal = std::fs::read(data.join("commands/0000000001.json")).expect("journaled hold");
@@ -281,7 +282,7 @@ fn the_accelerated_demo_deletes_cctv_with_receipts_keeps_police_and_honours_its_
 
     let segments = |cam: &str| {
         let dir = data.join("cameras").join(cam);
-        let r = sargs::seal::verify::verify_camera_with(&dir, &key, &receipts.deleted)
+        let r = sargs_core::seal::verify::verify_camera_with(&dir, &key, &receipts.deleted)
             .expect("readable");
         assert!(r.ok(), "{cam}: {:?}", r.problems);
         r.manifests

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use chrono::Utc;
-use sargs::command::{Action, Scope, Target, Trust};
+use sargs_core::command::{Action, Scope, Target, Trust};
 
 use crate::harness::*;
 
@@ -106,7 +106,8 @@ fn every_verb_writes_a_command_the_agent_verifies() {
         assert!(ok, "{args:?}: {err}");
         assert!(stdout.contains(kind), "{stdout}");
         let bytes = std::fs::read(dir.join(&out)).expect("written");
-        let v = sargs::command::verify(&bytes, &trust, "test-gw", Utc::now()).expect("verifies");
+        let v =
+            sargs_core::command::verify(&bytes, &trust, "test-gw", Utc::now()).expect("verifies");
         assert_eq!(v.command.action.kind(), kind);
         assert_eq!(v.command.target, Target::Agent("test-gw".into()));
         assert_eq!(v.command.issuer, "HQ duty officer");

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use sargs::seal::manifest::RecordKind;
+use sargs_core::seal::manifest::RecordKind;
 
 use crate::harness::*;
 
@@ -118,7 +118,7 @@ fn kill_9_leaves_no_plaintext_and_the_chain_continues() {
     let mut agent = spawn_agent(&home);
     let key = home.device_key();
     let continued = wait_until(Duration::from_secs(30), || {
-        sargs::seal::verify::verify_camera(&dir, &key)
+        sargs_core::seal::verify::verify_camera(&dir, &key)
             .map(|r| {
                 r.manifests
                     .iter()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use sargs::seal::manifest::Manifest;
+use sargs_core::seal::manifest::Manifest;
 use serde_json::Value;
 
 use crate::harness::*;
@@ -97,7 +97,7 @@ pub fn originals(storage: &Path) -> BTreeMap<String, String> {
                     .expect("rel")
                     .to_string_lossy()
                     .into_owned();
-                out.insert(rel, sargs::seal::manifest::sha256_hex(&bytes));
+                out.insert(rel, sargs_core::seal::manifest::sha256_hex(&bytes));
             }
         }
     }
@@ -125,7 +125,7 @@ pub fn assert_sealed_once(home: &Home, expected: &BTreeMap<String, String>) -> V
         let plain = home.decrypt(&home.camera_dir(CAMERA).join(&media.file));
         assert_eq!(plain.len() as u64, d.original_bytes, "{}", d.original_name);
         assert_eq!(
-            sargs::seal::manifest::sha256_hex(&plain),
+            sargs_core::seal::manifest::sha256_hex(&plain),
             d.original_sha256,
             "{}: the sealed bytes are the original's",
             d.original_name
@@ -164,11 +164,11 @@ pub fn on_camera(storage: &Path) -> BTreeMap<String, String> {
 /// matches: the chain verifies (media hashes included), a record names the
 /// original, and the index knows it.
 fn durable_before_removal(data: &Path, rel: &Path) -> Result<(), String> {
-    let key = sargs::seal::sign::DeviceKey::load(&data.join("device/signing.pk8"))
+    let key = sargs_core::seal::sign::DeviceKey::load(&data.join("device/signing.pk8"))
         .map_err(|e| e.to_string())?
         .public_key();
     let chain = data.join("cameras").join(CAMERA);
-    let r = sargs::seal::verify::verify_camera(&chain, &key).map_err(|e| e.to_string())?;
+    let r = sargs_core::seal::verify::verify_camera(&chain, &key).map_err(|e| e.to_string())?;
     if !r.ok() {
         return Err(format!("chain does not verify: {:?}", r.problems));
     }
@@ -178,9 +178,9 @@ fn durable_before_removal(data: &Path, rel: &Path) -> Result<(), String> {
         .iter()
         .find(|m| m.dock.as_ref().is_some_and(|d| d.original_name == name))
         .ok_or_else(|| format!("{name} is removed but no record names it"))?;
-    let sha = sargs::seal::manifest::unhex32(&m.dock.as_ref().expect("dock").original_sha256)
+    let sha = sargs_core::seal::manifest::unhex32(&m.dock.as_ref().expect("dock").original_sha256)
         .ok_or("bad hash")?;
-    let index = sargs::retention::index::Index::open_read_only(&data.join("index.sqlite"))
+    let index = sargs_core::retention::index::Index::open_read_only(&data.join("index.sqlite"))
         .map_err(|e| e.to_string())?;
     match index.original_by_hash(CAMERA, &sha) {
         Ok(Some(seq)) if seq == m.sequence => Ok(()),

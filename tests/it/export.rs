@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use chrono::Utc;
-use sargs::export::{ExportRecord, RefusalReason};
-use sargs::seal::manifest::{sha256_hex, Manifest, RecordKind};
-use sargs::seal::sign::Envelope;
+use sargs_core::seal::manifest::{sha256_hex, Manifest, RecordKind};
+use sargs_core::seal::sign::Envelope;
+use sargs_hq::export::{ExportRecord, RefusalReason};
 
 use crate::commands::COMMON;
 use crate::harness::*;
@@ -426,7 +426,7 @@ fn deleted_and_tampered_segments_are_refused_with_their_reasons() {
     assert_eq!(receipt.command_id.as_deref(), Some("c-erase"));
     let copy = std::fs::read(hq.dir().join("export").join(&receipt.file)).expect("receipt copy");
     let env = Envelope::open(&copy, Some(&hq.home.device_key())).expect("receipt verifies");
-    let r: sargs::retention::receipt::Receipt =
+    let r: sargs_core::retention::receipt::Receipt =
         serde_json::from_str(&env.payload).expect("receipt");
     assert_eq!(r.segment_id, segments[0]);
     assert_eq!(Some(r.manifest_sha256), deleted.manifest_sha256);

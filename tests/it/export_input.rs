@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sargs::export::{ExportRecord, RefusalReason};
+use sargs_hq::export::{ExportRecord, RefusalReason};
 
 use crate::export::{segment_ids, snapshot, wide_range, Hq};
 use crate::harness::*;

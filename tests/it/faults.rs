@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use sargs::seal::manifest::RecordKind;
+use sargs_core::seal::manifest::RecordKind;
 
 use crate::harness::*;
 
@@ -54,10 +54,10 @@ fn sealed_bytes(dir: &Path) -> u64 {
 /// Waits until a gap record is followed by a whole segment.
 fn resumed_after_gap(dir: &Path, key_path: &Path, limit: Duration) -> bool {
     wait_until(limit, || {
-        let Ok(key) = sargs::seal::sign::DeviceKey::load(key_path) else {
+        let Ok(key) = sargs_core::seal::sign::DeviceKey::load(key_path) else {
             return false;
         };
-        sargs::seal::verify::verify_camera(dir, &key.public_key())
+        sargs_core::seal::verify::verify_camera(dir, &key.public_key())
             .map(|r| {
                 let gap = r
                     .manifests

@@ -10,9 +10,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use sargs::config::Config;
-use sargs::seal::manifest::Manifest;
-use sargs::seal::sign::DeviceKey;
 use sargs::store::{CameraLog, SealContext, SegmentInfo};
+use sargs_core::seal::manifest::Manifest;
+use sargs_core::seal::sign::DeviceKey;
 
 /// A temporary agent home.
 pub struct Home {
@@ -68,8 +68,9 @@ impl Home {
 
     /// The device public key the agent created.
     pub fn device_key(&self) -> [u8; 32] {
-        let key = sargs::seal::sign::DeviceKey::load(&self.path().join("data/device/signing.pk8"))
-            .expect("device key");
+        let key =
+            sargs_core::seal::sign::DeviceKey::load(&self.path().join("data/device/signing.pk8"))
+                .expect("device key");
         key.public_key()
     }
 
@@ -150,7 +151,7 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// The manifests of a camera, verified against `key`, in order.
 pub fn manifests(dir: &Path, key: &[u8; 32]) -> Vec<Manifest> {
-    let r = sargs::seal::verify::verify_camera(dir, key).expect("readable");
+    let r = sargs_core::seal::verify::verify_camera(dir, key).expect("readable");
     assert!(r.ok(), "chain verifies: {:#?}", r.problems);
     r.manifests
 }
@@ -307,9 +308,25 @@ pub fn sargs_in(args: &[&str], cwd: &Path) -> (bool, String, String) {
     run_in(env!("CARGO_BIN_EXE_sargs"), args, cwd)
 }
 
+/// The `sargsctl` binary of this build. It belongs to the `sargs-hq`
+/// package of the workspace, so Cargo gives this package no
+/// `CARGO_BIN_EXE_sargsctl`; it is built beside `sargs` whenever the
+/// workspace's tests are (`scripts/test`, `cargo test` at the top level),
+/// because `sargs-hq`'s own integration tests need it.
+pub fn sargsctl_bin() -> String {
+    let sargs = Path::new(env!("CARGO_BIN_EXE_sargs"));
+    let ctl = sargs.with_file_name("sargsctl");
+    assert!(
+        ctl.is_file(),
+        "{} is missing: run the workspace's tests (scripts/test, or cargo test at the top level), which build it",
+        ctl.display()
+    );
+    ctl.to_string_lossy().into_owned()
+}
+
 /// `sargsctl ARGS` in `cwd`.
 pub fn sargsctl_in(args: &[&str], cwd: &Path) -> (bool, String, String) {
-    run_in(env!("CARGO_BIN_EXE_sargsctl"), args, cwd)
+    run_in(&sargsctl_bin(), args, cwd)
 }
 
 /// `sargs` in the current directory.

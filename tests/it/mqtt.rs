@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use sargs::command::{Action, Command as Cmd, Scope, Target};
-use sargs::seal::sign::DeviceKey;
+use sargs_core::command::{Action, Command as Cmd, Scope, Target};
+use sargs_core::seal::sign::DeviceKey;
 use serde_json::Value;
 
 use crate::harness::*;
@@ -299,27 +299,27 @@ fn bad_commands_are_rejected_with_their_reason_and_change_nothing() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "c-bare",
-            sargs::command::to_payload(&cmd("c-bare", AGENT, now, now + day)).into_bytes(),
+            sargs_core::command::to_payload(&cmd("c-bare", AGENT, now, now + day)).into_bytes(),
             "unsigned",
         ),
         (
             "c-intruder",
-            sargs::command::sign(&intruder, &cmd("c-intruder", AGENT, now, now + day)),
+            sargs_core::command::sign(&intruder, &cmd("c-intruder", AGENT, now, now + day)),
             "untrusted-key",
         ),
         (
             "c-old",
-            sargs::command::sign(&hq, &cmd("c-old", AGENT, now - day * 2, now - day)),
+            sargs_core::command::sign(&hq, &cmd("c-old", AGENT, now - day * 2, now - day)),
             "expired",
         ),
         (
             "c-other",
-            sargs::command::sign(&hq, &cmd("c-other", "gw-elsewhere", now, now + day)),
+            sargs_core::command::sign(&hq, &cmd("c-other", "gw-elsewhere", now, now + day)),
             "wrong-target",
         ),
         (
             "c-tampered",
-            String::from_utf8(sargs::command::sign(
+            String::from_utf8(sargs_core::command::sign(
                 &hq,
                 &cmd("c-tampered", AGENT, now, now + day),
             ))
@@ -343,7 +343,7 @@ fn bad_commands_are_rejected_with_their_reason_and_change_nothing() {
                 && v["code"] == code)
             .is_some());
     }
-    let bytes = sargs::command::sign(&hq, &good);
+    let bytes = sargs_core::command::sign(&hq, &good);
     w.publish(&topic("commands"), bytes.clone());
     assert_eq!(response(&mut w, "c-good")["status"], "applied");
     w.publish(&topic("commands"), bytes);

@@ -137,7 +137,7 @@ fn one_flipped_byte_is_detected() {
     // A byte in the middle of a sealed segment.
     let len = std::fs::metadata(&segs[0]).expect("meta").len() as usize;
     flip(&segs[0], len / 2);
-    let r = sargs::seal::verify::verify_camera(&dir, &key).expect("verify");
+    let r = sargs_core::seal::verify::verify_camera(&dir, &key).expect("verify");
     assert_eq!(r.problems.len(), 1, "{:#?}", r.problems);
     assert!(r.problems[0].contains("SHA-256"), "{}", r.problems[0]);
     // age itself refuses the altered chunk.
@@ -151,7 +151,7 @@ fn one_flipped_byte_is_detected() {
     let altered = text.replacen("\\\"duration_ms\\\":", "\\\"duration_ms\\\":1", 1);
     assert_ne!(altered, text);
     std::fs::write(&manifest, altered).expect("write");
-    let r = sargs::seal::verify::verify_camera(&dir, &key).expect("verify");
+    let r = sargs_core::seal::verify::verify_camera(&dir, &key).expect("verify");
     assert!(
         r.problems
             .iter()

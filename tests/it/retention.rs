@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use sargs::command::{Action, Command as Cmd, Scope, Target};
-use sargs::seal::sign::DeviceKey;
+use sargs_core::command::{Action, Command as Cmd, Scope, Target};
+use sargs_core::seal::sign::DeviceKey;
 
 use crate::harness::*;
 
@@ -31,7 +31,7 @@ fn write_command(home: &Home, hq: &DeviceKey, name: &str, action: Action) -> std
         action,
     };
     let path = home.path().join(format!("{name}.cmd"));
-    std::fs::write(&path, sargs::command::sign(hq, &cmd)).expect("command file");
+    std::fs::write(&path, sargs_core::command::sign(hq, &cmd)).expect("command file");
     path
 }
 
@@ -179,7 +179,7 @@ fn kill_9_during_a_sweep_leaves_index_receipts_and_files_consistent() {
     );
     // At every instant: each missing media file has a valid receipt.
     let key = home.device_key();
-    let chain = sargs::retention::receipt::verify_chain(&receipts, &key).expect("chain");
+    let chain = sargs_core::retention::receipt::verify_chain(&receipts, &key).expect("chain");
     assert!(chain.problems.is_empty(), "{:?}", chain.problems);
     assert!(
         N - left <= chain.deleted.len(),
@@ -196,7 +196,7 @@ fn kill_9_during_a_sweep_leaves_index_receipts_and_files_consistent() {
     // SIGTERM: a clean stop.
     let _ = Command::new("kill").arg(agent.id().to_string()).status();
     let _ = agent.wait();
-    let chain = sargs::retention::receipt::verify_chain(&receipts, &key).expect("chain");
+    let chain = sargs_core::retention::receipt::verify_chain(&receipts, &key).expect("chain");
     assert!(chain.problems.is_empty(), "{:?}", chain.problems);
     assert_eq!(
         chain.receipts as usize, N,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sargs::seal::manifest::RecordKind;
+use sargs_core::seal::manifest::RecordKind;
 
 use crate::harness::*;
 use crate::support::rtsp::{Codec, RtspServer};
@@ -90,7 +90,7 @@ fn a_lost_camera_leaves_a_gap_and_never_stops_the_others() {
     let server = RtspServer::start_on(port, Codec::H264, 320, 240, 25);
     let key = home.device_key();
     let recovered = wait_until(Duration::from_secs(40), || {
-        sargs::seal::verify::verify_camera(&flaky, &key)
+        sargs_core::seal::verify::verify_camera(&flaky, &key)
             .map(|r| {
                 let gap = r.manifests.iter().position(|m| m.record == RecordKind::Gap);
                 gap.is_some_and(|g| r.manifests.len() > g + 1)

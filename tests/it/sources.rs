@@ -4,7 +4,7 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use sargs::seal::manifest::RecordKind;
+use sargs_core::seal::manifest::RecordKind;
 
 use crate::harness::*;
 use crate::support::rtsp::{Codec, RtspServer};

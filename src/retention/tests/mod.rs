@@ -18,10 +18,10 @@ use super::clockguard::Now;
 use super::sweep::SweepReport;
 use super::{Event, EventSink, Retention, Setup};
 use crate::clock::SyncState;
-use crate::command::{Action, Command, Scope, Target};
 use crate::config::Config;
-use crate::seal::sign::DeviceKey;
 use crate::store::{CameraLog, SealContext, SegmentInfo};
+use sargs_core::command::{Action, Command, Scope, Target};
+use sargs_core::seal::sign::DeviceKey;
 
 const PRESET: &str = include_str!("../../../deploy/policy/lv-jekabpils-2022.toml");
 pub const AGENT: &str = "gw-t";
@@ -224,7 +224,7 @@ type = "test"
     }
 
     pub fn signed(&self, cmd: &Command) -> Vec<u8> {
-        crate::command::sign(&self.hq, cmd)
+        sargs_core::command::sign(&self.hq, cmd)
     }
 
     /// Signs and applies `action` at `now`.
@@ -261,7 +261,7 @@ type = "test"
     }
 
     pub fn media_exists(&self, id: &str) -> bool {
-        let (cam, seq) = super::index::parse_segment_id(id, AGENT).expect("id");
+        let (cam, seq) = sargs_core::retention::index::parse_segment_id(id, AGENT).expect("id");
         self.data_dir()
             .join("cameras")
             .join(cam)

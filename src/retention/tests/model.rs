@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration as D, Months, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::retention::receipt::verify_chain;
+use sargs_core::retention::receipt::verify_chain;
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -4,7 +4,7 @@
 use chrono::Duration as D;
 
 use super::*;
-use crate::retention::receipt::Reason;
+use sargs_core::retention::receipt::Reason;
 
 #[test]
 fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
@@ -25,7 +25,7 @@ fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
         assert_eq!(rows.len(), 2);
         let mut receipts: Vec<_> = rows
             .iter()
-            .map(|r| crate::retention::receipt::Receipt {
+            .map(|r| sargs_core::retention::receipt::Receipt {
                 v: 1,
                 record: "deletion".into(),
                 sequence: 0,
@@ -36,7 +36,7 @@ fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
                 segment_end: r.end,
                 class: r.class.clone(),
                 delete_after: r.delete_after,
-                manifest_sha256: crate::seal::manifest::hex(&r.manifest_sha256),
+                manifest_sha256: sargs_core::seal::manifest::hex(&r.manifest_sha256),
                 ciphertext_sha256: String::new(),
                 ciphertext_bytes: r.bytes,
                 deleted_at: t + day(31),

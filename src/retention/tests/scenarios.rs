@@ -4,7 +4,7 @@ use chrono::Duration as D;
 use std::time::Duration;
 
 use super::*;
-use crate::retention::receipt::{verify_chain, Reason};
+use sargs_core::retention::receipt::{verify_chain, Reason};
 
 #[test]
 fn due_segments_are_deleted_with_chained_receipts_and_the_rest_kept() {

@@ -7,9 +7,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{CameraLog, OpenSegment, RecordKind, StoreError};
-use crate::fsutil;
-use crate::seal::age::SealSummary;
-use crate::seal::manifest::{Dock, Manifest, Media};
+use sargs_core::fsutil;
+use sargs_core::seal::age::SealSummary;
+use sargs_core::seal::manifest::{Dock, Manifest, Media};
 
 /// Facts about an ingested recording known when it is committed.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ mod verify;
 mod wire;
 
 pub use verify::{sign, verify, Rejection, Trust, Verified};
-pub(crate) use wire::{id, text};
+pub use wire::{id, text};
 pub use wire::{parse_payload, scope_json, to_payload};
 
 use chrono::{DateTime, Utc};

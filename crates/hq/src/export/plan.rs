@@ -12,14 +12,14 @@ use chrono::{DateTime, Utc};
 use super::{
     millis, AppliedCommand, ExportError, IndexState, ReceiptRef, Refusal, RefusalReason, Request,
 };
-use crate::command::Scope;
-use crate::retention::index::Index;
-use crate::retention::receipt::{verify_chain, ChainReport};
-use crate::retention::rules::{Coverage, Facts, Protections};
-use crate::retention::INDEX_FILE;
-use crate::seal::manifest::{Manifest, RecordKind};
-use crate::seal::sign::Envelope;
-use crate::seal::verify::{verify_camera_checked, MediaCheck, MediaState, Report, Verdict};
+use sargs_core::command::Scope;
+use sargs_core::layout::INDEX_FILE;
+use sargs_core::retention::index::Index;
+use sargs_core::retention::receipt::{verify_chain, ChainReport};
+use sargs_core::retention::rules::{Coverage, Facts, Protections};
+use sargs_core::seal::manifest::{Manifest, RecordKind};
+use sargs_core::seal::sign::Envelope;
+use sargs_core::seal::verify::{verify_camera_checked, MediaCheck, MediaState, Report, Verdict};
 
 /// Everything decided about the scope.
 pub(crate) struct Plan {
@@ -158,7 +158,7 @@ type Wanted = Vec<(String, Option<BTreeMap<u64, String>>)>;
 fn wanted(scope: &Scope, cams_dir: &Path) -> Result<Wanted, ExportError> {
     let mut out: Wanted = Vec::new();
     let mut add = |camera: &str, seq: Option<(u64, &String)>| -> Result<(), ExportError> {
-        if let Err(why) = crate::config::check::id(camera) {
+        if let Err(why) = sargs_core::config::check::id(camera) {
             return Err(ExportError::Scope(format!("camera {why}")));
         }
         if !cams_dir.join(camera).is_dir() {
@@ -442,7 +442,7 @@ impl Ctx<'_> {
                 ),
             },
             Some(MediaState::Missing) | None => {
-                let partial = dir.join(format!("{seq:010}.{}", crate::store::camera::PARTIAL_EXT));
+                let partial = dir.join(format!("{seq:010}.{}", sargs_core::layout::PARTIAL_EXT));
                 let detail = if partial.exists() {
                     format!("{media_file}: not yet renamed into place by the running agent; export again")
                 } else {

@@ -118,7 +118,7 @@ fn invalid(field: &str, why: impl std::fmt::Display) -> Rejection {
 }
 
 /// An id: 1..=128 of `[A-Za-z0-9._:/-]`.
-pub(crate) fn id(field: &str, v: &str) -> Result<String, Rejection> {
+pub fn id(field: &str, v: &str) -> Result<String, Rejection> {
     let ok = (1..=MAX_ID).contains(&v.chars().count())
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._:/-".contains(c));
@@ -133,7 +133,7 @@ pub(crate) fn id(field: &str, v: &str) -> Result<String, Rejection> {
 }
 
 /// A free text: 1..=512 characters, not blank.
-pub(crate) fn text(field: &str, v: &str) -> Result<String, Rejection> {
+pub fn text(field: &str, v: &str) -> Result<String, Rejection> {
     if v.trim().is_empty() || v.chars().count() > MAX_TEXT {
         Err(invalid(
             field,

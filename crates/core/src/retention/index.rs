@@ -558,7 +558,7 @@ mod tests {
     #[test]
     fn a_protection_whose_stored_scope_does_not_parse_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let index = Index::open(&dir.path().join(super::super::INDEX_FILE)).expect("index");
+        let index = Index::open(&dir.path().join(crate::layout::INDEX_FILE)).expect("index");
         index
             .conn()
             .execute(

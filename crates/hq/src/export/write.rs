@@ -9,9 +9,9 @@ use super::plan::{Candidate, Item, Plan};
 use super::{
     ExportError, ExportRecord, GapEntry, Refusal, RefusalReason, Request, Source, EXPORT_VERSION,
 };
-use crate::fsutil;
-use crate::seal::manifest::{hex, sha256_hex};
-use crate::seal::sign::Envelope;
+use sargs_core::fsutil;
+use sargs_core::seal::manifest::{hex, sha256_hex};
+use sargs_core::seal::sign::Envelope;
 
 type Identities = [Box<dyn age::Identity + Send + Sync>];
 
@@ -179,12 +179,12 @@ pub(crate) fn write(
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode(req.device_key)
         },
-        scope: crate::command::scope_json(&req.scope),
+        scope: sargs_core::command::scope_json(&req.scope),
         restrictions_as_of: plan.index.clone(),
         sources: Vec::new(),
         gaps: Vec::new(),
         refused: Vec::new(),
-        tool: format!("sargsctl {}", crate::VERSION),
+        tool: format!("sargsctl {}", sargs_core::VERSION),
     };
     let (mut attempts, mut unopened, mut example) = (0, 0, None::<String>);
     let mut dirs = vec![staging.dir.clone()];

@@ -3,7 +3,7 @@ use std::path::Path;
 use super::*;
 use crate::config::ConfigError;
 
-const PRESET: &str = include_str!("../../deploy/policy/lv-jekabpils-2022.toml");
+const PRESET: &str = include_str!("../../../../deploy/policy/lv-jekabpils-2022.toml");
 const FILE: &str = "/etc/sargs/policy/lv-jekabpils-2022.toml";
 
 fn preset() -> Policy {

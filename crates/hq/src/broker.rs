@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::Value;
 
-use crate::config::TlsFiles;
+use sargs_core::link::TlsFiles;
 
 /// How to reach the broker.
 #[derive(Debug, Clone, Default)]
@@ -39,13 +39,13 @@ impl HqClient {
         topics: &[String],
         timeout: Duration,
     ) -> Result<HqClient, String> {
-        let (tls, host, port) = crate::config::link::parse_url(&o.url)?;
+        let (tls, host, port) = sargs_core::link::parse_url(&o.url)?;
         let mut opts = MqttOptions::new(client_id, host, port);
         opts.set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(64 << 20, 16 << 20);
         if tls {
             let ca = o.ca.clone().ok_or("--ca-file is required for mqtts://")?;
-            let cfg = super::tls::client_config(&TlsFiles {
+            let cfg = sargs_core::link::client_config(&TlsFiles {
                 ca,
                 client_cert: o.client_cert.clone(),
                 client_key: o.client_key.clone(),

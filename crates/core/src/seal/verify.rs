@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::{self, Manifest, RecordKind, GENESIS};
 use super::sign::Envelope;
-use crate::store::camera::{hash_file, CONTIGUITY_TOLERANCE_MS};
+use crate::layout::{sha256_file, CONTIGUITY_TOLERANCE_MS};
 
 /// What a verification found.
 #[derive(Debug, Default)]
@@ -310,13 +310,13 @@ fn media_state(
             media.ciphertext_bytes
         )),
         Ok(_) if check == MediaCheck::Size => MediaState::Present,
-        Ok(_) => match hash_file(&file) {
+        Ok(_) => match sha256_file(&file) {
             Ok(h) if manifest::hex(&h) == media.ciphertext_sha256 => MediaState::Present,
             Ok(_) => MediaState::Altered(format!(
                 "{}: SHA-256 does not match the manifest (altered)",
                 media.file
             )),
-            Err(e) => MediaState::Unreadable(e.to_string()),
+            Err(e) => MediaState::Unreadable(format!("{}: {e}", media.file)),
         },
     }
 }

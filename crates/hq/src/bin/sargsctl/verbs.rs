@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use clap::{Args, Subcommand};
-use sargs::command::{Action, Command, Scope, Target};
-use sargs::seal::sign::DeviceKey;
+use sargs_core::command::{Action, Command, Scope, Target};
+use sargs_core::seal::sign::DeviceKey;
 
 /// Options every command verb takes.
 #[derive(Args, Debug)]
@@ -71,7 +71,7 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    pub fn options(&self, url: &str) -> Result<sargs::hq::client::BrokerOptions, String> {
+    pub fn options(&self, url: &str) -> Result<sargs_hq::broker::BrokerOptions, String> {
         let password = match &self.password_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -83,7 +83,7 @@ impl BrokerArgs {
             ),
             None => None,
         };
-        Ok(sargs::hq::client::BrokerOptions {
+        Ok(sargs_hq::broker::BrokerOptions {
             url: url.to_owned(),
             ca: self.ca_file.clone(),
             client_cert: self.client_cert.clone(),
@@ -270,7 +270,7 @@ pub fn random_id(prefix: &str) -> Result<String, String> {
     let mut b = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| "the system random source failed".to_string())?;
-    Ok(format!("{prefix}{}", sargs::seal::manifest::hex(&b)))
+    Ok(format!("{prefix}{}", sargs_core::seal::manifest::hex(&b)))
 }
 
 /// Builds, signs and writes the command; prints its id and kind.
@@ -378,11 +378,12 @@ pub fn run(verb: Verb) -> Result<(), String> {
         action,
     };
     // The same schema checks the agent applies, before anything is written.
-    sargs::command::parse_payload(&sargs::command::to_payload(&cmd)).map_err(|e| e.to_string())?;
+    sargs_core::command::parse_payload(&sargs_core::command::to_payload(&cmd))
+        .map_err(|e| e.to_string())?;
     let key = DeviceKey::load(&common.key).map_err(|e| format!("--key: {e}"))?;
-    let bytes = sargs::command::sign(&key, &cmd);
+    let bytes = sargs_core::command::sign(&key, &cmd);
     if let Some(out) = &common.out {
-        let mut f = sargs::fsutil::create_new(out, 0o600)
+        let mut f = sargs_core::fsutil::create_new(out, 0o600)
             .map_err(|e| format!("--out {}: {e}", out.display()))?;
         f.write_all(&bytes)
             .and_then(|_| f.sync_all())
@@ -410,7 +411,7 @@ fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<
         ),
     };
     let wait = std::time::Duration::from_secs(common.wait);
-    let client = sargs::hq::client::HqClient::connect(
+    let client = sargs_hq::broker::HqClient::connect(
         &common.broker.options(url)?,
         &format!("sargsctl-{}", cmd.id),
         &[responses],

@@ -96,7 +96,7 @@ impl ConfigError {
     }
 
     /// One error as itself, several as `Many`; `Ok` when there are none.
-    pub(crate) fn from_list(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
+    pub fn from_list(mut errors: Vec<ConfigError>) -> Result<(), ConfigError> {
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
@@ -130,7 +130,7 @@ impl fmt::Display for ManyDisplay<'_> {
 }
 
 /// Reads a file, naming it on failure.
-pub(crate) fn read_file(file: &Path) -> Result<String, ConfigError> {
+pub fn read_file(file: &Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_owned(),
         source,
@@ -139,7 +139,7 @@ pub(crate) fn read_file(file: &Path) -> Result<String, ConfigError> {
 
 /// Decodes `text` into the raw layer `T`, mapping TOML errors onto
 /// [`ConfigError`] kinds with the dotted key path and line.
-pub(crate) fn decode<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+pub fn decode<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
     let tree = match DeTable::parse(text) {
         Ok(tree) => tree,
         Err(e) => {
@@ -269,7 +269,7 @@ fn locate_value(value: &DeValue<'_>, pos: usize, path: &mut String) -> bool {
 }
 
 /// 1-based line and column (in characters) of byte offset `pos`.
-pub(crate) fn line_col(text: &str, pos: usize) -> (usize, usize) {
+pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
     let pos = pos.min(text.len());
     let before = text.get(..pos).unwrap_or(text);
     let line = before.matches('\n').count() + 1;

@@ -9,7 +9,7 @@ use super::ConfigError;
 /// components and MQTT topic levels, so they are restricted to
 /// `[A-Za-z0-9._-]`, 1 to 64 characters, and may not start with a dot
 /// (which also rules out `.` and `..`).
-pub(crate) fn id(value: &str) -> Result<(), String> {
+pub fn id(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err("must not be empty".to_owned());
     }
@@ -31,7 +31,7 @@ pub(crate) fn id(value: &str) -> Result<(), String> {
 }
 
 /// A text that must say something.
-pub(crate) fn non_empty(value: &str) -> Result<(), String> {
+pub fn non_empty(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
         Err("must not be empty".to_owned())
     } else {
@@ -41,7 +41,7 @@ pub(crate) fn non_empty(value: &str) -> Result<(), String> {
 
 /// Looks like `local@domain.tld`: one `@`, both sides non-empty, a dot in
 /// the domain, no whitespace. Deliverability is not checked.
-pub(crate) fn email(value: &str) -> Result<(), String> {
+pub fn email(value: &str) -> Result<(), String> {
     let bad = || format!("{value:?} does not look like an e-mail address (name@example.lv)");
     if value.chars().any(char::is_whitespace) {
         return Err(bad());
@@ -61,7 +61,7 @@ pub(crate) fn email(value: &str) -> Result<(), String> {
 }
 
 /// A web address shown to the public: `https://` or `http://` and a host.
-pub(crate) fn web_url(value: &str) -> Result<(), String> {
+pub fn web_url(value: &str) -> Result<(), String> {
     let rest = value
         .strip_prefix("https://")
         .or_else(|| value.strip_prefix("http://"));
@@ -77,7 +77,7 @@ pub(crate) fn web_url(value: &str) -> Result<(), String> {
 
 /// A phone number as printed: digits, spaces, `+`, `-`, `(`, `)`; at least
 /// three digits.
-pub(crate) fn phone(value: &str) -> Result<(), String> {
+pub fn phone(value: &str) -> Result<(), String> {
     let ok_chars = value
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')'));
@@ -93,13 +93,13 @@ pub(crate) fn phone(value: &str) -> Result<(), String> {
 
 /// Collects validation errors for one file, so a user sees every problem
 /// at once.
-pub(crate) struct Collector<'a> {
+pub struct Collector<'a> {
     file: &'a Path,
     errors: Vec<ConfigError>,
 }
 
 impl<'a> Collector<'a> {
-    pub(crate) fn new(file: &'a Path) -> Self {
+    pub fn new(file: &'a Path) -> Self {
         Collector {
             file,
             errors: Vec::new(),
@@ -107,7 +107,7 @@ impl<'a> Collector<'a> {
     }
 
     /// Records `key: reason`.
-    pub(crate) fn invalid(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub fn invalid(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.errors.push(ConfigError::Invalid {
             file: self.file.to_owned(),
             key: key.into(),
@@ -117,7 +117,7 @@ impl<'a> Collector<'a> {
 
     /// Records an error found elsewhere (e.g. in the policy file), keeping
     /// the list flat.
-    pub(crate) fn push(&mut self, error: ConfigError) {
+    pub fn push(&mut self, error: ConfigError) {
         match error {
             ConfigError::Many(all) => self.errors.extend(all),
             one => self.errors.push(one),
@@ -125,7 +125,7 @@ impl<'a> Collector<'a> {
     }
 
     /// Records that a required key is absent.
-    pub(crate) fn missing(&mut self, key: impl Into<String>) {
+    pub fn missing(&mut self, key: impl Into<String>) {
         self.errors.push(ConfigError::MissingKey {
             file: self.file.to_owned(),
             key: key.into(),
@@ -133,7 +133,7 @@ impl<'a> Collector<'a> {
     }
 
     /// Runs `f` on `value` and records its complaint under `key`.
-    pub(crate) fn check(
+    pub fn check(
         &mut self,
         key: impl Into<String>,
         value: &str,
@@ -145,7 +145,7 @@ impl<'a> Collector<'a> {
     }
 
     /// Records the error of `result` under `key`, passing its value on.
-    pub(crate) fn ok<T>(&mut self, key: impl Into<String>, result: Result<T, String>) -> Option<T> {
+    pub fn ok<T>(&mut self, key: impl Into<String>, result: Result<T, String>) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(reason) => {
@@ -156,13 +156,13 @@ impl<'a> Collector<'a> {
     }
 
     /// `Ok` if nothing was recorded; one error as itself; several as `Many`.
-    pub(crate) fn finish(self) -> Result<(), ConfigError> {
+    pub fn finish(self) -> Result<(), ConfigError> {
         ConfigError::from_list(self.errors)
     }
 }
 
 /// `"a", "b", "c"` for listing the valid choices in a message.
-pub(crate) fn quoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+pub fn quoted_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     items
         .into_iter()
         .map(|s| format!("{s:?}"))

@@ -4,6 +4,8 @@ mod export;
 mod verbs;
 
 use std::io::{Read, Write};
+
+use sargs_core::keys::ExposeSecret;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,18 +118,16 @@ fn run(cmd: Command) -> Result<(), String> {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty() && !d.exists())
             {
-                sargs::fsutil::create_private_dir(dir)
+                sargs_core::fsutil::create_private_dir(dir)
                     .map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            let id = age::x25519::Identity::generate();
-            let recipient = id.to_public().to_string();
-            let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
-            let mut f = sargs::fsutil::create_new(&out, 0o600)
+            let (recipient, text) = sargs_core::keys::new_identity();
+            let mut f = sargs_core::fsutil::create_new(&out, 0o600)
                 .map_err(|e| format!("{}: {e}", out.display()))?;
-            writeln!(f, "# public key: {recipient}\n{secret}")
+            f.write_all(text.expose_secret().as_bytes())
                 .and_then(|_| f.sync_all())
                 .map_err(|e| format!("{}: {e}", out.display()))?;
-            let key = sargs::seal::sign::DeviceKey::load_or_create(&signing_key)
+            let key = sargs_core::seal::sign::DeviceKey::load_or_create(&signing_key)
                 .map_err(|e| e.to_string())?;
             println!("{recipient}");
             println!("command key: {}", key.public_key_b64());
@@ -140,13 +140,13 @@ fn run(cmd: Command) -> Result<(), String> {
                     let first = dir.join(format!("{:010}.json", 1));
                     let bytes =
                         std::fs::read(&first).map_err(|e| format!("{}: {e}", first.display()))?;
-                    let env: sargs::seal::sign::Envelope = serde_json::from_slice(&bytes)
+                    let env: sargs_core::seal::sign::Envelope = serde_json::from_slice(&bytes)
                         .map_err(|e| format!("{}: {e}", first.display()))?;
                     eprintln!("trusting device key {} from the first record (pass --device-key to pin it)", env.key);
                     decode_key(&env.key)?
                 }
             };
-            let r = sargs::seal::verify::verify_camera(&dir, &key)
+            let r = sargs_core::seal::verify::verify_camera(&dir, &key)
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
             println!(
                 "{}: {} records ({} segments, {} truncated, {} gaps)",
@@ -234,7 +234,7 @@ fn watch(
         .map(|k| format!("{}/agents/{who}/{k}", broker.prefix))
         .collect();
     let id = format!("sargsctl-watch-{}", std::process::id());
-    let client = sargs::hq::client::HqClient::connect(
+    let client = sargs_hq::broker::HqClient::connect(
         &broker.options(url)?,
         &id,
         &topics,
@@ -253,7 +253,7 @@ fn watch(
             if json {
                 println!("{}", serde_json::json!({"topic": topic, "message": v}));
             } else {
-                println!("{}", sargs::hq::client::summary(&topic, &v));
+                println!("{}", sargs_hq::broker::summary(&topic, &v));
             }
         }
     }

@@ -1,11 +1,11 @@
 //! `sargsctl export`: release recordings to an entitled recipient, as a
-//! signed export that names its sources (the work is in [`sargs::export`]).
+//! signed export that names its sources (the work is in [`sargs_hq::export`]).
 
 use std::path::PathBuf;
 
 use clap::Args;
-use sargs::export::{ExportRecord, Request};
-use sargs::seal::sign::DeviceKey;
+use sargs_core::seal::sign::DeviceKey;
+use sargs_hq::export::{ExportRecord, Request};
 
 use crate::verbs::{random_id, ScopeArgs};
 
@@ -65,9 +65,9 @@ pub fn run(a: ExportArgs) -> Result<(), String> {
         issuer: a.issuer,
         signing_key: &key,
         out: a.out,
-        now: sargs::clock::now(),
+        now: sargs_core::clock::now(),
     };
-    let done = sargs::export::export(&req).map_err(|e| e.to_string())?;
+    let done = sargs_hq::export::export(&req).map_err(|e| e.to_string())?;
     let r = &done.record;
     if a.json {
         println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);

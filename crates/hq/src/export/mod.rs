@@ -43,8 +43,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::command::Scope;
-use crate::seal::sign::DeviceKey;
+use sargs_core::command::Scope;
+use sargs_core::seal::sign::DeviceKey;
 
 /// Version of the export record.
 pub const EXPORT_VERSION: u32 = 1;
@@ -268,9 +268,9 @@ pub fn export(req: &Request<'_>) -> Result<Outcome, ExportError> {
         ("recipient", &req.recipient),
         ("issuer", &req.issuer),
     ] {
-        crate::command::text(field, v).map_err(|e| ExportError::Invalid(e.to_string()))?;
+        sargs_core::command::text(field, v).map_err(|e| ExportError::Invalid(e.to_string()))?;
     }
-    crate::command::id("id", &req.id).map_err(|e| ExportError::Invalid(e.to_string()))?;
+    sargs_core::command::id("id", &req.id).map_err(|e| ExportError::Invalid(e.to_string()))?;
     let bad_identity = |reason: String| ExportError::Identity {
         path: req.identity.clone(),
         reason,

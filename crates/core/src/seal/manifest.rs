@@ -28,7 +28,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SyncState;
-use crate::config::MaskRect;
 
 /// Version of the manifest payload format.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -224,6 +223,16 @@ pub fn unhex32(s: &str) -> Option<[u8; 32]> {
 /// SHA-256 of `bytes` in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// A privacy mask: a rectangle blacked out before encoding, in pixels of
+/// the encoded frame (origin top-left). Always non-empty and inside the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskRect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// The mask configuration version: SHA-256 over the rectangles in order.

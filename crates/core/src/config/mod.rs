@@ -1,0 +1,12 @@
+//! Loading TOML files with errors that name the file, the key and the
+//! reason: shared by the agent's config, the policy file and HQ's config.
+//!
+//! - [`error`]: [`ConfigError`] and the decoding that maps TOML and serde
+//!   failures onto it.
+//! - [`check`]: small value checks (identifiers, text, paths), each returning
+//!   the reason a value is unacceptable.
+
+pub mod check;
+pub mod error;
+
+pub use error::ConfigError;
