@@ -59,12 +59,12 @@ fn config(dir: &Path, id: &str, port: u16, hq: &DeviceKey) -> Config {
 fn start_agent(dir: &Path, id: &str, port: u16, hq: &DeviceKey) -> Agent {
     let cfg = config(dir, id, port, hq);
     let key = Arc::new(DeviceKey::load_or_create(&cfg.agent.signing_key).expect("device key"));
-    let (events, outbox) = sargs::agent::event_sink(&cfg).expect("sink");
+    let (events, outbox) = sargs::wiring::event_sink(&cfg).expect("sink");
     let outbox: Arc<Outbox> = outbox.expect("outbox");
     let retention = Arc::new(
         Retention::open(Setup {
             free_space: Box::new(|| Ok(u64::MAX / 2)),
-            ..sargs::agent::retention_setup(&cfg, key, events)
+            ..sargs::wiring::retention_setup(&cfg, key, events)
         })
         .expect("retention"),
     );

@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sargs::clock::SyncState;
 use sargs::config::Config;
+use sargs::events::EventSink;
 use sargs::retention::clockguard::Now;
-use sargs::retention::{EventSink, Retention, Setup};
+use sargs::retention::{Retention, Setup};
 use sargs_core::command::Scope;
 use sargs_core::layout::INDEX_FILE;
 use sargs_core::retention::index::{Deletion, Index, Row, Writer};
@@ -45,7 +46,7 @@ const POLICE_FROM: usize = 8;
 
 struct Quiet;
 impl EventSink for Quiet {
-    fn emit(&self, _: sargs::retention::Event) {}
+    fn emit(&self, _: sargs::events::Event) {}
 }
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {

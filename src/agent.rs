@@ -30,14 +30,14 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{DiskFloor, Recorder};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::hq::messages::{OutboxEvents, Topics};
-use crate::hq::outbox::Outbox;
+use crate::events::EventSink;
 use crate::hq::telemetry::{CameraStates, Telemetry, Tracking};
 use crate::hq::{Link, LinkError};
 use crate::liveness::{Beat, Liveness};
 use crate::retention::clockguard::Now;
-use crate::retention::{inbox, EventSink, LogEvents, Retention, RetentionError, Setup};
+use crate::retention::{inbox, Retention, RetentionError};
 use crate::store::{CameraLog, SealContext, Store, StoreError};
+use crate::wiring::{event_sink, retention_setup};
 use sargs_core::seal::sign::{DeviceKey, KeyError};
 
 /// Why the agent could not start.
@@ -73,53 +73,6 @@ pub struct Agent {
     stop_sweeper: CancellationToken,
     cancel: CancellationToken,
     liveness: Arc<Liveness>,
-}
-
-/// Opens the retention engine of `config`'s store (the store must be taken).
-pub fn open_retention(config: &Config, key: Arc<DeviceKey>) -> Result<Retention, StartError> {
-    let (events, _) = event_sink(config)?;
-    Ok(Retention::open(retention_setup(config, key, events))?)
-}
-
-/// The retention engine's event sink, and the outbox behind it if any.
-pub type Events = (Arc<dyn EventSink>, Option<Arc<Outbox>>);
-
-/// Where retention events go: with an HQ link configured, the durable outbox
-/// (also when no agent runs, e.g. `sargs apply`), else the log.
-pub fn event_sink(config: &Config) -> Result<Events, StartError> {
-    let Some(link) = &config.link else {
-        return Ok((Arc::new(LogEvents), None));
-    };
-    let data_dir = &config.agent.data_dir;
-    let outbox = Arc::new(Outbox::open(data_dir, link.outbox_max).map_err(|source| {
-        StartError::Store(StoreError::Io {
-            path: data_dir.join("outbox"),
-            source,
-        })
-    })?);
-    let topics = Topics::new(&link.prefix, &config.agent.id);
-    let sink = OutboxEvents {
-        agent: config.agent.id.clone(),
-        topic: topics.events,
-        outbox: outbox.clone(),
-    };
-    Ok((Arc::new(sink), Some(outbox)))
-}
-
-/// What the retention engine of `config`'s store is opened with.
-pub fn retention_setup(config: &Config, key: Arc<DeviceKey>, events: Arc<dyn EventSink>) -> Setup {
-    let data_dir = config.agent.data_dir.clone();
-    let probe = data_dir.clone();
-    Setup {
-        agent_id: config.agent.id.clone(),
-        data_dir,
-        key,
-        policy: config.policy.clone(),
-        settings: config.retention,
-        command_keys: config.command_keys.clone(),
-        events,
-        free_space: Box::new(move || sargs_core::fsutil::free_bytes(&probe)),
-    }
 }
 
 impl Agent {

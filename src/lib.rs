@@ -12,11 +12,14 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod dock;
+pub mod events;
 pub mod hq;
 pub mod liveness;
 pub mod retention;
 pub mod service;
 pub mod store;
+pub mod sync;
+pub mod wiring;
 
 /// The agent's version, stamped into every manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -107,7 +107,7 @@ impl Liveness {
             ended: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
         });
-        let mut parts = crate::capture::lock(&self.parts);
+        let mut parts = crate::sync::lock(&self.parts);
         // Loops that ended normally are forgotten; dead ones stay reported.
         parts.retain(|p| !p.ended.load(Ordering::Relaxed) || p.panicked.load(Ordering::Relaxed));
         parts.push(part.clone());
@@ -122,7 +122,7 @@ impl Liveness {
     /// why: empty when the agent is alive.
     pub fn stalled(&self, limit: Duration) -> Vec<String> {
         let now = ms(self.epoch);
-        let parts = crate::capture::lock(&self.parts);
+        let parts = crate::sync::lock(&self.parts);
         let mut out = Vec::new();
         for p in parts.iter() {
             if p.panicked.load(Ordering::Relaxed) {

@@ -370,7 +370,7 @@ fn apply(config: &Config, file: &std::path::Path) -> Result<(), String> {
         Ok(store) => {
             let key = sargs_core::seal::sign::DeviceKey::load_or_create(&config.agent.signing_key)
                 .map_err(|e| format!("device key: {e}"))?;
-            let retention = sargs::agent::open_retention(config, std::sync::Arc::new(key))
+            let (retention, _) = sargs::wiring::open_retention(config, std::sync::Arc::new(key))
                 .map_err(|e| e.to_string())?;
             let r = retention
                 .apply(&bytes, sargs::clock::now())
@@ -431,8 +431,8 @@ fn reindex(config: &Config) -> Result<(), String> {
     })?;
     let key = sargs_core::seal::sign::DeviceKey::load(&config.agent.signing_key)
         .map_err(|e| format!("device key: {e}"))?;
-    let (events, _) = sargs::agent::event_sink(config).map_err(|e| e.to_string())?;
-    let setup = sargs::agent::retention_setup(config, std::sync::Arc::new(key), events);
+    let (events, _) = sargs::wiring::event_sink(config).map_err(|e| e.to_string())?;
+    let setup = sargs::wiring::retention_setup(config, std::sync::Arc::new(key), events);
     let st = sargs::retention::Retention::reindex(setup).map_err(|e| e.to_string())?;
     store.close().map_err(|e| e.to_string())?;
     println!("index rebuilt");

@@ -147,7 +147,7 @@ impl ServiceManager {
     /// `STATUS=`. Returns whether it pinged.
     pub fn feed(&self, liveness: &Liveness, status: &str) -> bool {
         let stalled = liveness.stalled(self.stall_limit());
-        let mut reported = crate::capture::lock(&self.reported);
+        let mut reported = crate::sync::lock(&self.reported);
         if stalled.is_empty() {
             if !reported.is_empty() {
                 tracing::info!("every loop is alive again; feeding the watchdog");

@@ -18,6 +18,8 @@
 //! open fragment cleanly, and the thread returns once that segment is
 //! committed (or, after [`EOS_TIMEOUT`], once it is committed as truncated).
 
+mod codec;
+pub mod element;
 mod framesrc;
 pub mod mask;
 pub mod pipeline;
@@ -37,11 +39,12 @@ use gstreamer::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CameraConfig, Supervision};
+use crate::events::{Event, EventSink};
 use crate::liveness::Beat;
-use crate::retention::{Event, EventSink};
 use crate::store::CameraLog;
+use crate::sync::lock;
 use sargs_core::policy::Policy;
-use segment::{MediaFacts, Segmenter};
+use segment::{media_facts, Segmenter};
 
 /// A camera that delivered no video for this long is treated as lost.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -298,7 +301,7 @@ impl Recorder {
         let ended = self.play(&pipeline, &video_pad, encoding, epoch, &last_buffer_ms);
         drop(attached);
         // Read the caps before stopping clears them.
-        let facts = MediaFacts::from_pad(&video_pad, encoding);
+        let facts = media_facts(&video_pad, encoding);
         // Stopping the pipeline releases an RTSP reader waiting on a full
         // queue; the reader is then joined.
         if let Some(r) = &reader {
@@ -460,7 +463,7 @@ impl Recorder {
             .ok()
             .and_then(|rt| utc_of_running_time(pipeline, rt))
             .unwrap_or_else(crate::clock::now);
-        let facts = MediaFacts::from_pad(video_pad, encoding);
+        let facts = media_facts(video_pad, encoding);
         let mut g = lock(&self.shared);
         let done = if opened {
             g.opened(at, &facts)
@@ -530,13 +533,6 @@ pub fn backoff(s: &Supervision, failures: u32) -> Duration {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     let r = u16::from_le_bytes(b) as f64 / u16::MAX as f64; // 0..=1
     base.mul_f64(0.75 + 0.5 * r)
-}
-
-/// Locks a mutex even if a thread panicked while holding it: the state it
-/// guards (open segments, the chain) is consistent between calls into it,
-/// step, and recording must go on.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Removes `user:password@` from every URL in free text (GStreamer error

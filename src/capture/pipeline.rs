@@ -21,48 +21,16 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
+use super::codec::{encoder_chain, rtsp_branch};
+use super::element::{chain, link, link_pad, make, BuildError};
 use super::framesrc::FrameSrc;
-use super::rtsp::{Codec, Reader};
-use crate::config::{CameraConfig, RtspTransport, SourceConfig, VideoParams};
+use super::rtsp::Reader;
+use crate::config::{CameraConfig, RtspTransport, SourceConfig};
 
 /// Frames an RTSP camera over UDP, or a transcoded one, may have queued for
 /// the pipeline before its reader waits (≈ 8 s at 4 Mbit/s); normally the
 /// queue is empty.
 const RTSP_QUEUE_BYTES: u32 = 4 << 20;
-
-/// Why a pipeline could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error(
-        "GStreamer element `{0}` is missing (install the plugin package that provides it): {1}"
-    )]
-    Missing(&'static str, String),
-    #[error("linking {0}: {1}")]
-    Link(String, String),
-}
-
-pub(crate) fn make(factory: &'static str) -> Result<gst::Element, BuildError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|e| BuildError::Missing(factory, e.to_string()))
-}
-
-pub(crate) fn link(a: &gst::Element, b: &gst::Element) -> Result<(), BuildError> {
-    a.link(b)
-        .map_err(|e| BuildError::Link(format!("{} -> {}", a.name(), b.name()), e.to_string()))
-}
-
-fn chain(pipeline: &gst::Pipeline, elements: &[&gst::Element]) -> Result<(), BuildError> {
-    for e in elements {
-        pipeline
-            .add(*e)
-            .map_err(|err| BuildError::Link(e.name().to_string(), err.to_string()))?;
-    }
-    for pair in elements.windows(2) {
-        link(pair[0], pair[1])?;
-    }
-    Ok(())
-}
 
 /// How the segments of a camera are produced, as stated in its manifests.
 pub fn encoding(camera: &CameraConfig) -> &'static str {
@@ -75,40 +43,6 @@ pub fn encoding(camera: &CameraConfig) -> &'static str {
         } => "transcoded",
         _ => "encoded",
     }
-}
-
-/// Raw-video caps every encoded path is forced into.
-fn i420_caps(v: &VideoParams, with_rate: bool) -> gst::Caps {
-    let mut b = gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", v.width as i32)
-        .field("height", v.height as i32);
-    if with_rate {
-        b = b.field("framerate", gst::Fraction::new(v.fps as i32, 1));
-    }
-    b.build()
-}
-
-/// caps filter → (masks) → x264enc → h264parse. Returns (first, last).
-fn encoder_chain(
-    pipeline: &gst::Pipeline,
-    camera: &CameraConfig,
-    v: &VideoParams,
-    with_rate: bool,
-) -> Result<(gst::Element, gst::Element), BuildError> {
-    let caps = make("capsfilter")?;
-    caps.set_property("caps", i420_caps(v, with_rate));
-    let enc = make("x264enc")?;
-    enc.set_property("bitrate", v.bitrate_kbps);
-    enc.set_property("key-int-max", v.fps.saturating_mul(2));
-    enc.set_property_from_str("tune", "zerolatency");
-    enc.set_property_from_str("speed-preset", "superfast");
-    let parse = make("h264parse")?;
-    chain(pipeline, &[&caps, &enc, &parse])?;
-    if let Some(pad) = caps.static_pad("src") {
-        super::mask::attach(&pad, camera.masks.clone());
-    }
-    Ok((caps, parse))
 }
 
 /// Builds the source part of `camera`'s pipeline and links it to `video_pad`
@@ -259,63 +193,6 @@ fn rtsp_cushion(
 fn is_rtsps(url: &str) -> bool {
     url.get(..8)
         .is_some_and(|s| s.eq_ignore_ascii_case("rtsps://"))
-}
-
-/// Links the codec-specific part behind an RTSP source `src` to
-/// `video_pad` and brings what it added to the pipeline's state. `complete`:
-/// `src` delivers MP4-ready access units with full caps (the RTSP client) and
-/// goes straight on; otherwise (`rtph26Xdepay`) through `h26Xparse` first.
-/// Then the segmenter (passthrough), or `avdec_h26X ! videoconvert !
-/// videoscale !` and the encoder chain (transcoding).
-pub(crate) fn rtsp_branch(
-    pipeline: &gst::Pipeline,
-    camera: &CameraConfig,
-    transcode: Option<&VideoParams>,
-    codec: Codec,
-    src: &gst::Element,
-    complete: bool,
-    video_pad: &gst::Pad,
-) -> Result<(), BuildError> {
-    let (parse, dec) = match codec {
-        Codec::H264 => ("h264parse", "avdec_h264"),
-        Codec::H265 => ("h265parse", "avdec_h265"),
-    };
-    let mut last = src.clone();
-    if !complete {
-        let parse = make(parse)?;
-        chain(pipeline, &[&parse])?;
-        link(&last, &parse)?;
-        last = parse;
-    }
-    match transcode {
-        None => link_pad(&last, video_pad)?,
-        Some(v) => {
-            let dec = make(dec)?;
-            let conv = make("videoconvert")?;
-            let scale = make("videoscale")?;
-            chain(pipeline, &[&dec, &conv, &scale])?;
-            link(&last, &dec)?;
-            let (first, last) = encoder_chain(pipeline, camera, v, false)?;
-            link(&scale, &first)?;
-            link_pad(&last, video_pad)?;
-        }
-    }
-    // Everything just added is still in NULL; bring it to the pipeline's state.
-    for e in pipeline.iterate_elements().into_iter().flatten() {
-        if e.current_state() == gst::State::Null {
-            let _ = e.sync_state_with_parent();
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn link_pad(el: &gst::Element, sink: &gst::Pad) -> Result<(), BuildError> {
-    let src = el
-        .static_pad("src")
-        .ok_or_else(|| BuildError::Link(el.name().to_string(), "no src pad".into()))?;
-    src.link(sink)
-        .map(|_| ())
-        .map_err(|e| BuildError::Link(format!("{} -> segmenter", el.name()), format!("{e:?}")))
 }
 
 /// Links the first raw video pad `el` exposes.

@@ -67,6 +67,7 @@ use retina::codec::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::codec::Codec;
 use super::framesrc::FrameSrc;
 use super::timeline::Timeline;
 use crate::config::RtspTransport;
@@ -92,58 +93,8 @@ const FRAME_FORMAT: FrameFormat = FrameFormat {
     aac_framing: retina::codec::aac::Framing::Raw,
 };
 
-/// A video codec the agent records from RTSP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    H264,
-    H265,
-}
-
-impl Codec {
-    fn from_encoding(name: &str) -> Option<Codec> {
-        match name {
-            "h264" => Some(Codec::H264),
-            "h265" => Some(Codec::H265),
-            _ => None,
-        }
-    }
-
-    /// The caps the source announces: length-prefixed access units with
-    /// the decoder configuration (`avcC`/`hvcC`) as `codec_data`, and the
-    /// picture size — all `mp4mux` needs, so no parser runs in between.
-    pub fn caps(self, v: &VideoParameters) -> gst::Caps {
-        let (name, format) = match self {
-            Codec::H264 => ("video/x-h264", "avc"),
-            Codec::H265 => ("video/x-h265", "hvc1"),
-        };
-        let (width, height) = v.pixel_dimensions();
-        let mut b = gst::Caps::builder(name)
-            .field("stream-format", format)
-            .field("alignment", "au")
-            .field(
-                "codec_data",
-                gst::Buffer::from_slice(v.extra_data().to_vec()),
-            )
-            .field("width", i32::try_from(width).unwrap_or(i32::MAX))
-            .field("height", i32::try_from(height).unwrap_or(i32::MAX));
-        let fraction = |(n, d): (u32, u32)| {
-            let n = i32::try_from(n).ok()?;
-            let d = i32::try_from(d).ok()?;
-            (n > 0 && d > 0).then(|| gst::Fraction::new(n, d))
-        };
-        if let Some(par) = v.pixel_aspect_ratio().and_then(fraction) {
-            b = b.field("pixel-aspect-ratio", par);
-        }
-        // retina gives the frame *interval* (e.g. 1/25 s).
-        if let Some(rate) = v.frame_rate().and_then(|(n, d)| fraction((d, n))) {
-            b = b.field("framerate", rate);
-        }
-        b.build()
-    }
-}
-
 /// Links the codec-specific part of the pipeline behind the frame source.
-pub type Link = Box<dyn FnOnce(Codec) -> Result<(), super::pipeline::BuildError> + Send>;
+pub type Link = Box<dyn FnOnce(Codec) -> Result<(), super::element::BuildError> + Send>;
 
 /// What the session thread needs.
 pub struct Params {

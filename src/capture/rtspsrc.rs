@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::pipeline::{make, rtsp_branch, BuildError};
-use super::rtsp::Codec;
+use super::codec::{rtsp_branch, Codec};
+use super::element::{make, BuildError};
 use crate::config::{CameraConfig, RtspTransport, VideoParams};
 
 /// Adds `rtspsrc` for `url`; the codec's branch is linked when its pad appears.

@@ -20,8 +20,8 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::pipeline::{make, BuildError};
-use crate::store::{CameraLog, OpenSegment, SegmentInfo};
+use super::element::{make, BuildError};
+use crate::store::{CameraLog, MediaFacts, OpenSegment, SegmentInfo};
 use sargs_core::seal::age::AgeWriter;
 
 /// Bytes of ciphertext after which the open segment is flushed to stable
@@ -69,10 +69,7 @@ impl Write for SealingSink {
         let mut seg = current
             .lock()
             .map_err(|_| io::Error::other("segment lock poisoned"))?;
-        let writer: &mut AgeWriter<File> = seg
-            .writer
-            .as_mut()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::BrokenPipe, "segment already sealed"))?;
+        let writer: &mut AgeWriter<File> = seg.writer()?;
         writer.write_all(buf)?;
         let written = writer.ciphertext_len();
         if written < self.synced_at {
@@ -170,12 +167,12 @@ fn open_fragment(
     route: &Route,
     tags: &gst::TagList,
 ) -> Option<String> {
-    let mut guard = super::lock(shared);
+    let mut guard = crate::sync::lock(shared);
     let state = &mut *guard;
     let open_count = state.open.len();
     let opened = state.log.begin_segment(crate::clock::now(), open_count);
     let segment = opened.map(|seg| {
-        let location = seg.partial.display().to_string();
+        let location = seg.path().display().to_string();
         (location, Arc::new(Mutex::new(seg)))
     });
     if let Ok(mut r) = route.lock() {
@@ -280,43 +277,30 @@ impl Segmenter {
         let info = SegmentInfo {
             start: f.start.unwrap_or(end),
             end,
-            codec: media.codec.clone(),
-            width: media.width,
-            height: media.height,
-            encoding: media.encoding,
+            media: media.clone(),
         };
-        let mut seg = super::lock(&f.segment);
+        let mut seg = crate::sync::lock(&f.segment);
         self.log.commit_segment(&mut seg, &info, truncated)
     }
 }
 
 /// What the segmenter's input caps say about the video.
-#[derive(Debug, Clone)]
-pub struct MediaFacts {
-    pub codec: String,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub encoding: &'static str,
-}
-
-impl MediaFacts {
-    pub fn from_pad(pad: &gst::Pad, encoding: &'static str) -> MediaFacts {
-        let caps = pad
-            .current_caps()
-            .or_else(|| pad.peer().and_then(|p| p.current_caps()));
-        let s = caps.as_ref().and_then(|c| c.structure(0));
-        let codec = match s.map(|s| s.name().as_str()) {
-            Some("video/x-h264") => "h264",
-            Some("video/x-h265") => "h265",
-            _ => "unknown",
-        };
-        MediaFacts {
-            codec: codec.into(),
-            width: s.and_then(|s| s.get::<i32>("width").ok()).map(|v| v as u32),
-            height: s
-                .and_then(|s| s.get::<i32>("height").ok())
-                .map(|v| v as u32),
-            encoding,
-        }
+pub fn media_facts(pad: &gst::Pad, encoding: &'static str) -> MediaFacts {
+    let caps = pad
+        .current_caps()
+        .or_else(|| pad.peer().and_then(|p| p.current_caps()));
+    let s = caps.as_ref().and_then(|c| c.structure(0));
+    let codec = match s.map(|s| s.name().as_str()) {
+        Some("video/x-h264") => "h264",
+        Some("video/x-h265") => "h265",
+        _ => "unknown",
+    };
+    MediaFacts {
+        codec: codec.into(),
+        width: s.and_then(|s| s.get::<i32>("width").ok()).map(|v| v as u32),
+        height: s
+            .and_then(|s| s.get::<i32>("height").ok())
+            .map(|v| v as u32),
+        encoding,
     }
 }

@@ -85,7 +85,7 @@ impl Relay {
                         }
                     });
                     if cancelled {
-                        if let Some(bus) = super::lock(&slot).as_ref() {
+                        if let Some(bus) = crate::sync::lock(&slot).as_ref() {
                             wake(bus);
                         }
                     }
@@ -100,7 +100,7 @@ impl Relay {
 
     /// Points the relay at `bus` until the returned guard is dropped.
     pub fn attach(&self, bus: &gst::Bus) -> Attached<'_> {
-        *super::lock(&self.slot) = Some(bus.clone());
+        *crate::sync::lock(&self.slot) = Some(bus.clone());
         Attached { slot: &self.slot }
     }
 }
@@ -121,7 +121,7 @@ pub struct Attached<'a> {
 
 impl Drop for Attached<'_> {
     fn drop(&mut self) {
-        *super::lock(self.slot) = None;
+        *crate::sync::lock(self.slot) = None;
     }
 }
 

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::check::{self, Collector};
+use super::fields::{purpose_and_class, resolve};
 use super::raw::RawDock;
-use super::validate::{purpose_and_class, resolve};
 use super::{BodyCamera, CameraConfig, CameraKind, DockSettings, SourceConfig};
 use sargs_core::policy::Policy;
 

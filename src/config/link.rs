@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::check::{self, Collector};
+use super::fields::resolve;
 use super::raw::RawHq;
-use super::validate::resolve;
 use super::{LinkSettings, MqttVersion, TlsFiles};
 use sargs_core::link::parse_url;
 

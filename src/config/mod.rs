@@ -24,6 +24,7 @@
 //! `deploy/sargs.toml`.
 
 mod dock;
+mod fields;
 pub mod link;
 mod raw;
 mod source;

@@ -11,8 +11,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use super::check::{quoted_list, Collector};
+use super::fields::resolve;
 use super::raw::{RawMask, RawSource, SourceType};
-use super::validate::resolve;
 use super::{MaskRect, SourceConfig, VideoParams};
 
 /// `videotestsrc` pattern nicks (GStreamer 1.22).

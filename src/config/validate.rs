@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::check::{self, Collector};
+use super::fields::{purpose_and_class, resolve};
 use super::raw::{RawCamera, RawConfig, RawHq, RawRetention, RawSupervision};
 use super::{
     source, AgentConfig, CameraConfig, Config, ConfigError, RetentionSettings, Supervision,
 };
-use sargs_core::policy::{Policy, Purpose, RetentionClass};
+use sargs_core::policy::Policy;
 use sargs_core::seal::Recipient;
 
 /// Segment length bounds, seconds.
@@ -136,54 +137,6 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
     }
 }
 
-/// Resolves a camera's purpose and retention class in the policy (only
-/// checkable when the policy loaded); `key` names the camera's keys.
-pub(super) fn purpose_and_class(
-    v: &mut Collector<'_>,
-    key: &dyn Fn(&str) -> String,
-    purpose_id: &str,
-    class_id: &str,
-    policy: Option<&Policy>,
-) -> (Option<Purpose>, Option<RetentionClass>) {
-    let Some(policy) = policy else {
-        return (None, None);
-    };
-    let purpose = policy.purpose(purpose_id).cloned();
-    if purpose.is_none() {
-        v.invalid(
-            key("purpose"),
-            format!(
-                "unknown purpose {purpose_id:?}; the policy defines {}",
-                check::quoted_list(policy.purpose_ids())
-            ),
-        );
-    }
-    let class = policy.class(class_id).cloned();
-    if class.is_none() {
-        v.invalid(
-            key("class"),
-            format!(
-                "unknown retention class {class_id:?}; the policy defines {}",
-                check::quoted_list(policy.class_ids())
-            ),
-        );
-    }
-    if let (Some(p), Some(c)) = (&purpose, &class) {
-        if !p.allows_class(&c.id) {
-            v.invalid(
-                key("class"),
-                format!(
-                    "purpose {:?} may not use retention class {:?}; it allows {}",
-                    p.id,
-                    c.id,
-                    check::quoted_list(p.allowed_classes.iter().map(String::as_str))
-                ),
-            );
-        }
-    }
-    (purpose, class)
-}
-
 /// The directory relative paths resolve against: the config file's own.
 fn base_dir(file: &Path) -> PathBuf {
     let dir = match file.parent() {
@@ -191,19 +144,6 @@ fn base_dir(file: &Path) -> PathBuf {
         _ => PathBuf::from("."),
     };
     std::path::absolute(&dir).unwrap_or(dir)
-}
-
-/// A non-empty path, made absolute against `base` (no file-system access).
-pub(super) fn resolve(base: &Path, value: &str) -> Result<PathBuf, String> {
-    if value.trim().is_empty() {
-        return Err("must not be empty".into());
-    }
-    let p = Path::new(value);
-    Ok(if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
-    })
 }
 
 pub(super) fn segment(v: &mut Collector<'_>, key: &str, seconds: Option<u32>) -> Option<Duration> {

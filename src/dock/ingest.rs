@@ -17,11 +17,12 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, CopyError};
-use super::events::{DockEvent, FileDone, Finished};
 use super::probe::{self, Probe};
 use super::scan::Candidate;
 use crate::config::{BodyCamera, DockSettings};
-use crate::retention::{Event, EventSink, Retention};
+use crate::events::{DockEvent, FileDone, Finished};
+use crate::events::{Event, EventSink};
+use crate::retention::Retention;
 use crate::store::{CameraLog, IngestInfo};
 use sargs_core::seal::age::CHUNK_SIZE;
 use sargs_core::seal::manifest::{self, Dock};
@@ -273,7 +274,7 @@ impl Session<'_> {
             }
             outcome
         };
-        let Some(mut writer) = seg.writer.take() else {
+        let Some(mut writer) = seg.take_writer() else {
             return abandon(log, seg, Outcome::Stop("ingest writer missing".into()));
         };
         let progress = |n: u64| self.watch.advanced(n);
@@ -314,7 +315,7 @@ impl Session<'_> {
             Ok(None) => {}
             Err(e) => return abandon(log, seg, Outcome::Stop(format!("index: {e}"))),
         }
-        if let Err(why) = copy::verify_on_disk(&seg.partial, &summary) {
+        if let Err(why) = copy::verify_on_disk(seg.path(), &summary) {
             return abandon(log, seg, Outcome::Stop(why));
         }
         let probe = probe::probe(&c.path);
@@ -326,7 +327,7 @@ impl Session<'_> {
         let info = self.info(c, &opened, &copied, &probe, offset_ms);
         let video = info.dock.parses_as_video;
         // From here the record may be durable: never abandon, recovery decides.
-        let (m, payload) = match log.commit_ingest(seg.sequence, info, &summary) {
+        let (m, payload) = match log.commit_ingest(seg.sequence(), info, &summary) {
             Ok(r) => r,
             Err(e) => return Outcome::Stop(format!("store: {e}")),
         };

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use super::events::{FileDone, Finished};
 use super::ingest::{Session, Watch};
 use crate::config::Config;
+use crate::events::{FileDone, Finished};
 use crate::store::{CameraLog, SealContext, Store, StoreError};
 use sargs_core::seal::sign::DeviceKey;
 
@@ -76,15 +76,9 @@ pub fn ingest(
         DeviceKey::load_or_create(&config.agent.signing_key)
             .map_err(|e| format!("device key: {e}"))?,
     );
-    let (events, _) = crate::agent::event_sink(config).map_err(|e| e.to_string())?;
-    let retention = Arc::new(
-        crate::retention::Retention::open(crate::agent::retention_setup(
-            config,
-            key.clone(),
-            events.clone(),
-        ))
-        .map_err(|e| e.to_string())?,
-    );
+    let (retention, (events, _)) =
+        crate::wiring::open_retention(config, key.clone()).map_err(|e| e.to_string())?;
+    let retention = Arc::new(retention);
     let ctx = Arc::new(SealContext::of(config, key, Some(retention.clone())));
     let mut log = CameraLog::open(
         store.camera_dir(camera),

@@ -57,15 +57,15 @@
 //! nothing.
 
 pub mod copy;
-pub mod events;
 pub mod ingest;
 pub mod manual;
 pub mod probe;
 pub mod scan;
 pub mod watch;
 
-pub use events::{DockEvent, FileDone, Finished};
 pub use ingest::{Quiet, Session, Watch};
+
+use crate::events::Finished;
 
 /// The gateway's host name, for the manifest's `dock.gateway`.
 pub fn hostname() -> String {

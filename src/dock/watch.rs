@@ -22,11 +22,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::events::DockEvent;
 use super::ingest::{Quiet, Session};
 use super::scan;
 use crate::config::DockSettings;
-use crate::retention::{Event, EventSink, Retention};
+use crate::events::DockEvent;
+use crate::events::{Event, EventSink};
+use crate::retention::Retention;
 use crate::store::{CameraLog, SealContext};
 
 /// An incomplete session is retried after this long even if nothing changed.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::outbox::{Entry, Outbox};
-use crate::retention::{Event, EventSink};
+use crate::events::{Event, EventSink};
 
 /// The topics of one agent under a prefix.
 #[derive(Debug, Clone)]
@@ -130,6 +130,6 @@ impl EventSink for OutboxEvents {
         if let Err(err) = self.outbox.push_batch(&batch) {
             tracing::error!(error = %err, events = batch.len(), "outbox: could not queue events");
         }
-        crate::retention::LogEvents.emit_all(events);
+        crate::events::LogEvents.emit_all(events);
     }
 }

@@ -41,7 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{LinkSettings, MqttVersion};
-use crate::retention::{EventSink, Retention};
+use crate::events::EventSink;
+use crate::retention::Retention;
 use messages::Topics;
 use outbox::{Entry, Outbox, Position};
 use session::{Client, Failure, Note, Poller, Received, Version};
@@ -377,13 +378,13 @@ impl Task {
     }
 
     /// Queues `batch`, then `events`, durably in one write.
-    fn queue(&self, mut batch: Vec<Entry>, events: Vec<crate::retention::Event>) -> bool {
+    fn queue(&self, mut batch: Vec<Entry>, events: Vec<crate::events::Event>) -> bool {
         batch.extend(messages::event_entries(
             &self.agent,
             &self.topics.events,
             &events,
         ));
-        crate::retention::LogEvents.emit_all(events);
+        crate::events::LogEvents.emit_all(events);
         match self.outbox.push_batch(&batch) {
             Ok(_) => true,
             Err(e) => {

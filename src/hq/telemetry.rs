@@ -18,7 +18,8 @@ use sysinfo::{Components, System};
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::retention::{Event, EventSink, Retention};
+use crate::events::{Event, EventSink};
+use crate::retention::Retention;
 
 /// Each camera's state as its last event said: `up`, `down` or `stopped`
 /// (recording stopped at the disk floor), since when. Learnt from the events
@@ -34,14 +35,14 @@ impl CameraStates {
             Event::RecordingStopped { camera, .. } => (camera, "stopped"),
             _ => return,
         };
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = crate::sync::lock(&self.0);
         if m.get(camera).map(|(s, _)| *s) != Some(state) {
             m.insert(camera.clone(), (state, at));
         }
     }
 
     fn get(&self, camera: &str) -> Option<(&'static str, DateTime<Utc>)> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let m = crate::sync::lock(&self.0);
         m.get(camera).copied()
     }
 }

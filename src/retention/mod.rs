@@ -24,7 +24,6 @@
 pub mod apply;
 pub mod audit;
 pub mod clockguard;
-mod events;
 pub mod inbox;
 pub mod journal;
 mod originals;
@@ -38,8 +37,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::config::RetentionSettings;
+use crate::events::{Event, EventSink, Sealed};
 use clockguard::ClockGuard;
-pub use events::{Event, EventSink, LogEvents, Sealed};
 use journal::Journal;
 use sargs_core::policy::Policy;
 use sargs_core::retention::index::{self, Deletion, Index, Row, Writer};
@@ -250,8 +249,8 @@ impl Retention {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Engine> {
         // A panic while holding the lock leaves the database consistent
-        // (transactions roll back), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        // (transactions roll back): see `crate::sync`.
+        crate::sync::lock(&self.inner)
     }
 }
 
@@ -270,14 +269,10 @@ impl crate::store::SealObserver for Retention {
         if let Some(s) = Sealed::of(manifest, payload) {
             self.events.emit(Event::SegmentSealed(Box::new(s)));
         }
-        let mut engine = match self.inner.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                tracing::debug!(camera = %manifest.camera_id, sequence = manifest.sequence,
-                    "engine busy; the record is indexed at the next sweep");
-                return;
-            }
+        let Some(mut engine) = crate::sync::try_lock(&self.inner) else {
+            tracing::debug!(camera = %manifest.camera_id, sequence = manifest.sequence,
+                "engine busy; the record is indexed at the next sweep");
+            return;
         };
         let indexed = match engine.index_manifest(manifest, payload) {
             // An earlier record was skipped while the engine was busy: index

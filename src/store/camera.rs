@@ -88,23 +88,69 @@ impl Head {
     }
 }
 
-/// Facts about a segment known when it is committed.
-#[derive(Debug, Clone)]
-pub struct SegmentInfo {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
+/// What a segment's video is, as its manifest states it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaFacts {
+    /// `h264`, `h265`, or `unknown`.
     pub codec: String,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// `passthrough`, `encoded` or `transcoded` (see the manifest's `media`).
     pub encoding: &'static str,
 }
 
+impl MediaFacts {
+    /// Nothing is known of the video (a segment recovered after a crash).
+    pub fn unknown() -> MediaFacts {
+        MediaFacts {
+            codec: "unknown".into(),
+            width: None,
+            height: None,
+            encoding: "unknown",
+        }
+    }
+}
+
+/// A recorded segment's interval and video, for its manifest.
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub media: MediaFacts,
+}
+
 /// A segment being written: its sequence is reserved, its file exists as
-/// `N.mp4.age.partial`, and its age header is on disk.
+/// `N.mp4.age.partial`, and its age header is on disk. Capture writes into
+/// it through [`OpenSegment::writer`]; only the store seals it.
 pub struct OpenSegment {
-    pub sequence: u64,
-    pub partial: PathBuf,
-    pub writer: Option<AgeWriter<File>>,
+    sequence: u64,
+    partial: PathBuf,
+    writer: Option<AgeWriter<File>>,
+}
+
+impl OpenSegment {
+    /// The sequence number reserved for it in its camera's chain.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The file being written (`N.mp4.age.partial`).
+    pub fn path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// The sealing writer; `BrokenPipe` once the segment is sealed.
+    pub fn writer(&mut self) -> std::io::Result<&mut AgeWriter<File>> {
+        self.writer.as_mut().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "segment already sealed")
+        })
+    }
+
+    /// Takes the sealing writer to finish it elsewhere (a docked file's
+    /// ingest finishes, fsyncs and reads back its copy before committing).
+    pub fn take_writer(&mut self) -> Option<AgeWriter<File>> {
+        self.writer.take()
+    }
 }
 
 /// One camera's chain.
@@ -296,10 +342,7 @@ impl CameraLog {
         let info = SegmentInfo {
             start,
             end,
-            codec: "unknown".into(),
-            width: None,
-            height: None,
-            encoding: "unknown",
+            media: MediaFacts::unknown(),
         };
         let summary = SealSummary {
             plaintext_len: 0,
@@ -432,10 +475,10 @@ impl CameraLog {
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
         m.media = Some(Media {
-            codec: info.codec.clone(),
-            width: info.width,
-            height: info.height,
-            encoding: info.encoding.into(),
+            codec: info.media.codec.clone(),
+            width: info.media.width,
+            height: info.media.height,
+            encoding: info.media.encoding.into(),
             truncated,
             ..self.sealed_media(seq, summary)
         });

@@ -39,7 +39,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-pub use camera::{CameraLog, IngestInfo, OpenSegment, SealContext, SealObserver, SegmentInfo};
+pub use camera::{
+    CameraLog, IngestInfo, MediaFacts, OpenSegment, SealContext, SealObserver, SegmentInfo,
+};
 
 /// Store errors. I/O errors during a commit are fatal for that commit: the
 /// segment is retried as a truncated one at the next start, never dropped.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use sargs::config::Config;
-use sargs::store::{CameraLog, SealContext, SegmentInfo};
+use sargs::store::{CameraLog, MediaFacts, SealContext, SegmentInfo};
 use sargs_core::seal::manifest::Manifest;
 use sargs_core::seal::sign::DeviceKey;
 
@@ -408,15 +408,16 @@ pub fn old_segments(home: &Home, camera: &str, n: usize, days_ago: i64) {
     for i in 0..n {
         let start = t0 + chrono::Duration::minutes(i as i64);
         let mut seg = log.begin_segment(start, 0).expect("begin");
-        std::io::Write::write_all(seg.writer.as_mut().expect("writer"), &[1u8; 4096])
-            .expect("write");
+        std::io::Write::write_all(seg.writer().expect("writer"), &[1u8; 4096]).expect("write");
         let info = SegmentInfo {
             start,
             end: start + chrono::Duration::minutes(1),
-            codec: "h264".into(),
-            width: None,
-            height: None,
-            encoding: "encoded",
+            media: MediaFacts {
+                codec: "h264".into(),
+                width: None,
+                height: None,
+                encoding: "encoded",
+            },
         };
         log.commit_segment(&mut seg, &info, false).expect("commit");
     }

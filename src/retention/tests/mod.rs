@@ -19,7 +19,7 @@ use super::sweep::SweepReport;
 use super::{Event, EventSink, Retention, Setup};
 use crate::clock::SyncState;
 use crate::config::Config;
-use crate::store::{CameraLog, SealContext, SegmentInfo};
+use crate::store::{CameraLog, MediaFacts, SealContext, SegmentInfo};
 use sargs_core::command::{Action, Command, Scope, Target};
 use sargs_core::seal::sign::DeviceKey;
 
@@ -34,13 +34,13 @@ pub struct Events(pub Mutex<Vec<Event>>);
 
 impl EventSink for Events {
     fn emit(&self, e: Event) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(e);
+        crate::sync::lock(&self.0).push(e);
     }
 }
 
 impl Events {
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *crate::sync::lock(&self.0))
     }
 }
 
@@ -194,21 +194,22 @@ type = "test"
     pub fn seal(&mut self, cam: usize, start: DateTime<Utc>, secs: i64) -> String {
         let log = &mut self.logs[cam];
         let mut seg = log.begin_segment(start, 0).expect("begin");
-        seg.writer
-            .as_mut()
+        seg.writer()
             .expect("writer")
             .write_all(&[7u8; 1000])
             .expect("write");
         let info = SegmentInfo {
             start,
             end: start + chrono::Duration::seconds(secs),
-            codec: "h264".into(),
-            width: None,
-            height: None,
-            encoding: "encoded",
+            media: MediaFacts {
+                codec: "h264".into(),
+                width: None,
+                height: None,
+                encoding: "encoded",
+            },
         };
         log.commit_segment(&mut seg, &info, false).expect("commit");
-        format!("{AGENT}/{}/{}", CAMS[cam], seg.sequence)
+        format!("{AGENT}/{}/{}", CAMS[cam], seg.sequence())
     }
 
     pub fn command(&mut self, action: Action, now: DateTime<Utc>) -> Command {

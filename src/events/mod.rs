@@ -1,12 +1,17 @@
-//! Events: what HQ should hear about the store, and where they go.
+//! Events: what HQ should hear about the agent — its store, retention,
+//! cameras and dock — and where they go. The bottom of the agent's rooms:
+//! every part that reports imports this module, and it imports none of them.
 //!
 //! An event names records by identifiers, times and hashes only, never image
 //! content. The engine hands the events of one operation (a sweep, a deletion
 //! batch, a command) over together, so a durable sink (the HQ link's outbox)
 //! makes them durable in one write.
 
+mod dock;
+
 use chrono::{DateTime, Utc};
 
+pub use dock::{DockEvent, FileDone, Finished};
 use sargs_core::retention::receipt::Receipt;
 use sargs_core::seal::manifest::{self, Manifest};
 
@@ -60,7 +65,7 @@ pub enum Event {
     },
     /// A docked body camera's ingest: started, a file done, a file that is
     /// not video, finished, or a camera the config does not know.
-    Dock(Box<crate::dock::DockEvent>),
+    Dock(Box<DockEvent>),
 }
 
 /// What HQ hears of a sealed segment: identifiers, times and hashes only.
