@@ -23,3 +23,4 @@ mod retention;
 mod rtsp;
 mod service;
 mod sources;
+mod structure;

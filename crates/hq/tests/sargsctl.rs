@@ -4,8 +4,21 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+/// `sargsctl ARGS` in `cwd`; under `SARGS_TEST_RUNNER` (e.g. qemu-user for
+/// a cross-built suite, see `cross/test`) through that runner.
 fn sargsctl(args: &[&str], cwd: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sargsctl"))
+    let bin = env!("CARGO_BIN_EXE_sargsctl");
+    let runner = std::env::var("SARGS_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let out = cmd
         .args(args)
         .current_dir(cwd)
         .output()
