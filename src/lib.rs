@@ -1,10 +1,13 @@
 //! `sargs`: an edge agent that records municipal cameras into sealed, signed,
 //! chained segments and keeps each one exactly as long as its policy allows.
 //!
-//! The library holds every capability; the `sargs` and `sargsctl` binaries are
-//! thin command-line layers over it. Each module states at its top the
-//! guarantee it keeps (see `docs/design.md` in the shared design brief for the
-//! guarantees users rely on).
+//! The agent's library: configuration, capture, the store, retention, the
+//! dock, the HQ link and the service; the `sargs` binary is a thin command
+//! line over it. The formats and proofs it shares with HQ (sealing,
+//! manifests, chains, receipts, commands, the policy) are in `sargs-core`.
+//! Each module states at its top the invariant it keeps; `docs/design.md`
+//! gives the guarantees users rely on and how the workspace is layered
+//! ("Layers and packages").
 
 pub mod agent;
 pub mod capture;

@@ -1,6 +1,6 @@
-//! Topics and payloads of the HQ link (design.md, MQTT). Every payload is
-//! JSON with a `v` schema version; none carries image content or the names
-//! of people filmed — counts and identifiers only.
+//! Topics and payloads of the HQ link (`docs/design.md`, "MQTT: the HQ
+//! link"). Every payload is JSON with a `v` schema version; none carries
+//! image content or the names of people filmed — counts and identifiers only.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
-//! Periodic telemetry: counts and identifiers only (design.md): CPU, memory,
-//! disk, temperature, storage per class against its limit, holds, requests,
+//! Periodic telemetry: counts and identifiers only (`docs/design.md`, "MQTT:
+//! the HQ link"): CPU, memory, disk, temperature, storage per class against its limit, holds, requests,
 //! outbox depth, clock state. Published at QoS 0 and not queued: while HQ is
 //! unreachable telemetry is dropped, and the next sample replaces it.
 //!

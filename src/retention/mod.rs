@@ -2,7 +2,7 @@
 //!
 //! One engine per store ([`Retention`]) owns the index, the receipt chain and
 //! the command journal; every change goes through its lock, so there is one
-//! writer. The guarantees it keeps (design.md 2–4):
+//! writer. The guarantees it keeps (`docs/design.md`, guarantees 2–4):
 //! - **Retention is a maximum**: a segment is deleted no later than its
 //!   deadline plus one sweep interval, unless protected ([`rules`]) or the
 //!   clock cannot be trusted ([`clockguard`]) — then deletions wait and the

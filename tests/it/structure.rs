@@ -1,5 +1,5 @@
 //! The workspace's structure: no import cycle between the modules of any
-//! crate (`docs/design.md`, "The parts": dependencies point one way).
+//! crate (`docs/design.md`, "Layers and packages": dependencies point one way).
 //!
 //! A module depends on another when its file names it by path
 //! (`crate::a::b`, `super::c`, in a `use` or in an expression). A module's

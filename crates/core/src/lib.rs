@@ -10,7 +10,7 @@
 //! The crate needs neither GStreamer nor an async runtime: it is plain
 //! `std`, `ring`, `serde` and SQLite, so HQ's tools build on a machine with
 //! no media stack. It depends on no other crate of the workspace; the agent
-//! and HQ depend on it (`docs/design.md`, "The parts").
+//! and HQ depend on it (`docs/design.md`, "Layers and packages").
 
 pub mod clock;
 pub mod command;

@@ -8,7 +8,7 @@
 //!
 //! The `sargsctl` binary is a thin command line over these and over
 //! [`sargs_core`]. Nothing here records video: the crate builds without
-//! GStreamer (`docs/design.md`, "The parts").
+//! GStreamer (`docs/design.md`, "Layers and packages").
 
 pub mod broker;
 pub mod export;

@@ -1,6 +1,6 @@
 //! Exports: recordings released to an entitled recipient (law enforcement on
 //! a justified request, a processor, a data subject's own access request) as
-//! a new object that names its sources (design.md guarantee 5).
+//! a new object that names its sources (`docs/design.md`, guarantee 5).
 //!
 //! ```text
 //! <out>/export.json                    signed export record (HQ's key, the command envelope)
