@@ -1,5 +1,14 @@
 //! Helpers shared by the benchmarks: knobs from the environment, the
 //! machine line of a report, CPU time, medians.
+//!
+//! The benchmarks have mains of their own rather than `criterion`'s: each
+//! figure is a ratio to an anchor measured in the same run — often another
+//! program (the `age` CLI, `cp` + `sync`, ffmpeg, `mosquitto_sub`) — with
+//! the variants rotated round by round so a noisy, shared machine slows
+//! them alike, and with CPU seconds (user + system, all threads) beside wall
+//! time. criterion times one closure at a time, in wall time only, and has
+//! no notion of an external anchor or of rotation; it would measure
+//! something else than `docs/BENCHMARKS.md` reports.
 
 use std::time::Duration;
 
