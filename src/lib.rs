@@ -10,6 +10,7 @@
 //! ("Layers and packages").
 
 pub mod agent;
+pub mod backoff;
 pub mod capture;
 pub mod clock;
 pub mod config;

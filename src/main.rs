@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::{bail, Context, Error, Result};
 use clap::{Parser, Subcommand};
 use sargs::clock::Clock;
 use sargs::config::Config;
@@ -144,14 +145,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sargs: {e}");
+            eprintln!("sargs: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn load(path: &std::path::Path) -> Result<Config, String> {
-    Config::load(path).map_err(|e| e.to_string())
+// The library's errors already name their cause, so they enter `anyhow` as
+// messages (`Error::msg`): `{:#}` would otherwise print that cause twice.
+
+fn load(path: &std::path::Path) -> Result<Config> {
+    Config::load(path).map_err(Error::msg)
 }
 
 /// Something to do every so often while the agent runs.
@@ -164,8 +168,8 @@ fn run(
     limit: Option<Duration>,
     clock: Clock,
     every: Option<Every<'_>>,
-) -> Result<(), String> {
-    let agent = sargs::agent::Agent::start_with(config, clock).map_err(|e| e.to_string())?;
+) -> Result<()> {
+    let agent = sargs::agent::Agent::start_with(config, clock).map_err(Error::msg)?;
     run_agent(agent, &config.agent.data_dir, limit, every)
 }
 
@@ -177,7 +181,7 @@ fn run_agent(
     data_dir: &std::path::Path,
     limit: Option<Duration>,
     every: Option<Every<'_>>,
-) -> Result<(), String> {
+) -> Result<()> {
     let service = sargs::service::ServiceManager::from_env();
     let status = format!(
         "recording {} camera(s) into {}",
@@ -188,7 +192,7 @@ fn run_agent(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("tokio: {e}"))?;
+        .context("tokio")?;
     let cancel = agent.cancel_token();
     let liveness = agent.liveness().clone();
     let (period, mut tick) = match every {
@@ -197,7 +201,7 @@ fn run_agent(
     };
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("installing SIGTERM handler: {e}"))?;
+            .context("installing SIGTERM handler")?;
         let sleep = async {
             match limit {
                 Some(d) => tokio::time::sleep(d).await,
@@ -231,10 +235,10 @@ fn run_agent(
                 }
             }
         }
-        Ok::<(), String>(())
+        anyhow::Ok(())
     })?;
     service.stopping();
-    agent.stop().map_err(|e| e.to_string())
+    agent.stop().map_err(Error::msg)
 }
 
 fn demo(
@@ -243,8 +247,8 @@ fn demo(
     mqtt: Option<&str>,
     accelerate: Option<u32>,
     hold: Option<u64>,
-) -> Result<(), String> {
-    let setup = sargs::demo::prepare(dir, mqtt).map_err(|e| e.to_string())?;
+) -> Result<()> {
+    let setup = sargs::demo::prepare(dir, mqtt).map_err(Error::msg)?;
     println!("{}", setup.banner());
     let clock = accelerate.map_or_else(Clock::system, Clock::accelerated);
     let started = clock.wall();
@@ -255,21 +259,22 @@ fn demo(
             30.0 * 86_400.0 / f64::from(clock.factor())
         );
     }
-    let agent = sargs::agent::Agent::start_with(&setup.config, clock).map_err(|e| e.to_string())?;
+    let agent = sargs::agent::Agent::start_with(&setup.config, clock).map_err(Error::msg)?;
     if let Some(secs) = hold {
         // Signed as HQ signs it and handed to the running agent like `sargs apply`.
         let (id, bytes) = setup
             .hold_command(&clock, sargs::clock::now(), secs)
-            .map_err(|e| e.to_string())?;
+            .map_err(Error::msg)?;
         let r = sargs::retention::inbox::submit(
             &setup.config.agent.data_dir,
             &bytes,
             Duration::from_secs(30),
-        )?;
+        )
+        .map_err(Error::msg)?;
         if !r.applied() {
             let why = r.reason.unwrap_or_default();
             let _ = agent.stop();
-            return Err(format!("the demo's hold was refused: {why}"));
+            bail!("the demo's hold was refused: {why}");
         }
         println!(
             "  legal hold {id} placed on {}'s first {secs} s (signed command, applied by the agent)",
@@ -287,16 +292,18 @@ fn demo(
         seconds.map(Duration::from_secs),
         every,
     )?;
-    println!("{}", setup.summary().map_err(|e| e.to_string())?);
+    println!("{}", setup.summary().map_err(Error::msg)?);
     Ok(())
 }
 
-fn verify(config: &Config) -> Result<(), String> {
+fn verify(config: &Config) -> Result<()> {
     let key = sargs_core::seal::sign::DeviceKey::load(&config.agent.signing_key)
-        .map_err(|e| format!("device key: {e}"))?;
+        .map_err(Error::msg)
+        .context("device key")?;
     let data_dir = &config.agent.data_dir;
     let audit = sargs::retention::audit::audit(data_dir, &config.agent.id, &key.public_key())
-        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        .map_err(Error::msg)
+        .with_context(|| data_dir.display().to_string())?;
     let mut bad = audit.problems.len();
     for (cam, r) in &audit.cameras {
         let ingested = if r.ingested > 0 {
@@ -335,73 +342,72 @@ fn verify(config: &Config) -> Result<(), String> {
         println!("verified");
         Ok(())
     } else {
-        Err(format!("{bad} problem(s) found"))
+        bail!("{bad} problem(s) found")
     }
 }
 
-fn status(config: &Config, json: bool) -> Result<(), String> {
+fn status(config: &Config, json: bool) -> Result<()> {
     let path = config.agent.data_dir.join(sargs_core::layout::INDEX_FILE);
     if !path.exists() {
-        return Err(format!(
+        bail!(
             "{}: no index yet (the agent has not run on this data directory)",
             path.display()
-        ));
+        );
     }
     let index = sargs_core::retention::index::Index::open_read_only(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(Error::msg)
+        .with_context(|| path.display().to_string())?;
     let st = sargs::retention::status::status(&index, &config.policy, sargs::clock::now())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(Error::msg)
+        .with_context(|| path.display().to_string())?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?
-        );
+        println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
         print!("{st}");
     }
     Ok(())
 }
 
-fn apply(config: &Config, file: &std::path::Path) -> Result<(), String> {
+fn apply(config: &Config, file: &std::path::Path) -> Result<()> {
     use sargs::store::{Store, StoreError};
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
     let data_dir = &config.agent.data_dir;
     let response = match Store::lock(data_dir) {
         Ok(store) => {
             let key = sargs_core::seal::sign::DeviceKey::load_or_create(&config.agent.signing_key)
-                .map_err(|e| format!("device key: {e}"))?;
+                .map_err(Error::msg)
+                .context("device key")?;
             let (retention, _) = sargs::wiring::open_retention(config, std::sync::Arc::new(key))
-                .map_err(|e| e.to_string())?;
+                .map_err(Error::msg)?;
             let r = retention
                 .apply(&bytes, sargs::clock::now())
-                .map_err(|e| e.to_string())?;
+                .map_err(Error::msg)?;
             drop(retention);
-            store.close().map_err(|e| e.to_string())?;
+            store.close().map_err(Error::msg)?;
             r
         }
         Err(StoreError::Locked { .. }) => {
-            sargs::retention::inbox::submit(data_dir, &bytes, Duration::from_secs(30))?
+            sargs::retention::inbox::submit(data_dir, &bytes, Duration::from_secs(30))
+                .map_err(Error::msg)?
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(Error::msg(e)),
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&response).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string_pretty(&response)?);
     if response.applied() {
         Ok(())
     } else {
-        Err(format!(
+        bail!(
             "{}: {} ({})",
             file.display(),
             response.reason.as_deref().unwrap_or("rejected"),
             response.code.as_deref().unwrap_or("")
-        ))
+        )
     }
 }
 
-fn ingest(config: &Config, from: &std::path::Path, camera: &str, keep: bool) -> Result<(), String> {
-    let f = sargs::dock::manual::ingest(config, from, camera, keep.then_some(true))?;
+fn ingest(config: &Config, from: &std::path::Path, camera: &str, keep: bool) -> Result<()> {
+    let f = sargs::dock::manual::ingest(config, from, camera, keep.then_some(true))
+        .map_err(Error::msg)?;
     println!(
         "{camera}: {} sealed, {} already sealed, {} of {} left on the camera; {:.1} MiB in {:.1} s ({:.1} MiB/s)",
         f.sealed,
@@ -414,27 +420,28 @@ fn ingest(config: &Config, from: &std::path::Path, camera: &str, keep: bool) -> 
     );
     match (f.complete, f.reason) {
         (true, _) => Ok(()),
-        (false, Some(reason)) => Err(format!("ingest incomplete: {reason}")),
-        (false, None) => Err("ingest incomplete".into()),
+        (false, Some(reason)) => bail!("ingest incomplete: {reason}"),
+        (false, None) => bail!("ingest incomplete"),
     }
 }
 
-fn reindex(config: &Config) -> Result<(), String> {
+fn reindex(config: &Config) -> Result<()> {
     use sargs::store::{Store, StoreError};
     let data_dir = &config.agent.data_dir;
     let store = Store::lock(data_dir).map_err(|e| match e {
-        StoreError::Locked { path } => format!(
+        StoreError::Locked { path } => anyhow::anyhow!(
             "{}: the agent is running; stop it before rebuilding the index",
             path.display()
         ),
-        e => e.to_string(),
+        e => Error::msg(e),
     })?;
     let key = sargs_core::seal::sign::DeviceKey::load(&config.agent.signing_key)
-        .map_err(|e| format!("device key: {e}"))?;
-    let (events, _) = sargs::wiring::event_sink(config).map_err(|e| e.to_string())?;
+        .map_err(Error::msg)
+        .context("device key")?;
+    let (events, _) = sargs::wiring::event_sink(config).map_err(Error::msg)?;
     let setup = sargs::wiring::retention_setup(config, std::sync::Arc::new(key), events);
-    let st = sargs::retention::Retention::reindex(setup).map_err(|e| e.to_string())?;
-    store.close().map_err(|e| e.to_string())?;
+    let st = sargs::retention::Retention::reindex(setup).map_err(Error::msg)?;
+    store.close().map_err(Error::msg)?;
     println!("index rebuilt");
     print!("{st}");
     Ok(())

@@ -38,6 +38,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::{CameraConfig, Supervision};
 use crate::events::{Event, EventSink};
 use crate::liveness::Beat;
@@ -179,6 +180,10 @@ impl Recorder {
             }
         };
         let mut failures: u32 = 0;
+        let mut backoff = Backoff::new(
+            self.supervision.backoff_initial,
+            self.supervision.backoff_max,
+        );
         loop {
             self.beat();
             if self.cancel.is_cancelled() {
@@ -191,12 +196,14 @@ impl Recorder {
                 Outcome::SourceEnded => {
                     tracing::info!(camera = %id, "source ended; restarting it");
                     failures = 0;
+                    backoff.reset();
                 }
                 Outcome::Failed(reason) => {
                     if started.elapsed() > Duration::from_secs(60) {
                         failures = 0;
+                        backoff.reset();
                     }
-                    let delay = backoff(&self.supervision, failures);
+                    let delay = backoff.next_delay();
                     failures = failures.saturating_add(1);
                     tracing::warn!(camera = %id, %reason, retry_in_ms = delay.as_millis() as u64,
                         attempt = failures, "camera down");
@@ -523,18 +530,6 @@ fn drain_error(bus: &gst::Bus) -> Option<String> {
     }
 }
 
-/// Capped exponential backoff with ±25 % jitter.
-pub fn backoff(s: &Supervision, failures: u32) -> Duration {
-    let base = s
-        .backoff_initial
-        .saturating_mul(1u32 << failures.min(16))
-        .min(s.backoff_max);
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let r = u16::from_le_bytes(b) as f64 / u16::MAX as f64; // 0..=1
-    base.mul_f64(0.75 + 0.5 * r)
-}
-
 /// Removes `user:password@` from every URL in free text (GStreamer error
 /// messages quote the location); a single configured URL is shown with
 /// `SourceConfig::display_url` instead.
@@ -562,23 +557,6 @@ pub fn redact(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let s = Supervision {
-            backoff_initial: Duration::from_millis(1000),
-            backoff_max: Duration::from_millis(8000),
-        };
-        for (n, lo, hi) in [
-            (0, 750, 1250),
-            (1, 1500, 2500),
-            (3, 6000, 10000),
-            (10, 6000, 10000),
-        ] {
-            let d = backoff(&s, n).as_millis();
-            assert!((lo..=hi).contains(&d), "failure {n}: {d} ms");
-        }
-    }
 
     #[test]
     fn passwords_are_redacted() {

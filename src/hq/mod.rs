@@ -21,7 +21,8 @@
 //!   off, client id `sargs-<agent>`): the broker queues commands while the
 //!   agent is offline and redelivers one it could not apply.
 //!
-//! Reconnects back off exponentially (1 s doubling to 60 s, ±25 % jitter).
+//! Reconnects back off exponentially (1 s doubling to 60 s, ±25 % jitter,
+//! [`Backoff`]).
 //! MQTT 5 where the broker speaks it, else 3.1.1 ([`session`]); TLS is
 //! rustls with the configured CA and optional client certificate.
 
@@ -39,6 +40,7 @@ use base64::Engine as _;
 use rumqttc::QoS;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::config::{LinkSettings, MqttVersion};
 use crate::events::EventSink;
@@ -167,12 +169,12 @@ fn spawn_poller(
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let handle = tokio::spawn(async move {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let ev = poller.poll().await;
             let pause = match &ev {
                 Ok(Note::Connected) => {
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     false
                 }
                 Ok(Note::Refused(_)) | Err(_) => true,
@@ -182,8 +184,7 @@ fn spawn_poller(
                 break;
             }
             if pause {
-                tokio::time::sleep(session::jittered(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     });

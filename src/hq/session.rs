@@ -16,7 +16,6 @@
 //! manual acknowledgement of commands, the retained Last Will `offline`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as p5;
@@ -349,13 +348,4 @@ impl Poller {
             }
         }
     }
-}
-
-/// How long a refused or failed connection waits before the next attempt:
-/// capped exponential back-off with ±25 % jitter.
-pub fn jittered(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let r = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX); // 0..=1
-    d.mul_f64(0.75 + 0.5 * r)
 }

@@ -13,6 +13,12 @@
 //!   receipts/, commands/, inbox/, index.sqlite   owned by [`crate::retention`]
 //! ```
 //!
+//! Single ownership: [`Store::lock`] takes an exclusive, non-blocking advisory
+//! `flock(2)` lock on `LOCK` through std ([`File::try_lock`]). A second process
+//! that finds it held gets [`StoreError::Locked`] and goes no further; the lock
+//! is released when the [`Store`] is dropped or closed (and by the kernel when
+//! the owning process dies, so a crash never leaves the store locked).
+//!
 //! A segment's media file is removed only by the retention engine, after its
 //! deletion receipt is durable; its manifest stays in the chain.
 //!
@@ -34,9 +40,8 @@
 
 pub mod camera;
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 pub use camera::{
@@ -104,9 +109,15 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(StoreError::io(&lock_path))?;
-        // SAFETY: flock on a descriptor we own; no memory is shared.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StoreError::Locked { path: lock_path });
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { path: lock_path }),
+            Err(TryLockError::Error(source)) => {
+                return Err(StoreError::Io {
+                    path: lock_path,
+                    source,
+                })
+            }
         }
         let unclean = root.join("RUNNING").exists();
         Ok(Store {
@@ -135,5 +146,30 @@ impl Store {
         let running = self.root.join("RUNNING");
         std::fs::remove_file(&running).map_err(StoreError::io(&running))?;
         sargs_core::fsutil::sync_dir(&self.root).map_err(StoreError::io(&self.root))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_owner_at_a_time_until_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Store::open(dir.path()).expect("first owner");
+        match Store::lock(dir.path()) {
+            Err(StoreError::Locked { path }) => assert_eq!(path, dir.path().join("LOCK")),
+            Err(e) => panic!("expected Locked, got {e}"),
+            Ok(_) => panic!("a second owner took the store"),
+        }
+        first.close().expect("close");
+        let second = Store::lock(dir.path()).expect("free after close");
+        assert!(!second.unclean(), "a clean stop is on record");
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(second);
+        Store::open(dir.path()).expect("free after drop");
     }
 }

@@ -38,7 +38,9 @@ fn source(file: &Path) -> String {
     while let Some(line) = lines.next() {
         let t = line.trim_start();
         if t.starts_with("#[cfg(test)]")
-            && lines.peek().is_some_and(|n| n.trim_start().starts_with("mod tests {"))
+            && lines
+                .peek()
+                .is_some_and(|n| n.trim_start().starts_with("mod tests {"))
         {
             break;
         }
@@ -81,7 +83,11 @@ fn modules(root: &Path) -> Vec<Module> {
             } else {
                 dir.join(&name).join("mod.rs")
             };
-            assert!(child.is_file(), "{}: mod {name} has no file", file.display());
+            assert!(
+                child.is_file(),
+                "{}: mod {name} has no file",
+                file.display()
+            );
             let mut p = path.clone();
             p.push(name);
             todo.push((p, child));
@@ -269,7 +275,12 @@ fn no_crate_of_the_workspace_has_an_import_cycle() {
         let root = workspace().join(root);
         assert!(root.is_file(), "{} is missing", root.display());
         for (i, cycle) in cycles(&root).iter().enumerate() {
-            report.push(format!("{} cycle {}:\n  {}", root.display(), i + 1, cycle.join("\n  ")));
+            report.push(format!(
+                "{} cycle {}:\n  {}",
+                root.display(),
+                i + 1,
+                cycle.join("\n  ")
+            ));
         }
     }
     assert!(report.is_empty(), "import cycles:\n{}", report.join("\n"));
@@ -288,6 +299,9 @@ fn the_cycle_check_finds_a_cycle_and_ignores_a_child_naming_its_parent() {
     let found = cycles(&src.join("lib.rs"));
     assert_eq!(found.len(), 1, "{found:?}");
     let text = found[0].join("\n");
-    assert!(text.contains("crate::a -> crate::b: crate::b::Thing"), "{text}");
+    assert!(
+        text.contains("crate::a -> crate::b: crate::b::Thing"),
+        "{text}"
+    );
     assert!(text.contains("crate::b -> crate::a: crate::a::g"), "{text}");
 }

@@ -1,7 +1,20 @@
 //! The command payload on the wire: raw serde shapes, then validation into
 //! [`Command`]. Every error names the field (`args.scope.from: …`).
+//!
+//! `kind` and `args` are one adjacently tagged enum, `RawAction`
+//! (`#[serde(tag = "kind", content = "args")]`), one variant per kind: serde
+//! reads `kind`, decodes `args` (absent or `null` counts as `{}`) into that
+//! kind's shape, and writes both for [`to_payload`]. A payload is read in two
+//! steps, so that its rejection codes are those of docs/commands.md:
+//! 1. the envelope fields, with `kind` and `args` kept as JSON: a payload
+//!    without this shape is `malformed`; `v` is checked first, so another
+//!    version is `unsupported-version` whatever kinds it has;
+//! 2. after the target, the action: an unknown kind or a bad `args` is
+//!    `invalid`, named by the path `serde_path_to_error` reports
+//!    (`args.scope.from: …`).
 
 use chrono::{DateTime, Utc};
+use serde::de::value::MapDeserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -48,68 +61,101 @@ struct RawScope {
     segments: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+/// `kind` and `args` of a payload.
+#[derive(Deserialize, Serialize)]
+#[serde(tag = "kind", content = "args")]
+enum RawAction {
+    #[serde(rename = "hold.place")]
+    HoldPlace(HoldPlace),
+    #[serde(rename = "hold.release")]
+    HoldRelease(HoldId),
+    #[serde(rename = "hold.extend")]
+    HoldExtend(HoldExtend),
+    #[serde(rename = "request.open")]
+    RequestOpen(RequestOpen),
+    #[serde(rename = "request.extend")]
+    RequestExtend(RequestExtend),
+    #[serde(rename = "request.close")]
+    RequestClose(RequestId),
+    #[serde(rename = "inventory")]
+    Inventory(ScopeOnly),
+    #[serde(rename = "restrict")]
+    Restrict(Restrict),
+    #[serde(rename = "unrestrict")]
+    Unrestrict(RestrictionId),
+    #[serde(rename = "erase")]
+    Erase(Erase),
+    #[serde(rename = "status")]
+    Status(Empty),
+}
+
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct HoldPlace {
     hold: String,
     case: String,
     scope: RawScope,
+    #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<DateTime<Utc>>,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct HoldId {
     hold: String,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct HoldExtend {
     hold: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     beyond_cap_until: Option<DateTime<Utc>>,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RequestOpen {
     request: String,
     scope: RawScope,
+    #[serde(skip_serializing_if = "Option::is_none")]
     due: Option<DateTime<Utc>>,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RequestExtend {
     request: String,
     due: DateTime<Utc>,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RequestId {
     request: String,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ScopeOnly {
     scope: RawScope,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Restrict {
     restriction: String,
     scope: RawScope,
     reason: String,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RestrictionId {
     restriction: String,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Erase {
     scope: RawScope,
+    #[serde(skip_serializing_if = "Option::is_none")]
     request: Option<String>,
 }
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
@@ -193,9 +239,78 @@ fn scope(field: &str, raw: RawScope) -> Result<Scope, Rejection> {
     }
 }
 
-fn args<T: serde::de::DeserializeOwned>(raw: Option<Value>) -> Result<T, Rejection> {
-    let v = raw.unwrap_or_else(|| Value::Object(Map::new()));
-    serde_json::from_value(v).map_err(|e| invalid("args", e))
+/// Decodes `kind` and `args` (absent or `null` is `{}`) through [`RawAction`].
+fn raw_action(kind: String, args: Option<Value>) -> Result<RawAction, Rejection> {
+    let args = args.unwrap_or_else(|| Value::Object(Map::new()));
+    // `kind` first, so serde decodes `args` straight into the kind's shape
+    // (and the path of an error in it starts with `args`).
+    let fields = [("kind", Value::String(kind.clone())), ("args", args)];
+    let de = MapDeserializer::<_, serde_json::Error>::new(fields.into_iter());
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        match field.as_str() {
+            // `kind` is a string, so the only error there is an unknown kind.
+            "kind" => invalid("kind", format!("unknown kind {kind:?}")),
+            "." => invalid("args", e.inner()),
+            _ => invalid(&field, e.inner()),
+        }
+    })
+}
+
+/// Checks the values of a decoded action.
+fn action(raw: RawAction) -> Result<Action, Rejection> {
+    Ok(match raw {
+        RawAction::HoldPlace(a) => Action::HoldPlace {
+            hold: id("args.hold", &a.hold)?,
+            case: text("args.case", &a.case)?,
+            scope: scope("args.scope", a.scope)?,
+            until: a.until,
+        },
+        RawAction::HoldRelease(a) => Action::HoldRelease {
+            hold: id("args.hold", &a.hold)?,
+        },
+        RawAction::HoldExtend(a) => {
+            if a.until.is_none() && a.beyond_cap_until.is_none() {
+                return Err(invalid(
+                    "args",
+                    "hold.extend needs `until` or `beyond_cap_until`",
+                ));
+            }
+            Action::HoldExtend {
+                hold: id("args.hold", &a.hold)?,
+                until: a.until,
+                beyond_cap_until: a.beyond_cap_until,
+            }
+        }
+        RawAction::RequestOpen(a) => Action::RequestOpen {
+            request: id("args.request", &a.request)?,
+            scope: scope("args.scope", a.scope)?,
+            due: a.due,
+        },
+        RawAction::RequestExtend(a) => Action::RequestExtend {
+            request: id("args.request", &a.request)?,
+            due: a.due,
+        },
+        RawAction::RequestClose(a) => Action::RequestClose {
+            request: id("args.request", &a.request)?,
+        },
+        RawAction::Inventory(a) => Action::Inventory {
+            scope: scope("args.scope", a.scope)?,
+        },
+        RawAction::Restrict(a) => Action::Restrict {
+            restriction: id("args.restriction", &a.restriction)?,
+            scope: scope("args.scope", a.scope)?,
+            reason: text("args.reason", &a.reason)?,
+        },
+        RawAction::Unrestrict(a) => Action::Unrestrict {
+            restriction: id("args.restriction", &a.restriction)?,
+        },
+        RawAction::Erase(a) => Action::Erase {
+            scope: scope("args.scope", a.scope)?,
+            request: a.request.map(|r| id("args.request", &r)).transpose()?,
+        },
+        RawAction::Status(Empty {}) => Action::Status,
+    })
 }
 
 /// Parses and validates a payload (schema only: no signature, time or
@@ -222,81 +337,7 @@ pub fn parse_payload(payload: &str) -> Result<Command, Rejection> {
             ))
         }
     };
-    let action = match raw.kind.as_str() {
-        "hold.place" => {
-            let a: HoldPlace = args(raw.args)?;
-            Action::HoldPlace {
-                hold: id("args.hold", &a.hold)?,
-                case: text("args.case", &a.case)?,
-                scope: scope("args.scope", a.scope)?,
-                until: a.until,
-            }
-        }
-        "hold.release" => Action::HoldRelease {
-            hold: id("args.hold", &args::<HoldId>(raw.args)?.hold)?,
-        },
-        "hold.extend" => {
-            let a: HoldExtend = args(raw.args)?;
-            if a.until.is_none() && a.beyond_cap_until.is_none() {
-                return Err(invalid(
-                    "args",
-                    "hold.extend needs `until` or `beyond_cap_until`",
-                ));
-            }
-            Action::HoldExtend {
-                hold: id("args.hold", &a.hold)?,
-                until: a.until,
-                beyond_cap_until: a.beyond_cap_until,
-            }
-        }
-        "request.open" => {
-            let a: RequestOpen = args(raw.args)?;
-            Action::RequestOpen {
-                request: id("args.request", &a.request)?,
-                scope: scope("args.scope", a.scope)?,
-                due: a.due,
-            }
-        }
-        "request.extend" => {
-            let a: RequestExtend = args(raw.args)?;
-            Action::RequestExtend {
-                request: id("args.request", &a.request)?,
-                due: a.due,
-            }
-        }
-        "request.close" => Action::RequestClose {
-            request: id("args.request", &args::<RequestId>(raw.args)?.request)?,
-        },
-        "inventory" => Action::Inventory {
-            scope: scope("args.scope", args::<ScopeOnly>(raw.args)?.scope)?,
-        },
-        "restrict" => {
-            let a: Restrict = args(raw.args)?;
-            Action::Restrict {
-                restriction: id("args.restriction", &a.restriction)?,
-                scope: scope("args.scope", a.scope)?,
-                reason: text("args.reason", &a.reason)?,
-            }
-        }
-        "unrestrict" => Action::Unrestrict {
-            restriction: id(
-                "args.restriction",
-                &args::<RestrictionId>(raw.args)?.restriction,
-            )?,
-        },
-        "erase" => {
-            let a: Erase = args(raw.args)?;
-            Action::Erase {
-                scope: scope("args.scope", a.scope)?,
-                request: a.request.map(|r| id("args.request", &r)).transpose()?,
-            }
-        }
-        "status" => {
-            args::<Empty>(raw.args)?;
-            Action::Status
-        }
-        other => return Err(invalid("kind", format!("unknown kind {other:?}"))),
-    };
+    let action = action(raw_action(raw.kind, raw.args)?)?;
     Ok(Command {
         id: id("id", &raw.id)?,
         issued_at: raw.issued_at,
@@ -307,75 +348,107 @@ pub fn parse_payload(payload: &str) -> Result<Command, Rejection> {
     })
 }
 
+impl From<&Scope> for RawScope {
+    fn from(s: &Scope) -> RawScope {
+        match s {
+            Scope::Range { cameras, from, to } => RawScope {
+                cameras: Some(cameras.clone()),
+                from: Some(*from),
+                to: Some(*to),
+                segments: None,
+            },
+            Scope::Segments(ids) => RawScope {
+                segments: Some(ids.clone()),
+                ..RawScope::default()
+            },
+        }
+    }
+}
+
+impl From<&Action> for RawAction {
+    fn from(a: &Action) -> RawAction {
+        match a {
+            Action::HoldPlace {
+                hold,
+                case,
+                scope,
+                until,
+            } => RawAction::HoldPlace(HoldPlace {
+                hold: hold.clone(),
+                case: case.clone(),
+                scope: scope.into(),
+                until: *until,
+            }),
+            Action::HoldRelease { hold } => RawAction::HoldRelease(HoldId { hold: hold.clone() }),
+            Action::HoldExtend {
+                hold,
+                until,
+                beyond_cap_until,
+            } => RawAction::HoldExtend(HoldExtend {
+                hold: hold.clone(),
+                until: *until,
+                beyond_cap_until: *beyond_cap_until,
+            }),
+            Action::RequestOpen {
+                request,
+                scope,
+                due,
+            } => RawAction::RequestOpen(RequestOpen {
+                request: request.clone(),
+                scope: scope.into(),
+                due: *due,
+            }),
+            Action::RequestExtend { request, due } => RawAction::RequestExtend(RequestExtend {
+                request: request.clone(),
+                due: *due,
+            }),
+            Action::RequestClose { request } => RawAction::RequestClose(RequestId {
+                request: request.clone(),
+            }),
+            Action::Inventory { scope } => RawAction::Inventory(ScopeOnly {
+                scope: scope.into(),
+            }),
+            Action::Restrict {
+                restriction,
+                scope,
+                reason,
+            } => RawAction::Restrict(Restrict {
+                restriction: restriction.clone(),
+                scope: scope.into(),
+                reason: reason.clone(),
+            }),
+            Action::Unrestrict { restriction } => RawAction::Unrestrict(RestrictionId {
+                restriction: restriction.clone(),
+            }),
+            Action::Erase { scope, request } => RawAction::Erase(Erase {
+                scope: scope.into(),
+                request: request.clone(),
+            }),
+            Action::Status => RawAction::Status(Empty {}),
+        }
+    }
+}
+
+/// `value` as JSON; only for the plain data of this module, which always
+/// serializes.
+fn to_json(value: impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|_| unreachable!("plain data"))
+}
+
 /// A scope as it appears on the wire (`{"cameras","from","to"}` or `{"segments"}`).
 pub fn scope_json(s: &Scope) -> Value {
-    match s {
-        Scope::Range { cameras, from, to } => json!({"cameras": cameras, "from": from, "to": to}),
-        Scope::Segments(ids) => json!({"segments": ids}),
-    }
+    to_json(RawScope::from(s))
 }
 
 /// The payload text of `c` (compact JSON, the exact bytes that get signed).
 pub fn to_payload(c: &Command) -> String {
-    let mut args = Map::new();
-    let mut put = |k: &str, v: Value| {
-        if !v.is_null() {
-            args.insert(k.to_owned(), v);
-        }
+    let mut action = match to_json(RawAction::from(&c.action)) {
+        Value::Object(fields) => fields,
+        _ => unreachable!("an adjacently tagged enum is a JSON object"),
     };
-    match &c.action {
-        Action::HoldPlace {
-            hold,
-            case,
-            scope,
-            until,
-        } => {
-            put("hold", json!(hold));
-            put("case", json!(case));
-            put("scope", scope_json(scope));
-            put("until", json!(until));
-        }
-        Action::HoldRelease { hold } => put("hold", json!(hold)),
-        Action::HoldExtend {
-            hold,
-            until,
-            beyond_cap_until,
-        } => {
-            put("hold", json!(hold));
-            put("until", json!(until));
-            put("beyond_cap_until", json!(beyond_cap_until));
-        }
-        Action::RequestOpen {
-            request,
-            scope,
-            due,
-        } => {
-            put("request", json!(request));
-            put("scope", scope_json(scope));
-            put("due", json!(due));
-        }
-        Action::RequestExtend { request, due } => {
-            put("request", json!(request));
-            put("due", json!(due));
-        }
-        Action::RequestClose { request } => put("request", json!(request)),
-        Action::Inventory { scope } => put("scope", scope_json(scope)),
-        Action::Restrict {
-            restriction,
-            scope,
-            reason,
-        } => {
-            put("restriction", json!(restriction));
-            put("scope", scope_json(scope));
-            put("reason", json!(reason));
-        }
-        Action::Unrestrict { restriction } => put("restriction", json!(restriction)),
-        Action::Erase { scope, request } => {
-            put("scope", scope_json(scope));
-            put("request", json!(request));
-        }
-        Action::Status => {}
-    }
+    let kind = action.remove("kind");
+    // The serde names of `RawAction` and `Action::kind` must agree.
+    debug_assert_eq!(kind.as_ref().and_then(Value::as_str), Some(c.action.kind()));
     let target = match &c.target {
         Target::Agent(a) => json!({"agent": a}),
         Target::Fleet => json!({"fleet": true}),
@@ -383,12 +456,12 @@ pub fn to_payload(c: &Command) -> String {
     json!({
         "v": COMMAND_VERSION,
         "id": c.id,
-        "kind": c.action.kind(),
+        "kind": kind,
         "issued_at": c.issued_at,
         "expires_at": c.expires_at,
         "target": target,
         "issuer": c.issuer,
-        "args": Value::Object(args),
+        "args": action.remove("args"),
     })
     .to_string()
 }

@@ -8,6 +8,16 @@
 //! name [`ConfigError::Invalid`], and anything the TOML parser itself rejects
 //! [`ConfigError::Syntax`].
 //!
+//! [`decode`] deserializes through `serde_path_to_error`, which records the
+//! path to the value being decoded when an error happens; the key is that
+//! path, and the line and column come from the span `toml` puts on its error.
+//! Only the *kind* of a decoding error is not structured: serde's derive
+//! reports an unknown or a missing field through `de::Error::unknown_field` /
+//! `missing_field`, whose default bodies (`toml::de::Error` does not override
+//! them) keep nothing but the message text, "unknown field `name`, expected
+//! …" or "missing field `name`". `field_error` is the one place that reads
+//! those two prefixes.
+//!
 //! Every kind is fatal for the file it names: the agent refuses to start (or
 //! `check-config` fails) and nothing already running is changed.
 
@@ -15,8 +25,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use toml::de::{DeTable, DeValue};
-use toml::Spanned;
 
 /// A configuration or policy file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
@@ -140,74 +148,63 @@ pub fn read_file(file: &Path) -> Result<String, ConfigError> {
 /// Decodes `text` into the raw layer `T`, mapping TOML errors onto
 /// [`ConfigError`] kinds with the dotted key path and line.
 pub fn decode<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
-    let tree = match DeTable::parse(text) {
-        Ok(tree) => tree,
-        Err(e) => {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-            return Err(ConfigError::Syntax {
-                file: file.to_owned(),
-                line,
-                column,
-                message: e.message().to_owned(),
-            });
-        }
-    };
-    toml::from_str(text).map_err(|e| classify(&e, text, &tree, file))
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax(&e, text, file))?;
+    serde_path_to_error::deserialize(de).map_err(|e| classify(&e, text, file))
+}
+
+/// A TOML error that names no key, at its line and column if known.
+fn syntax(e: &toml::de::Error, text: &str, file: &Path) -> ConfigError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
+    ConfigError::Syntax {
+        file: file.to_owned(),
+        line,
+        column,
+        message: e.message().to_owned(),
+    }
 }
 
 fn classify(
-    e: &toml::de::Error,
+    e: &serde_path_to_error::Error<toml::de::Error>,
     text: &str,
-    tree: &Spanned<DeTable<'_>>,
     file: &Path,
 ) -> ConfigError {
-    let file = file.to_owned();
-    let message = e.message();
-    let span = e.span();
-    let path = span.as_ref().and_then(|s| locate(tree, s.start));
-    let line = span.as_ref().map(|s| line_col(text, s.start).0);
-
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        let expected = match tail.split_once("expected ") {
-            Some((_, exp)) => exp.to_owned(),
-            None => "no keys here".to_owned(),
-        };
-        let key = match path {
-            Some(p) if p == name || p.ends_with(&format!(".{name}")) => p,
-            Some(p) => join(&p, name),
-            None => name.to_owned(),
-        };
-        return ConfigError::UnknownKey {
-            file,
-            key,
-            line,
-            expected,
-        };
-    }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let name = rest.split_once('`').map_or(rest, |(n, _)| n);
-        let key = match path {
-            Some(p) => join(&p, name),
-            None => name.to_owned(),
-        };
-        return ConfigError::MissingKey { file, key };
-    }
-    match path.filter(|p| !p.is_empty()) {
-        Some(key) => ConfigError::Invalid {
-            file,
-            key,
+    let path = key_path(e.path());
+    let inner = e.inner();
+    let message = inner.message();
+    match field_error(message) {
+        // The path normally ends at the unknown key itself (it is read before
+        // it is refused).
+        Some(FieldError::Unknown { name, expected }) => ConfigError::UnknownKey {
+            file: file.to_owned(),
+            key: if path == name || path.ends_with(&format!(".{name}")) {
+                path
+            } else {
+                join(&path, name)
+            },
+            line: inner.span().map(|s| line_col(text, s.start).0),
+            expected: expected.unwrap_or("no keys here").to_owned(),
+        },
+        // The path ends at the table the key is missing from.
+        Some(FieldError::Missing { name }) => ConfigError::MissingKey {
+            file: file.to_owned(),
+            key: join(&path, name),
+        },
+        None if path.is_empty() => syntax(inner, text, file),
+        None => ConfigError::Invalid {
+            file: file.to_owned(),
+            key: path,
             reason: message.to_owned(),
         },
-        None => {
-            let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
-            ConfigError::Syntax {
-                file,
-                line,
-                column,
-                message: message.to_owned(),
-            }
-        }
+    }
+}
+
+/// Dotted key path with array indexes (`camera[1].source.url`); "" for the
+/// document itself.
+fn key_path(path: &serde_path_to_error::Path) -> String {
+    if path.iter().len() == 0 {
+        String::new()
+    } else {
+        path.to_string()
     }
 }
 
@@ -219,53 +216,30 @@ fn join(parent: &str, name: &str) -> String {
     }
 }
 
-/// The dotted path of the innermost key or value whose span contains `pos`
-/// ("" for the document itself).
-fn locate(tree: &Spanned<DeTable<'_>>, pos: usize) -> Option<String> {
-    let mut path = String::new();
-    if locate_table(tree.get_ref(), pos, &mut path) {
-        Some(path)
-    } else {
-        Some(String::new())
-    }
+/// A decoding error about a field rather than a value.
+#[derive(Debug, PartialEq, Eq)]
+enum FieldError<'a> {
+    /// "unknown field `name`, expected …" (`None` when serde says there are
+    /// no fields).
+    Unknown {
+        name: &'a str,
+        expected: Option<&'a str>,
+    },
+    /// "missing field `name`".
+    Missing { name: &'a str },
 }
 
-fn locate_table(table: &DeTable<'_>, pos: usize, path: &mut String) -> bool {
-    for (key, value) in table.iter() {
-        let in_key = key.span().contains(&pos);
-        let in_value = value.span().contains(&pos);
-        // Sub-tables and arrays of tables may have spans that do not cover
-        // their own contents (a header is far from its keys), so descend
-        // into containers regardless and keep the deepest match.
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(key.get_ref());
-        if locate_value(value.get_ref(), pos, path) || in_key || in_value {
-            return true;
-        }
-        path.truncate(len);
+/// Which field error serde's message states, if any (see the module doc for
+/// why this reads text).
+fn field_error(message: &str) -> Option<FieldError<'_>> {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = tail.split_once("expected ").map(|(_, exp)| exp);
+        return Some(FieldError::Unknown { name, expected });
     }
-    false
-}
-
-fn locate_value(value: &DeValue<'_>, pos: usize, path: &mut String) -> bool {
-    match value {
-        DeValue::Table(t) => locate_table(t, pos, path),
-        DeValue::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                if locate_value(item.get_ref(), pos, path) || item.span().contains(&pos) {
-                    return true;
-                }
-                path.truncate(len);
-            }
-            false
-        }
-        _ => false,
-    }
+    let rest = message.strip_prefix("missing field `")?;
+    let name = rest.split_once('`').map_or(rest, |(name, _)| name);
+    Some(FieldError::Missing { name })
 }
 
 /// 1-based line and column (in characters) of byte offset `pos`.

@@ -40,11 +40,32 @@
 //! The SHA-256 of every byte written to the inner writer (header included) is
 //! computed on the way and returned in the [`SealSummary`].
 //!
-//! # Why hand-written
+//! # Invariant (secrets in memory)
 //!
-//! The `age` crate's encryptor pulls in other crypto backends (RustCrypto); on the
-//! edge we want one audited provider, `ring`, and streaming with chunk-level
-//! durability as above. Decryption (HQ, tests) is left to the `age` crate and CLI.
+//! Every secret byte held in this module's own memory is in a
+//! [`Zeroizing`] buffer, wiped when it goes out of scope on every path: a
+//! normal return, an early return through `?`, and unwinding from a panic.
+//! Those buffers are the file key, the stanza body while it still holds the
+//! file key in clear, and every HKDF output (the wrap key, the header MAC key,
+//! the payload key), which is expanded into our buffer before ring's key
+//! object is made from it. The X25519 shared secret is never copied into our
+//! memory: ring lends it to the HKDF extract and keeps it in its own buffer.
+//! What lives inside ring's own types (the ephemeral X25519 scalar, the HKDF
+//! PRK, the `hmac::Key` and the payload `LessSafeKey` the writer keeps for the
+//! whole stream) is ring's; ring does not wipe it on drop and sargs cannot.
+//! With `panic = "abort"` nothing is dropped, so nothing is wiped on a panic.
+//!
+//! # `ring` only
+//!
+//! Sealing uses only `ring` (X25519, HKDF-SHA256, HMAC-SHA256,
+//! ChaCha20-Poly1305, SHA-256 and the system random generator); no other
+//! crypto crate is on the sealing path. The `age` crate is used by sargs only
+//! for decryption at HQ, in tests (this writer's output is checked against it
+//! and against the `age` CLI), and for making HQ's identity in `crate::keys`
+//! (feature `keygen`; the agent calls it only for `sargs demo`). Its
+//! encryptor is not used: it pulls in a second crypto backend (RustCrypto),
+//! and on the edge we want one audited provider and streaming with the
+//! chunk-level durability above.
 
 use std::io::{self, Write};
 
@@ -56,6 +77,7 @@ use ring::digest::{self, SHA256};
 use ring::hkdf::{self, HKDF_SHA256};
 use ring::hmac::{self, HMAC_SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
 
 use super::recipient::Recipient;
 
@@ -68,6 +90,8 @@ const PAYLOAD_NONCE_LEN: usize = 16;
 const VERSION_LINE: &str = "age-encryption.org/v1";
 const X25519_INFO: &[u8] = b"age-encryption.org/v1/X25519";
 const BODY_COLUMNS: usize = 64;
+/// HKDF-SHA256 output length: a ChaCha20-Poly1305 or HMAC-SHA256 key.
+const KEY_LEN: usize = 32;
 
 /// Why sealing failed.
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +150,8 @@ impl<W: Write> AgeWriter<W> {
             return Err(AgeError::NoRecipients);
         }
         let rng = SystemRandom::new();
-        let mut file_key = [0u8; FILE_KEY_LEN];
-        rng.fill(&mut file_key)
+        let mut file_key = Zeroizing::new([0u8; FILE_KEY_LEN]);
+        rng.fill(&mut file_key[..])
             .map_err(|_| AgeError::Crypto("random file key"))?;
 
         let mut header = String::with_capacity(64 + 160 * recipients.len());
@@ -137,12 +161,11 @@ impl<W: Write> AgeWriter<W> {
             write_x25519_stanza(&mut header, &rng, &file_key, recipient)?;
         }
         header.push_str("---");
-        let mac_key: hmac::Key = hkdf::Salt::new(HKDF_SHA256, &[])
-            .extract(&file_key)
-            .expand(&[b"header"], HMAC_SHA256)
-            .map_err(|_| AgeError::Crypto("HKDF header key"))?
-            .into();
-        let mac = hmac::sign(&mac_key, header.as_bytes());
+        let mac_key = hkdf_key(&[], &file_key[..], b"header", "HKDF header key")?;
+        let mac = hmac::sign(
+            &hmac::Key::new(HMAC_SHA256, &mac_key[..]),
+            header.as_bytes(),
+        );
         header.push(' ');
         STANDARD_NO_PAD.encode_string(mac.as_ref(), &mut header);
         header.push('\n');
@@ -150,12 +173,9 @@ impl<W: Write> AgeWriter<W> {
         let mut nonce = [0u8; PAYLOAD_NONCE_LEN];
         rng.fill(&mut nonce)
             .map_err(|_| AgeError::Crypto("random payload nonce"))?;
-        let payload_key: UnboundKey = hkdf::Salt::new(HKDF_SHA256, &nonce)
-            .extract(&file_key)
-            .expand(&[b"payload"], &CHACHA20_POLY1305)
-            .map_err(|_| AgeError::Crypto("HKDF payload key"))?
-            .into();
-        file_key.fill(0);
+        let payload_key = hkdf_key(&nonce, &file_key[..], b"payload", "HKDF payload key")?;
+        let payload_key = UnboundKey::new(&CHACHA20_POLY1305, &payload_key[..])
+            .map_err(|_| AgeError::Crypto("payload key"))?;
 
         let mut writer = AgeWriter {
             inner,
@@ -284,16 +304,16 @@ fn write_x25519_stanza(
     salt[32..].copy_from_slice(recipient.public_key());
     let peer = UnparsedPublicKey::new(&X25519, recipient.public_key());
     // ring rejects an all-zero shared secret (small-order peer), as age requires.
-    let wrap_key: UnboundKey = agreement::agree_ephemeral(ephemeral, &peer, |shared| {
-        hkdf::Salt::new(HKDF_SHA256, &salt)
-            .extract(shared)
-            .expand(&[X25519_INFO], &CHACHA20_POLY1305)
-            .map(UnboundKey::from)
+    // The shared secret stays in ring's buffer: it is only read by the extract.
+    let wrap_key = agreement::agree_ephemeral(ephemeral, &peer, |shared| {
+        hkdf_key(&salt, shared, X25519_INFO, "HKDF wrap key")
     })
-    .map_err(|_| AgeError::Crypto("X25519 agreement"))?
-    .map_err(|_| AgeError::Crypto("HKDF wrap key"))?;
+    .map_err(|_| AgeError::Crypto("X25519 agreement"))??;
+    let wrap_key = UnboundKey::new(&CHACHA20_POLY1305, &wrap_key[..])
+        .map_err(|_| AgeError::Crypto("wrap key"))?;
 
-    let mut body = [0u8; FILE_KEY_LEN + TAG_LEN];
+    // Holds the file key in clear until it is sealed in place.
+    let mut body = Zeroizing::new([0u8; FILE_KEY_LEN + TAG_LEN]);
     body[..FILE_KEY_LEN].copy_from_slice(file_key);
     let tag = LessSafeKey::new(wrap_key)
         .seal_in_place_separate_tag(
@@ -307,8 +327,25 @@ fn write_x25519_stanza(
     header.push_str("-> X25519 ");
     STANDARD_NO_PAD.encode_string(share.as_ref(), header);
     header.push('\n');
-    push_wrapped_body(header, &STANDARD_NO_PAD.encode(body));
+    push_wrapped_body(header, &STANDARD_NO_PAD.encode(&body[..]));
     Ok(())
+}
+
+/// HKDF-SHA256 (`salt`, `ikm`, `info`) expanded to [`KEY_LEN`] bytes, in a
+/// buffer wiped on drop; `what` names the step if ring refuses.
+fn hkdf_key(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[u8],
+    what: &'static str,
+) -> Result<Zeroizing<[u8; KEY_LEN]>, AgeError> {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    hkdf::Salt::new(HKDF_SHA256, salt)
+        .extract(ikm)
+        .expand(&[info], HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut key[..]))
+        .map_err(|_| AgeError::Crypto(what))?;
+    Ok(key)
 }
 
 /// Appends a stanza body wrapped at 64 columns; the last line is always shorter

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::{bail, Context, Error, Result};
 use clap::Args;
 use sargs_core::seal::sign::DeviceKey;
 use sargs_hq::export::{ExportRecord, Request};
@@ -48,9 +49,11 @@ pub struct ExportArgs {
 
 /// Runs the export; fails if anything was refused (the export is still
 /// written, listing each refusal) or nothing could be exported at all.
-pub fn run(a: ExportArgs) -> Result<(), String> {
-    let key = DeviceKey::load(&a.key).map_err(|e| format!("--key: {e}"))?;
-    let device_key = crate::decode_key(&a.device_key).map_err(|e| format!("--device-key: {e}"))?;
+pub fn run(a: ExportArgs) -> Result<()> {
+    let key = DeviceKey::load(&a.key)
+        .map_err(Error::msg)
+        .context("--key")?;
+    let device_key = crate::decode_key(&a.device_key).context("--device-key")?;
     let req = Request {
         data_dir: a.data_dir,
         identity: a.identity,
@@ -67,10 +70,10 @@ pub fn run(a: ExportArgs) -> Result<(), String> {
         out: a.out,
         now: sargs_core::clock::now(),
     };
-    let done = sargs_hq::export::export(&req).map_err(|e| e.to_string())?;
+    let done = sargs_hq::export::export(&req).map_err(Error::msg)?;
     let r = &done.record;
     if a.json {
-        println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+        println!("{}", serde_json::to_string(r)?);
     } else {
         print_lines(r);
         println!(
@@ -84,10 +87,10 @@ pub fn run(a: ExportArgs) -> Result<(), String> {
     }
     match r.refused.len() {
         0 => Ok(()),
-        n => Err(format!(
+        n => bail!(
             "{n} record(s) in scope refused; each is listed with its reason in {}",
             done.out.join("export.json").display()
-        )),
+        ),
     }
 }
 

@@ -9,6 +9,7 @@ use sargs_core::keys::ExposeSecret;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{bail, Context, Error, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -86,13 +87,16 @@ fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sargsctl: {e}");
+            eprintln!("sargsctl: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cmd: Command) -> Result<(), String> {
+// The libraries' errors already name their cause, so they enter `anyhow` as
+// messages (`Error::msg`): `{:#}` would otherwise print that cause twice.
+
+fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Verb(v) => verbs::run(*v),
         Command::Export(a) => export::run(*a),
@@ -106,29 +110,26 @@ fn run(cmd: Command) -> Result<(), String> {
         Command::Keygen { out, signing_key } => {
             for p in [&out, &signing_key] {
                 if p.exists() {
-                    return Err(format!(
-                        "{}: exists; refusing to overwrite a key",
-                        p.display()
-                    ));
+                    bail!("{}: exists; refusing to overwrite a key", p.display());
                 }
             }
             let signing_key = std::path::absolute(&signing_key)
-                .map_err(|e| format!("{}: {e}", signing_key.display()))?;
+                .with_context(|| signing_key.display().to_string())?;
             if let Some(dir) = out
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty() && !d.exists())
             {
                 sargs_core::fsutil::create_private_dir(dir)
-                    .map_err(|e| format!("{}: {e}", dir.display()))?;
+                    .with_context(|| dir.display().to_string())?;
             }
             let (recipient, text) = sargs_core::keys::new_identity();
             let mut f = sargs_core::fsutil::create_new(&out, 0o600)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
+                .with_context(|| out.display().to_string())?;
             f.write_all(text.expose_secret().as_bytes())
                 .and_then(|_| f.sync_all())
-                .map_err(|e| format!("{}: {e}", out.display()))?;
+                .with_context(|| out.display().to_string())?;
             let key = sargs_core::seal::sign::DeviceKey::load_or_create(&signing_key)
-                .map_err(|e| e.to_string())?;
+                .map_err(Error::msg)?;
             println!("{recipient}");
             println!("command key: {}", key.public_key_b64());
             Ok(())
@@ -139,15 +140,15 @@ fn run(cmd: Command) -> Result<(), String> {
                 None => {
                     let first = dir.join(format!("{:010}.json", 1));
                     let bytes =
-                        std::fs::read(&first).map_err(|e| format!("{}: {e}", first.display()))?;
+                        std::fs::read(&first).with_context(|| first.display().to_string())?;
                     let env: sargs_core::seal::sign::Envelope = serde_json::from_slice(&bytes)
-                        .map_err(|e| format!("{}: {e}", first.display()))?;
+                        .with_context(|| first.display().to_string())?;
                     eprintln!("trusting device key {} from the first record (pass --device-key to pin it)", env.key);
                     decode_key(&env.key)?
                 }
             };
             let r = sargs_core::seal::verify::verify_camera(&dir, &key)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                .with_context(|| dir.display().to_string())?;
             println!(
                 "{}: {} records ({} segments, {} truncated, {} gaps)",
                 dir.display(),
@@ -163,7 +164,7 @@ fn run(cmd: Command) -> Result<(), String> {
                 println!("verified");
                 Ok(())
             } else {
-                Err(format!("{} problem(s) found", r.problems.len()))
+                bail!("{} problem(s) found", r.problems.len())
             }
         }
         Command::Decrypt {
@@ -173,18 +174,20 @@ fn run(cmd: Command) -> Result<(), String> {
             salvage,
         } => {
             let ids = age::IdentityFile::from_file(identity.display().to_string())
-                .map_err(|e| format!("{}: {e}", identity.display()))?
+                .with_context(|| identity.display().to_string())?
                 .into_identities()
-                .map_err(|e| format!("{}: {e}", identity.display()))?;
-            let file =
-                std::fs::File::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+                .map_err(Error::msg)
+                .with_context(|| identity.display().to_string())?;
+            let file = std::fs::File::open(&input).with_context(|| input.display().to_string())?;
             let dec = age::Decryptor::new(std::io::BufReader::new(file))
-                .map_err(|e| format!("{}: {e}", input.display()))?;
+                .map_err(Error::msg)
+                .with_context(|| input.display().to_string())?;
             let mut reader = dec
                 .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-                .map_err(|e| format!("{}: {e}", input.display()))?;
+                .map_err(Error::msg)
+                .with_context(|| input.display().to_string())?;
             let mut out =
-                std::fs::File::create(&output).map_err(|e| format!("{}: {e}", output.display()))?;
+                std::fs::File::create(&output).with_context(|| output.display().to_string())?;
             let mut buf = vec![0u8; 64 * 1024];
             let mut total = 0u64;
             loop {
@@ -192,23 +195,21 @@ fn run(cmd: Command) -> Result<(), String> {
                     Ok(0) => break,
                     Ok(n) => {
                         out.write_all(&buf[..n])
-                            .map_err(|e| format!("{}: {e}", output.display()))?;
+                            .with_context(|| output.display().to_string())?;
                         total += n as u64;
                     }
                     Err(e) if salvage => {
                         eprintln!("stream ends early after {total} bytes ({e}); salvaged every whole chunk");
                         break;
                     }
-                    Err(e) => {
-                        return Err(format!(
-                            "{}: {e} after {total} bytes (try --salvage)",
-                            input.display()
-                        ))
-                    }
+                    Err(e) => bail!(
+                        "{}: {e} after {total} bytes (try --salvage)",
+                        input.display()
+                    ),
                 }
             }
             out.sync_all()
-                .map_err(|e| format!("{}: {e}", output.display()))?;
+                .with_context(|| output.display().to_string())?;
             println!("{total} bytes written to {}", output.display());
             Ok(())
         }
@@ -221,9 +222,9 @@ fn watch(
     telemetry: bool,
     json: bool,
     seconds: Option<u64>,
-) -> Result<(), String> {
+) -> Result<()> {
     use std::time::{Duration, Instant};
-    let url = broker.broker.as_deref().ok_or("--broker is required")?;
+    let url = broker.broker.as_deref().context("--broker is required")?;
     let who = agent.unwrap_or("+");
     let mut kinds = vec!["status", "events", "responses"];
     if telemetry {
@@ -239,7 +240,8 @@ fn watch(
         &id,
         &topics,
         Duration::from_secs(10),
-    )?;
+    )
+    .map_err(Error::msg)?;
     let end = seconds.map(|s| Instant::now() + Duration::from_secs(s));
     loop {
         let left = match end {
@@ -249,7 +251,7 @@ fn watch(
         if left.is_zero() {
             return Ok(());
         }
-        if let Some((topic, v)) = client.next(left)? {
+        if let Some((topic, v)) = client.next(left).map_err(Error::msg)? {
             if json {
                 println!("{}", serde_json::json!({"topic": topic, "message": v}));
             } else {
@@ -259,11 +261,11 @@ fn watch(
     }
 }
 
-fn decode_key(b64: &str) -> Result<[u8; 32], String> {
+fn decode_key(b64: &str) -> Result<[u8; 32]> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .ok()
         .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| format!("not a Base64 Ed25519 public key: {b64}"))
+        .with_context(|| format!("not a Base64 Ed25519 public key: {b64}"))
 }

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::{bail, Context, Error, Result};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use sargs_core::command::{Action, Command, Scope, Target};
@@ -71,11 +72,11 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    pub fn options(&self, url: &str) -> Result<sargs_hq::broker::BrokerOptions, String> {
+    pub fn options(&self, url: &str) -> Result<sargs_hq::broker::BrokerOptions> {
         let password = match &self.password_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
-                    .map_err(|e| format!("--password-file {}: {e}", p.display()))?
+                    .with_context(|| format!("--password-file {}", p.display()))?
                     .lines()
                     .next()
                     .unwrap_or_default()
@@ -112,7 +113,7 @@ pub struct ScopeArgs {
 }
 
 impl ScopeArgs {
-    pub fn scope(self) -> Result<Scope, String> {
+    pub fn scope(self) -> Result<Scope> {
         if !self.segments.is_empty() {
             return Ok(Scope::Segments(self.segments));
         }
@@ -122,8 +123,8 @@ impl ScopeArgs {
                 from,
                 to,
             }),
-            (false, Some(from), Some(to)) => Err(format!("--from {from} is not before --to {to}")),
-            _ => Err("give --cameras with --from and --to, or --segments".into()),
+            (false, Some(from), Some(to)) => bail!("--from {from} is not before --to {to}"),
+            _ => bail!("give --cameras with --from and --to, or --segments"),
         }
     }
 }
@@ -266,15 +267,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// `prefix` + 16 random hex digits.
-pub fn random_id(prefix: &str) -> Result<String, String> {
+pub fn random_id(prefix: &str) -> Result<String> {
     let mut b = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .map_err(|_| "the system random source failed".to_string())?;
+        .ok()
+        .context("the system random source failed")?;
     Ok(format!("{prefix}{}", sargs_core::seal::manifest::hex(&b)))
 }
 
 /// Builds, signs and writes the command; prints its id and kind.
-pub fn run(verb: Verb) -> Result<(), String> {
+pub fn run(verb: Verb) -> Result<()> {
     let (action, common) = match verb {
         Verb::Hold {
             hold,
@@ -348,7 +350,7 @@ pub fn run(verb: Verb) -> Result<(), String> {
                 },
                 common,
             ),
-            _ => return Err("--restriction and --reason, or --lift".into()),
+            _ => bail!("--restriction and --reason, or --lift"),
         },
         Verb::Erase {
             scope,
@@ -379,15 +381,17 @@ pub fn run(verb: Verb) -> Result<(), String> {
     };
     // The same schema checks the agent applies, before anything is written.
     sargs_core::command::parse_payload(&sargs_core::command::to_payload(&cmd))
-        .map_err(|e| e.to_string())?;
-    let key = DeviceKey::load(&common.key).map_err(|e| format!("--key: {e}"))?;
+        .map_err(Error::msg)?;
+    let key = DeviceKey::load(&common.key)
+        .map_err(Error::msg)
+        .context("--key")?;
     let bytes = sargs_core::command::sign(&key, &cmd);
     if let Some(out) = &common.out {
         let mut f = sargs_core::fsutil::create_new(out, 0o600)
-            .map_err(|e| format!("--out {}: {e}", out.display()))?;
+            .with_context(|| format!("--out {}", out.display()))?;
         f.write_all(&bytes)
             .and_then(|_| f.sync_all())
-            .map_err(|e| format!("--out {}: {e}", out.display()))?;
+            .with_context(|| format!("--out {}", out.display()))?;
         println!("{} {} -> {}", cmd.id, cmd.action.kind(), out.display());
     }
     match &common.broker.broker {
@@ -398,7 +402,7 @@ pub fn run(verb: Verb) -> Result<(), String> {
 
 /// Publishes the command and prints the response(s); fails if any agent
 /// rejected it or none answered.
-fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<(), String> {
+fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<()> {
     let prefix = &common.broker.prefix;
     let (topic, responses) = match &cmd.target {
         Target::Agent(a) => (
@@ -416,13 +420,16 @@ fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<
         &format!("sargsctl-{}", cmd.id),
         &[responses],
         wait,
-    )?;
-    client.publish(&topic, bytes)?;
+    )
+    .map_err(Error::msg)?;
+    client.publish(&topic, bytes).map_err(Error::msg)?;
     let expect = match cmd.target {
         Target::Agent(_) => Some(1),
         Target::Fleet => common.expect,
     };
-    let got = client.responses(&cmd.id, expect, wait)?;
+    let got = client
+        .responses(&cmd.id, expect, wait)
+        .map_err(Error::msg)?;
     let mut rejected = 0;
     for r in &got {
         if common.json {
@@ -444,11 +451,8 @@ fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<
         }
     }
     match (got.len(), rejected) {
-        (0, _) => Err(format!(
-            "no response to {} within {} s",
-            cmd.id, common.wait
-        )),
+        (0, _) => bail!("no response to {} within {} s", cmd.id, common.wait),
         (_, 0) => Ok(()),
-        (n, r) => Err(format!("{r} of {n} agent(s) rejected {}", cmd.id)),
+        (n, r) => bail!("{r} of {n} agent(s) rejected {}", cmd.id),
     }
 }
