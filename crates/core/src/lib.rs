@@ -16,7 +16,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod fsutil;
-#[cfg(feature = "keygen")]
+#[cfg(any(feature = "keygen", test))]
 pub mod keys;
 pub mod layout;
 pub mod link;

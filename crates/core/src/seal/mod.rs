@@ -8,9 +8,13 @@
 //! - [`manifest`]: what a manifest states, and the per-camera hash chain.
 //! - [`verify`]: checking a camera's chain, signatures and ciphertext hashes
 //!   without any decryption key.
+//! - `open` (feature `open`, HQ only): the reader, with HQ's identity,
+//!   salvaging a segment cut short up to its last whole chunk.
 
 pub mod age;
 pub mod manifest;
+#[cfg(any(feature = "open", test))]
+pub mod open;
 pub mod recipient;
 pub mod sign;
 pub mod verify;

@@ -275,13 +275,8 @@ pub fn export(req: &Request<'_>) -> Result<Outcome, ExportError> {
         path: req.identity.clone(),
         reason,
     };
-    let identities = age::IdentityFile::from_file(req.identity.display().to_string())
-        .map_err(|e| bad_identity(e.to_string()))?
-        .into_identities()
-        .map_err(|e| bad_identity(e.to_string()))?;
-    if identities.is_empty() {
-        return Err(bad_identity("holds no age identity".into()));
-    }
+    let identities =
+        sargs_core::seal::open::read_identities(&req.identity).map_err(bad_identity)?;
     refuse_out_inside(&req.out, &req.data_dir)?;
     let staging = write::Staging::create(&req.out)?;
     let plan = plan::Plan::make(req, &staging.scratch())?;

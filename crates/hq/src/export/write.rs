@@ -2,7 +2,7 @@
 //! hashed in one pass, and publication at the end (see the module above).
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::plan::{Candidate, Item, Plan};
@@ -11,6 +11,7 @@ use super::{
 };
 use sargs_core::fsutil;
 use sargs_core::seal::manifest::{hex, sha256_hex};
+use sargs_core::seal::open::{self, OpenError};
 use sargs_core::seal::sign::Envelope;
 
 type Identities = [Box<dyn age::Identity + Send + Sync>];
@@ -423,30 +424,15 @@ fn decrypt(
     out: &mut File,
     salvage: bool,
 ) -> Result<(u64, String), Failure> {
-    let dec = age::Decryptor::new_buffered(BufReader::with_capacity(1 << 16, input))
-        .map_err(|e| Failure::Source(format!("age header: {e}")))?;
-    let mut reader = dec
-        .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => Failure::NoKey,
-            e => Failure::Source(e.to_string()),
-        })?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.write_all(&buf[..n]).map_err(Failure::Output)?;
-                ctx.update(&buf[..n]);
-                total += n as u64;
-            }
-            Err(_) if salvage => break,
-            Err(e) => return Err(Failure::Source(format!("after {total} bytes: {e}"))),
+    match open::decrypt_to(input, ids, out, salvage) {
+        Ok(o) => Ok((o.bytes, hex(&o.sha256))),
+        Err(OpenError::NoKey) => Err(Failure::NoKey),
+        Err(OpenError::Header(why)) => Err(Failure::Source(why)),
+        Err(OpenError::Stream { after, reason }) => {
+            Err(Failure::Source(format!("after {after} bytes: {reason}")))
         }
+        Err(OpenError::Output(e)) => Err(Failure::Output(e)),
     }
-    Ok((total, hex(ctx.finish().as_ref())))
 }
 
 /// Copies a signed file (manifest, receipt) byte for byte after checking

@@ -3,9 +3,10 @@
 mod export;
 mod verbs;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use sargs_core::keys::ExposeSecret;
+use sargs_core::seal::open::{self, OpenError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -173,40 +174,30 @@ fn run(cmd: Command) -> Result<()> {
             output,
             salvage,
         } => {
-            let ids = age::IdentityFile::from_file(identity.display().to_string())
-                .with_context(|| identity.display().to_string())?
-                .into_identities()
+            let ids = sargs_core::seal::open::read_identities(&identity)
                 .map_err(Error::msg)
                 .with_context(|| identity.display().to_string())?;
             let file = std::fs::File::open(&input).with_context(|| input.display().to_string())?;
-            let dec = age::Decryptor::new(std::io::BufReader::new(file))
-                .map_err(Error::msg)
-                .with_context(|| input.display().to_string())?;
-            let mut reader = dec
-                .decrypt(ids.iter().map(|i| i.as_ref() as &dyn age::Identity))
-                .map_err(Error::msg)
-                .with_context(|| input.display().to_string())?;
             let mut out =
                 std::fs::File::create(&output).with_context(|| output.display().to_string())?;
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut total = 0u64;
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        out.write_all(&buf[..n])
-                            .with_context(|| output.display().to_string())?;
-                        total += n as u64;
-                    }
-                    Err(e) if salvage => {
-                        eprintln!("stream ends early after {total} bytes ({e}); salvaged every whole chunk");
-                        break;
-                    }
-                    Err(e) => bail!(
-                        "{}: {e} after {total} bytes (try --salvage)",
-                        input.display()
-                    ),
+            let opened = match open::decrypt_to(file, &ids, &mut out, salvage) {
+                Ok(o) => o,
+                Err(OpenError::Output(e)) => {
+                    return Err(e).with_context(|| output.display().to_string())
                 }
+                Err(OpenError::Stream { after, reason }) => bail!(
+                    "{}: {reason} after {after} bytes (try --salvage)",
+                    input.display()
+                ),
+                Err(e) => {
+                    return Err(Error::msg(e.to_string())).context(input.display().to_string())
+                }
+            };
+            let total = opened.bytes;
+            if let Some(e) = &opened.cut_short {
+                eprintln!(
+                    "stream ends early after {total} bytes ({e}); salvaged every whole chunk"
+                );
             }
             out.sync_all()
                 .with_context(|| output.display().to_string())?;
