@@ -5,7 +5,7 @@
 //!   re-encode. The camera's RTSP client ([`super::rtsp`]) pushes one
 //!   MP4-ready access unit at a time into [`FrameSrc`], on its own thread;
 //!   what follows is linked once the client has seen the camera's
-//!   description ([`rtsp_branch`]). `rtsps://` cameras are
+//!   description ([`super::codec::rtsp_branch`]). `rtsps://` cameras are
 //!   received with `rtspsrc ! rtph26Xdepay ! h26Xparse` instead
 //!   ([`super::rtspsrc`]).
 //! - Sources the agent encodes (test, V4L2, file, transcoded RTSP):

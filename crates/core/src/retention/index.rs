@@ -1,7 +1,7 @@
 //! The segment index: one SQLite database (WAL, `synchronous=FULL`) beside
 //! the chains, `<data_dir>/index.sqlite`.
 //!
-//! Invariants: one writer (the [`super::Retention`] engine, behind its lock);
+//! Invariants: one writer (the agent's retention engine, behind its lock);
 //! every change that must survive is committed in one transaction before the
 //! caller acknowledges it. The index is derived state: segments come from the
 //! camera chains, deletions from the receipt chain, holds, requests and
