@@ -30,6 +30,9 @@
 //! every run (they were just read). Reported: MiB/s per run (best, median),
 //! CPU seconds, and the ratio to `cp` + `sync` of the same round.
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;

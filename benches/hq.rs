@@ -17,6 +17,9 @@
 //!
 //! Everything listens on 127.0.0.1 only; the broker is stopped at the end.
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/support/mosquitto.rs"]
 #[allow(dead_code)]
 mod mosquitto;

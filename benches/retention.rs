@@ -26,6 +26,9 @@
 //! Anchors on the same database: a bare `SELECT COUNT(*)` of the due rows
 //! through the deadline index, and a full table scan (`SUM(bytes)`).
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

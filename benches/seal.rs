@@ -40,6 +40,9 @@
 //! previous output is deleted and the file system synced, outside the timing.
 //! Finally AgeWriter's output is decrypted with `age -d` as a check.
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{self, Read, Write};

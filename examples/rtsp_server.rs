@@ -20,6 +20,9 @@
 //! The stream is at `rtsp://ADDRESS:PORT/cam`; the server runs until killed
 //! (Ctrl-C).
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};

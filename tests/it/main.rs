@@ -2,6 +2,9 @@
 //! 127.0.0.1, the real file system, and sealed output checked with the `age`
 //! crate, Debian's `age` CLI, and ffprobe.
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../support/mod.rs"]
 #[allow(dead_code)]
 mod support;

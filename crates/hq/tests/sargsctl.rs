@@ -1,6 +1,9 @@
 //! `sargsctl` on its own, without an agent: HQ's keys. (The system tests at
 //! the top of the workspace run it against real agents.)
 
+// Test and measurement code: a panic here is a failed run with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
