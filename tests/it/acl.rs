@@ -180,7 +180,10 @@ fn the_shipped_acl_confines_each_gateway_and_lets_only_hq_command() {
     assert!(agent.wait().expect("agent exits").success());
     let mut takeover =
         Watcher::connect_as(broker.port, "sargs-gw-a", ("gw-b", &b_pass), false, &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        takeover.wait_answered(T),
+        "the broker answers the takeover's CONNECT"
+    );
     hq.publish("sargs/agents/gw-a/commands", b"{\"probe\":1}".to_vec());
     let stolen = topics_within(&mut takeover, Duration::from_secs(2));
     assert!(stolen.is_empty(), "gw-b read gw-a's session: {stolen:?}");

@@ -210,7 +210,7 @@ fn hold_and_release_from_sargsctl_through_sargs_apply() {
         test_camera("cam-1", "cctv", "")
     );
     let config = home.config_with(2, "min_free_mb = 1", &cams);
-    record_for(&config, 5.0);
+    record_sealed(&config, &["cam-1"], 1);
     let cfg = home.config_path();
     let cfg = cfg.to_str().expect("utf8");
     let now = Utc::now();

@@ -57,6 +57,8 @@ fn a_camera_pulled_out_mid_copy_loses_nothing_and_the_next_dock_continues() {
         "the interrupted copy is dropped"
     );
     cam.undock();
+    // What follows checks that nothing more is sealed or removed after the
+    // camera left: that takes time passing, not a condition to wait for.
     std::thread::sleep(Duration::from_secs(2));
     let left = on_camera(&cam.storage);
     assert_eq!(

@@ -237,9 +237,17 @@ pub fn segment_ids(records: &[Manifest]) -> Vec<String> {
 fn a_restricted_segment_is_refused_for_export_until_lifted() {
     let hq = Hq::new();
     let config = sargs::config::Config::load(&hq.home.config_path()).expect("config");
-    record_for(&config, 5.0);
+    let cam = hq.home.camera_dir("cam-1");
+    record_sealed(&config, &["cam-1"], 1);
+    // The pause between the runs has to outlast the 2 s contiguity tolerance
+    // to be a gap record: a clock to let pass.
     std::thread::sleep(Duration::from_secs(3));
-    record_for(&config, 3.0);
+    // The second run commits the gap record as it opens its first segment,
+    // which the stop seals.
+    let before = record_count(&cam);
+    record_until(&config, RECORDING, "the second run's first record", || {
+        record_count(&cam) > before
+    });
     let records = hq.records();
     let segments = segment_ids(&records);
     assert!(segments.len() >= 3, "{segments:?}");
@@ -343,7 +351,7 @@ fn a_restricted_segment_is_refused_for_export_until_lifted() {
 fn deleted_and_tampered_segments_are_refused_with_their_reasons() {
     let hq = Hq::new();
     let config = sargs::config::Config::load(&hq.home.config_path()).expect("config");
-    record_for(&config, 7.0);
+    record_sealed(&config, &["cam-1"], 3);
     let records = hq.records();
     let segments = segment_ids(&records);
     assert!(segments.len() >= 3, "{segments:?}");
@@ -387,7 +395,15 @@ fn deleted_and_tampered_segments_are_refused_with_their_reasons() {
         &whole[..70_000],
     )
     .expect("partial");
-    record_for(&config, 1.0);
+    // The next start commits it (renamed from `.partial`) before its own
+    // first segment opens.
+    let committed = cam.join(format!("{next:010}.mp4.age"));
+    record_until(
+        &config,
+        RECORDING,
+        "the partial committed as truncated, then a segment opened",
+        || committed.exists() && open_bytes(&cam) > 0,
+    );
     let truncated = format!("test-gw/cam-1/{next}");
 
     let ids = [&segments[..3], std::slice::from_ref(&truncated)]

@@ -25,7 +25,7 @@ fn names(dir: &std::path::Path) -> Vec<String> {
 fn bad_input_is_named_and_nothing_is_written() {
     let hq = Hq::new();
     let config = sargs::config::Config::load(&hq.home.config_path()).expect("config");
-    record_for(&config, 3.0);
+    record_sealed(&config, &["cam-1"], 1);
     let segments = segment_ids(&hq.records());
     assert!(!segments.is_empty());
     let range = wide_range();

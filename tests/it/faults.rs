@@ -84,21 +84,33 @@ fn below_the_free_space_floor_segments_close_cleanly_and_recording_resumes() {
     let home = Home::new();
     let disk = SmallDisk::mount(&home.path().join("data"), "8m");
     let filler = disk.0.join("filler");
-    std::fs::write(&filler, vec![0u8; 3_000_000]).expect("filler");
+    std::fs::write(&filler, vec![0u8; 4_000_000]).expect("filler");
     let config = home.config_with(2, "min_free_mb = 3", &noisy_camera("cam-floor"));
     let dir = home.camera_dir("cam-floor");
     let agent = sargs::agent::Agent::start(&config).expect("agent starts");
 
-    // The camera stops at the floor: the sealed bytes stop growing.
+    // The camera stops at the floor: below it, its open segment is closed
+    // (none open), and its bytes stop growing, for a whole second.
+    let floor = 3 << 20;
     let mut last = 0;
+    let mut since: Option<std::time::Instant> = None;
     let stopped = wait_until(Duration::from_secs(40), || {
-        std::thread::sleep(Duration::from_millis(2500));
         let now = sealed_bytes(&dir);
-        let stalled = now > 0 && now == last;
+        let below = sargs_core::fsutil::free_bytes(&disk.0).is_ok_and(|free| free < floor);
+        let paused = now > 0 && now == last && below && open_bytes(&dir) == 0;
         last = now;
-        stalled
+        since = if paused {
+            since.or(Some(std::time::Instant::now()))
+        } else {
+            None
+        };
+        since.is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
     });
-    assert!(stopped, "recording paused at the floor");
+    assert!(
+        stopped,
+        "recording paused at the floor: {} bytes sealed",
+        sealed_bytes(&dir)
+    );
     std::fs::remove_file(&filler).expect("free space");
     let key_path = home.path().join("data/device/signing.pk8");
     let resumed = resumed_after_gap(&dir, &key_path, Duration::from_secs(30));
@@ -135,16 +147,21 @@ fn a_disk_that_fills_anyway_loses_nothing_and_recording_resumes() {
     let config = home.config_with(2, "min_free_mb = 1", &noisy_camera("cam-full"));
     let dir = home.camera_dir("cam-full");
     let agent = sargs::agent::Agent::start(&config).expect("agent starts");
-    std::thread::sleep(Duration::from_secs(3));
+    // Recording: video on disk (more than one 64 KiB age chunk).
+    let recording = wait_until(RECORDING, || sealed_bytes(&dir) > 70_000);
     // Fill the rest behind the agent's back.
     let hog = disk.0.join("hog");
     let _ = std::fs::write(&hog, vec![0u8; 4_000_000]);
-    std::thread::sleep(Duration::from_secs(6));
+    // The camera writes several times a second: its writes fail while the
+    // disk stays full, which leaves nothing on disk to wait for, so the time
+    // has to pass.
+    std::thread::sleep(Duration::from_secs(3));
     std::fs::remove_file(&filler).expect("free space");
     let _ = std::fs::remove_file(&hog);
     let key_path = home.path().join("data/device/signing.pk8");
     let resumed = resumed_after_gap(&dir, &key_path, Duration::from_secs(40));
     agent.stop().expect("the agent still stops cleanly");
+    assert!(recording, "the camera recorded before the disk filled");
     assert!(resumed, "recording resumed after space returned");
 
     // The chain verifies; every sealed segment decrypts (a cut one up to its

@@ -131,11 +131,45 @@ pub fn test_camera(id: &str, class: &str, extra: &str) -> String {
     )
 }
 
-/// Records with an in-process agent for `secs` seconds, then stops cleanly.
-pub fn record_for(config: &Config, secs: f64) {
+/// How long a test waits for recording to reach a point (real-time video,
+/// on a loaded machine or under an emulator).
+pub const RECORDING: Duration = Duration::from_secs(60);
+
+/// Records with an in-process agent until `done` holds (polled every
+/// 100 ms, for at most `limit`), then stops cleanly; fails naming `what`
+/// if it never held. Returns how long the agent ran, from its start to the
+/// stop.
+pub fn record_until(
+    config: &Config,
+    limit: Duration,
+    what: &str,
+    done: impl FnMut() -> bool,
+) -> Duration {
+    let started = std::time::Instant::now();
     let agent = sargs::agent::Agent::start(config).expect("agent starts");
-    std::thread::sleep(Duration::from_secs_f64(secs));
+    let reached = wait_until(limit, done);
+    let ran = started.elapsed();
     agent.stop().expect("clean stop");
+    assert!(reached, "not within {limit:?}: {what}");
+    ran
+}
+
+/// Records with an in-process agent until each of `cameras` has sealed
+/// `sealed` segments, then stops cleanly. The stop seals the segment open by
+/// then as well (the next one opens before one is sealed), so each camera
+/// ends with `sealed + 1` segments at least, of which the first `sealed` are
+/// whole.
+pub fn record_sealed(config: &Config, cameras: &[&str], sealed: usize) {
+    let dirs: Vec<PathBuf> = cameras
+        .iter()
+        .map(|c| config.agent.data_dir.join("cameras").join(c))
+        .collect();
+    record_until(
+        config,
+        RECORDING,
+        &format!("{sealed} sealed segment(s) of {cameras:?}"),
+        || dirs.iter().all(|d| sealed_count(d) >= sealed),
+    );
 }
 
 /// Sealed media files of a camera, in sequence order.
@@ -147,6 +181,39 @@ pub fn segments(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// How many sealed media files a camera has (0 before its folder exists).
+pub fn sealed_count(dir: &Path) -> usize {
+    if dir.is_dir() {
+        segments(dir).len()
+    } else {
+        0
+    }
+}
+
+/// How many records (manifests: segments and gaps) a camera has committed.
+pub fn record_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Bytes in the camera's open (partial) segments: more than one age chunk
+/// (64 KiB) means video of the open segment has reached the disk.
+pub fn open_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// The manifests of a camera, verified against `key`, in order.

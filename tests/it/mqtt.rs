@@ -78,6 +78,27 @@ pub fn response(w: &mut Watcher, id: &str) -> Value {
         .unwrap_or_else(|| panic!("no response to {id}; seen {:?}", w.seen.len()))
 }
 
+/// Waits until the agent has finished `n` retention sweeps that began after
+/// `after` (each indexes what was sealed, then deletes what is due).
+pub fn sweeps_after(agent: &sargs::agent::Agent, after: chrono::DateTime<Utc>, n: usize) -> bool {
+    let last = || {
+        agent
+            .retention()
+            .status(Utc::now())
+            .ok()
+            .and_then(|s| s.last_sweep)
+            .and_then(|s| s.at)
+    };
+    let mut after = after;
+    for _ in 0..n {
+        if !wait_until(T, || last().is_some_and(|at| at > after)) {
+            return false;
+        }
+        after = last().unwrap_or(after);
+    }
+    true
+}
+
 fn deleted_ids(w: &mut Watcher, want: usize) -> Vec<String> {
     let mut ids = std::collections::BTreeSet::new();
     w.wait("/events", T, |v| {
@@ -128,7 +149,10 @@ fn a_hold_placed_over_mqtt_survives_a_restart_and_its_release_deletes_with_recei
     // …then it reaches the store (the running agent indexes it at its next sweep).
     old_segments(&home, "cam-old", 3, 40);
     let media = home.camera_dir("cam-old");
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        sweeps_after(&agent, Utc::now(), 2),
+        "two sweeps after the old segments were sealed"
+    );
     assert_eq!(segments(&media).len(), 3, "held: nothing deleted");
 
     agent.stop().expect("stop");
@@ -139,7 +163,10 @@ fn a_hold_placed_over_mqtt_survives_a_restart_and_its_release_deletes_with_recei
     w.seen.clear();
     let agent = sargs::agent::Agent::start(&config).expect("agent again");
     assert!(w.wait("/status", T, |v| v["state"] == "online").is_some());
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        sweeps_after(&agent, Utc::now(), 2),
+        "two sweeps after the restart"
+    );
     assert_eq!(segments(&media).len(), 3, "the hold survived the restart");
     // Telemetry states what HQ watches, as counts and identifiers only.
     let tel = w
@@ -379,6 +406,9 @@ fn receipts_made_while_the_broker_is_down_all_arrive_after_it_returns() {
     // …and the agent restarts meanwhile.
     agent.stop().expect("stop");
     let agent = sargs::agent::Agent::start(&config).expect("agent again");
+    // The broker stays away for a while after the restart, so the receipts
+    // arrive through the restarted link's reconnecting (back-off 1 s, 2 s),
+    // not its first attempt: a clock to let pass.
     std::thread::sleep(Duration::from_secs(2));
     let _broker = Broker::start_on(dir, None, port);
     let ids = deleted_ids(&mut w, 5);
@@ -483,17 +513,52 @@ fn sargsctl_places_and_releases_over_the_broker_and_watches_the_fleet() {
         "{out} {err}"
     );
     // watch shows the retained status and what happens meanwhile.
-    let watcher = std::thread::spawn({
-        let dir = dir.to_owned();
-        let url = url.clone();
-        move || sargsctl_in(&["watch", "--broker", &url, "--seconds", "4"], &dir)
-    });
-    std::thread::sleep(Duration::from_secs(1));
+    let mut watch = Spawned(
+        bin_command(&sargsctl_bin())
+            .args(["watch", "--broker", &url, "--seconds", "4"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sargsctl watch"),
+    );
+    let lines = {
+        use std::io::BufRead;
+        let stdout = watch.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    let mut out = String::new();
+    // It has subscribed once it shows the retained status.
+    while let Ok(line) = lines.recv_timeout(T) {
+        out += &line;
+        out.push('\n');
+        if line.contains("test-gw online") {
+            break;
+        }
+    }
+    assert!(out.contains("test-gw online"), "{out}");
     let release = [&["release", "--hold", "H-9", "--agent", AGENT][..], &common].concat();
     assert!(sargsctl_in(&release, dir).0);
-    let (ok, out, err) = watcher.join().expect("watch");
-    assert!(ok, "{err}");
-    assert!(out.contains("test-gw online"), "{out}");
+    // The rest, until watch ends (--seconds 4).
+    for line in lines.iter() {
+        out += &line;
+        out.push('\n');
+    }
+    let status = watch.wait().expect("watch exits");
+    let mut err = String::new();
+    if let Some(mut e) = watch.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(status.success(), "{err}");
     assert!(out.contains("hold.released H-9"), "{out}");
     agent.stop().expect("stop");
 }
@@ -510,9 +575,10 @@ fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
         &["sargs/agents/demo-gateway/status"],
     );
     let dir = home.path().join("demo");
+    // --seconds only bounds it: it gets Ctrl-C once the commands have run.
     let mut demo = Spawned(
         bin_command(env!("CARGO_BIN_EXE_sargs"))
-            .args(["demo", "--seconds", "20", "--mqtt", &broker.url(), "--dir"])
+            .args(["demo", "--seconds", "60", "--mqtt", &broker.url(), "--dir"])
             .arg(&dir)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -560,8 +626,11 @@ fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
     );
     let (ok, out, err) = run(command("release"));
     assert!(ok && out.contains("applied"), "{out} {err}");
+    // Done: Ctrl-C rather than the rest of its --seconds.
+    // SAFETY: SIGINT to our own child.
+    unsafe { libc::kill(demo.id() as i32, libc::SIGINT) };
     let status = demo.wait().expect("demo exits");
-    assert!(status.success());
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
@@ -604,7 +673,8 @@ fn camera_up_down_and_sealed_segments_reach_hq_as_events() {
         telemetry.is_some(),
         "telemetry shows cam-up up and cam-gone down"
     );
-    // Several retries (back-off 0.2–1 s) while it stays down.
+    // Several retries (back-off 0.2–1 s) while it stays down: the check below
+    // is that they are not reported, so this time has to pass.
     std::thread::sleep(Duration::from_secs(3));
     w.wait("/events", Duration::from_millis(500), |_| false);
     agent.stop().expect("stop");

@@ -198,7 +198,8 @@ fn a_broker_that_is_down_at_start_does_not_push_the_link_off_mqtt_5() {
     let cams = hq_tables(&url, &key, None) + &test_camera("cam-1", "cctv", "enabled = false");
     let config = home.config_with(2, "min_free_mb = 1", &cams);
     let agent = sargs::agent::Agent::start(&config).expect("agent");
-    // Two or three refused TCP connections (back-off 1 s, 2 s) …
+    // Two or three refused TCP connections (back-off 1 s, 2 s) … A refused
+    // connection leaves nothing to wait for: the time has to pass.
     std::thread::sleep(Duration::from_secs(3));
     let broker = Broker::start_on(home.path(), None, port);
     let line = connect_line(&broker);

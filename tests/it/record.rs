@@ -13,7 +13,7 @@ fn test_sources_record_into_sealed_verified_segments() {
         "masks = [{ x = 0, y = 0, width = 160, height = 120 }]",
     ) + &test_camera("cam-b", "municipal-police", "");
     let config = home.config(2, &cams);
-    record_for(&config, 7.5);
+    record_sealed(&config, &["cam-a", "cam-b"], 2);
     let key = home.device_key();
 
     for cam in ["cam-a", "cam-b"] {
@@ -92,7 +92,7 @@ fn test_sources_record_into_sealed_verified_segments() {
 fn the_age_cli_decrypts_a_segment() {
     let home = Home::new();
     let config = home.config(2, &test_camera("cam-cli", "cctv", ""));
-    record_for(&config, 3.5);
+    record_sealed(&config, &["cam-cli"], 1);
     let dir = home.camera_dir("cam-cli");
     let seg = segments(&dir).into_iter().next().expect("a segment");
     let out = Command::new("age")
@@ -122,7 +122,7 @@ fn the_age_cli_decrypts_a_segment() {
 fn one_flipped_byte_is_detected() {
     let home = Home::new();
     let config = home.config(2, &test_camera("cam-t", "cctv", ""));
-    record_for(&config, 5.0);
+    record_sealed(&config, &["cam-t"], 1);
     let dir = home.camera_dir("cam-t");
     let key = home.device_key();
     assert!(manifests(&dir, &key).len() >= 2);
@@ -174,11 +174,16 @@ fn manifests_match_the_published_json_schema() {
         "masks = [{ x = 0, y = 0, width = 16, height = 16 }]",
     );
     let config = home.config(2, &cams);
-    record_for(&config, 3.5);
-    // A second run after a pause adds a gap record.
+    record_sealed(&config, &["cam-s"], 1);
+    // A second run after a pause adds a gap record: the pause has to last
+    // longer than the 2 s contiguity tolerance, so this is a clock to let pass.
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    record_for(&config, 3.5);
     let dir = home.camera_dir("cam-s");
+    // The second run commits the gap record as it opens its first segment.
+    let before = record_count(&dir);
+    record_until(&config, RECORDING, "the second run's first record", || {
+        record_count(&dir) > before
+    });
     let mut kinds = std::collections::BTreeSet::new();
     for m in manifests(&dir, &home.device_key()) {
         let value = serde_json::to_value(&m).expect("manifest as JSON");

@@ -22,7 +22,7 @@ fn passthrough(codec: Codec, name: &str, transport: &str) {
     let server = RtspServer::start(codec, 320, 240, 25);
     let home = Home::new();
     let config = home.config(2, &rtsp_camera_over("cam-rtsp", &server.url(), transport));
-    record_for(&config, 8.0);
+    record_sealed(&config, &["cam-rtsp"], 1);
     server.stop();
     let dir = home.camera_dir("cam-rtsp");
     let ms = manifests(&dir, &home.device_key());
@@ -86,7 +86,9 @@ fn a_lost_camera_leaves_a_gap_and_never_stops_the_others() {
         "the RTSP camera records"
     );
     server.stop();
-    std::thread::sleep(Duration::from_secs(4));
+    // The outage has to last longer than the 2 s the gap's duration is
+    // checked against: a clock to let pass while the camera is away.
+    std::thread::sleep(Duration::from_millis(2500));
     let server = RtspServer::start_on(port, Codec::H264, 320, 240, 25);
     let key = home.device_key();
     let recovered = wait_until(Duration::from_secs(40), || {
@@ -97,9 +99,14 @@ fn a_lost_camera_leaves_a_gap_and_never_stops_the_others() {
             })
             .unwrap_or(false)
     });
+    // The steady camera, meanwhile, records straight through: 4 records
+    // sealed, and the stop seals the one open then.
+    let steady_dir = home.camera_dir("cam-steady");
+    let straight = wait_until(RECORDING, || record_count(&steady_dir) >= 4);
     agent.stop().expect("clean stop");
     server.stop();
     assert!(recovered, "recording resumed after the camera came back");
+    assert!(straight, "the steady camera sealed 4 records");
 
     let ms = manifests(&flaky, &key);
     let gaps: Vec<_> = ms.iter().filter(|m| m.record == RecordKind::Gap).collect();
@@ -113,7 +120,7 @@ fn a_lost_camera_leaves_a_gap_and_never_stops_the_others() {
     );
 
     // The steady camera recorded straight through: no gap, no truncation.
-    let steady = manifests(&home.camera_dir("cam-steady"), &key);
+    let steady = manifests(&steady_dir, &key);
     assert!(steady.len() >= 5, "{} records", steady.len());
     assert!(
         steady
@@ -183,13 +190,19 @@ fn a_camera_that_changes_its_picture_size_continues_in_a_new_segment() {
     let config = home.config(60, &rtsp_camera("cam-resize", &server.url()));
     let agent = sargs::agent::Agent::start(&config).expect("agent starts");
     let dir = home.camera_dir("cam-resize");
-    std::thread::sleep(Duration::from_secs(4));
+    // Video of the first size on disk (past the first 64 KiB age chunk).
+    let first = wait_until(RECORDING, || open_bytes(&dir) > 70_000);
     server.set_size(160, 120);
-    let resumed = wait_until(Duration::from_secs(20), || !segments(&dir).is_empty());
-    std::thread::sleep(Duration::from_secs(4));
+    let resumed = wait_until(Duration::from_secs(20), || {
+        first && !segments(&dir).is_empty()
+    });
+    // …and video of the new size in the segment that follows.
+    let second = wait_until(RECORDING, || resumed && open_bytes(&dir) > 70_000);
     agent.stop().expect("clean stop");
     server.stop();
+    assert!(first, "the camera recorded at its first size");
     assert!(resumed, "the segment before the change was sealed");
+    assert!(second, "the camera recorded at its new size");
 
     let ms = manifests(&dir, &home.device_key());
     let segs: Vec<_> = ms

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -76,12 +77,12 @@ impl Broker {
     /// Starts Mosquitto in `dir` (plain, or TLS requiring a client
     /// certificate signed by `pki`'s CA).
     pub fn start(dir: &Path, pki: Option<&Pki>) -> Broker {
-        Broker::start_on(dir, pki, free_port())
+        Broker::start_conf(dir, pki, None, "allow_anonymous true\n")
     }
 
     /// Starts (or restarts) on a given port.
     pub fn start_on(dir: &Path, pki: Option<&Pki>, port: u16) -> Broker {
-        Broker::start_conf(dir, pki, port, "allow_anonymous true\n")
+        Broker::start_conf(dir, pki, Some(port), "allow_anonymous true\n")
     }
 
     /// Starts with user names and passwords from `password_file` (made with
@@ -93,10 +94,25 @@ impl Broker {
             password_file.display(),
             acl_file.display()
         );
-        Broker::start_conf(dir, None, free_port(), &auth)
+        Broker::start_conf(dir, None, None, &auth)
     }
 
-    fn start_conf(dir: &Path, pki: Option<&Pki>, port: u16, auth: &str) -> Broker {
+    /// Starts on `port`, or on a free one: a port free when asked may be
+    /// taken by another test process before mosquitto binds it, and then
+    /// another one is tried.
+    fn start_conf(dir: &Path, pki: Option<&Pki>, port: Option<u16>, auth: &str) -> Broker {
+        let mut last = String::new();
+        for _ in 0..10 {
+            match Broker::try_start(dir, pki, port.unwrap_or_else(free_port), auth) {
+                Ok(b) => return b,
+                Err(e) if port.is_none() => last = e,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("mosquitto found no free port: {last}");
+    }
+
+    fn try_start(dir: &Path, pki: Option<&Pki>, port: u16, auth: &str) -> Result<Broker, String> {
         let conf = dir.join(format!("mosquitto-{port}.conf"));
         let mut text = format!(
             "listener {port} 127.0.0.1\n{auth}persistence false\nlog_dest stderr\nset_tcp_nodelay true\nmax_connections -1\n"
@@ -125,21 +141,32 @@ impl Broker {
             .stderr(log)
             .spawn()
             .expect("mosquitto (Debian package mosquitto; scripts/install-deps --test)");
-        let b = Broker {
+        let mut b = Broker {
             child: Some(child),
             port,
             conf,
             tls: pki.is_some(),
         };
+        // Listening once it says it runs (it exits if the port is taken),
+        // and takes connections.
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "mosquitto did not listen on {port}"
-            );
+        loop {
+            if let Some(Ok(Some(status))) = b.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!(
+                    "mosquitto on port {port} exited ({status}):\n{}",
+                    b.log()
+                ));
+            }
+            if b.log().contains(" running")
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return Ok(b);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!("mosquitto did not listen on {port}:\n{}", b.log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        b
     }
 
     pub fn url(&self) -> String {
@@ -267,6 +294,10 @@ pub struct Watcher {
     pub client: Client,
     rx: mpsc::Receiver<(String, Vec<u8>, bool)>,
     pub seen: Vec<(String, Vec<u8>, bool)>,
+    /// The broker has answered the connection (CONNACK: accepted or refused).
+    answered: Arc<AtomicBool>,
+    /// The connection's thread has ended (after `disconnect`).
+    ended: Arc<AtomicBool>,
 }
 
 impl Watcher {
@@ -319,6 +350,9 @@ impl Watcher {
         let (tx, rx) = mpsc::channel();
         let resubscribe = client.clone();
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let answered = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        let (connack, done) = (answered.clone(), ended.clone());
         std::thread::spawn(move || {
             for ev in conn.iter() {
                 match ev {
@@ -327,6 +361,7 @@ impl Watcher {
                         for t in &topics {
                             let _ = resubscribe.try_subscribe(t.as_str(), QoS::AtLeastOnce);
                         }
+                        connack.store(true, Ordering::SeqCst);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         if tx
@@ -339,15 +374,30 @@ impl Watcher {
                     // disconnect() was called: no reconnecting.
                     Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                     Ok(_) => {}
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    Err(e) => {
+                        if matches!(e, rumqttc::ConnectionError::ConnectionRefused(_)) {
+                            connack.store(true, Ordering::SeqCst);
+                        }
+                        // Reconnects after a pause (the broker may be restarting).
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
             }
+            done.store(true, Ordering::SeqCst);
         });
         Watcher {
             client,
             rx,
             seen: Vec::new(),
+            answered,
+            ended,
         }
+    }
+
+    /// Waits until the broker has answered the connection (CONNACK),
+    /// accepting or refusing it.
+    pub fn wait_answered(&self, limit: Duration) -> bool {
+        wait_for(limit, || self.answered.load(Ordering::SeqCst))
     }
 
     /// Waits until a message on a topic ending in `suffix` satisfies `pred`;
@@ -381,10 +431,16 @@ impl Watcher {
         None
     }
 
-    /// Disconnects for good (the connection is not re-established).
+    /// Disconnects for good (the connection is not re-established): returns
+    /// once the DISCONNECT has gone out and the connection is closed.
     pub fn disconnect(&self) {
         let _ = self.client.disconnect();
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            wait_for(Duration::from_secs(10), || self
+                .ended
+                .load(Ordering::SeqCst)),
+            "the MQTT client did not disconnect"
+        );
     }
 
     pub fn publish(&self, topic: &str, payload: Vec<u8>) {
@@ -392,4 +448,16 @@ impl Watcher {
             .publish(topic, QoS::AtLeastOnce, false, payload)
             .expect("publish");
     }
+}
+
+/// Polls `cond` every 10 ms for up to `limit`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
 }
