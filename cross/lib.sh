@@ -115,10 +115,28 @@ make_sysroot() {
   )
   # chrootless: extracting needs no chroot, so this also works unprivileged
   # in a container build (cross/*.Dockerfile runs this same function).
-  if ! as_root mmdebstrap --quiet --mode=chrootless --variant=extract --arch="$DEB_ARCH" \
-    --include="$include" "$CROSS_SUITE" "$SYSROOT.new" "$sources" >"$CROSS_CACHE/mmdebstrap-$DEB_ARCH.log" 2>&1; then
-    tail -20 "$CROSS_CACHE/mmdebstrap-$DEB_ARCH.log" >&2
-    die "mmdebstrap failed; see $CROSS_CACHE/mmdebstrap-$DEB_ARCH.log"
+  local log=$CROSS_CACHE/mmdebstrap-$DEB_ARCH.log
+  if ! as_root mmdebstrap --mode=chrootless --variant=extract --arch="$DEB_ARCH" \
+    --include="$include" "$CROSS_SUITE" "$SYSROOT.new" "$sources" >"$log" 2>&1; then
+    # A mirror caught mid-sync serves an index of the wrong size for one
+    # architecture (seen for armhf in the security suite). The sysroot is
+    # only linked against, and a binary built on the release's own
+    # libraries runs on their updated versions, so try once more from the
+    # release and its updates alone before giving up.
+    if grep -q "Mirror sync in progress" "$log"; then
+      echo "== the mirror is mid-sync for $DEB_ARCH; the sysroot from $CROSS_SUITE and $CROSS_SUITE-updates alone" >&2
+      rm -rf "$SYSROOT.new"
+      as_root mmdebstrap --mode=chrootless --variant=extract --arch="$DEB_ARCH" \
+        --include="$include" "$CROSS_SUITE" "$SYSROOT.new" \
+        "deb http://deb.debian.org/debian $CROSS_SUITE main" \
+        "deb http://deb.debian.org/debian $CROSS_SUITE-updates main" >>"$log" 2>&1 || {
+        grep -E "^(E|W):" "$log" | tail -20 >&2
+        die "mmdebstrap failed; see $log"
+      }
+    else
+      grep -E "^(E|W):" "$log" | tail -20 >&2
+      die "mmdebstrap failed; see $log"
+    fi
   fi
   relativise_links "$SYSROOT.new"
   alternatives_links "$SYSROOT.new"
