@@ -522,20 +522,7 @@ fn sargsctl_places_and_releases_over_the_broker_and_watches_the_fleet() {
             .spawn()
             .expect("sargsctl watch"),
     );
-    let lines = {
-        use std::io::BufRead;
-        let stdout = watch.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        rx
-    };
+    let lines = line_channel(watch.stdout.take().expect("stdout"));
     let mut out = String::new();
     // It has subscribed once it shows the retained status.
     while let Ok(line) = lines.recv_timeout(T) {
@@ -565,7 +552,6 @@ fn sargsctl_places_and_releases_over_the_broker_and_watches_the_fleet() {
 
 #[test]
 fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
-    use std::io::BufRead;
     let home = Home::new();
     let broker = Broker::start(home.path(), None);
     let mut w = Watcher::connect(
@@ -585,17 +571,8 @@ fn the_demo_connects_to_a_broker_and_its_printed_commands_work() {
             .spawn()
             .expect("sargs demo"),
     );
-    let stdout = demo.stdout.take().expect("stdout");
     // Read everything the demo prints (to its end: it prints a summary when it stops).
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = line_channel(demo.stdout.take().expect("stdout"));
     let mut printed = Vec::new();
     while let Ok(line) = rx.recv_timeout(T) {
         let done = line.contains("sargs status");
@@ -706,4 +683,17 @@ fn camera_up_down_and_sealed_segments_reach_hq_as_events() {
         })
         .count();
     assert_eq!(downs, 1, "one camera.down while it stays down");
+}
+
+/// The lines a child prints, as they come, read on a thread of their own;
+/// the channel closes when the child closes its output.
+fn line_channel(out: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
 }
