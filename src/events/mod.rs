@@ -6,6 +6,13 @@
 //! content. The engine hands the events of one operation (a sweep, a deletion
 //! batch, a command) over together, so a durable sink (the HQ link's outbox)
 //! makes them durable in one write.
+//!
+//! An event about a record of the agent's proof — a segment or gap record of
+//! a camera's chain, a deletion receipt — carries that record's signed
+//! envelope exactly as its file holds it ([`Signed`]): the envelope is made
+//! once, where the file is written (or read back from that file), and never
+//! signed again, so HQ verifies what it is told against the device key and
+//! its summary fields against the signed payload.
 
 mod dock;
 
@@ -13,15 +20,19 @@ use chrono::{DateTime, Utc};
 
 pub use dock::{DockEvent, FileDone, Finished};
 use sargs_core::retention::receipt::Receipt;
-use sargs_core::seal::manifest::{self, Manifest};
+use sargs_core::seal::manifest::{self, Manifest, RecordKind};
+use sargs_core::seal::sign::Envelope;
 
 /// Something HQ should hear about (the MQTT link forwards these; without it
 /// they are logged).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A segment record is committed to its chain (sealed, signed, durable).
-    SegmentSealed(Box<Sealed>),
-    SegmentDeleted(Box<Receipt>),
+    SegmentSealed(Box<Signed<Sealed>>),
+    /// A gap record is committed to its chain.
+    GapRecorded(Box<Signed<GapRecord>>),
+    /// A deletion receipt is durable (its media is removed after it).
+    SegmentDeleted(Box<Signed<Receipt>>),
     HoldApplied {
         hold: String,
         command: String,
@@ -68,6 +79,70 @@ pub enum Event {
     Dock(Box<DockEvent>),
 }
 
+/// What an event states of a signed record, with the record's envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signed<T> {
+    /// The fields HQ reads at a glance (all of them in the signed payload).
+    pub fields: T,
+    /// The record's signed envelope, as its file holds it.
+    pub envelope: Envelope,
+    /// Published again by a `resend` (not news: not logged again).
+    pub resent: bool,
+}
+
+impl<T> std::ops::Deref for Signed<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.fields
+    }
+}
+
+impl Event {
+    /// The event of a record committed to a camera's chain, from its manifest
+    /// and the envelope whose payload it was read from (or signed into):
+    /// `SegmentSealed` for a segment (docked recordings included),
+    /// `GapRecorded` for a gap.
+    pub fn committed(m: &Manifest, envelope: &Envelope) -> Option<Event> {
+        let payload = envelope.payload.as_str();
+        match m.record {
+            RecordKind::Segment => Sealed::of(m, payload).map(|fields| {
+                Event::SegmentSealed(Box::new(Signed {
+                    fields,
+                    envelope: envelope.clone(),
+                    resent: false,
+                }))
+            }),
+            RecordKind::Gap => GapRecord::of(m, payload).map(|fields| {
+                Event::GapRecorded(Box::new(Signed {
+                    fields,
+                    envelope: envelope.clone(),
+                    resent: false,
+                }))
+            }),
+        }
+    }
+
+    /// The event of a durable deletion receipt and its envelope.
+    pub fn deleted(receipt: Receipt, envelope: Envelope) -> Event {
+        Event::SegmentDeleted(Box::new(Signed {
+            fields: receipt,
+            envelope,
+            resent: false,
+        }))
+    }
+
+    /// This event, marked as published again by a `resend`.
+    pub fn resent(mut self) -> Event {
+        match &mut self {
+            Event::SegmentSealed(s) => s.resent = true,
+            Event::GapRecorded(g) => g.resent = true,
+            Event::SegmentDeleted(r) => r.resent = true,
+            _ => {}
+        }
+        self
+    }
+}
+
 /// What HQ hears of a sealed segment: identifiers, times and hashes only.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Sealed {
@@ -105,6 +180,40 @@ impl Sealed {
     }
 }
 
+/// What HQ hears of a gap record: the stretch of time and why nothing was
+/// recorded.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GapRecord {
+    pub segment_id: String,
+    pub camera_id: String,
+    pub sequence: u64,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub reason: String,
+    pub class: String,
+    pub delete_after: DateTime<Utc>,
+    /// Of the manifest payload, as in the chain.
+    pub manifest_sha256: String,
+}
+
+impl GapRecord {
+    /// The event of a gap record (`None` for a segment record).
+    pub fn of(m: &Manifest, payload: &str) -> Option<GapRecord> {
+        let gap = m.gap.as_ref().filter(|_| m.record == RecordKind::Gap)?;
+        Some(GapRecord {
+            segment_id: m.segment_id.clone(),
+            camera_id: m.camera_id.clone(),
+            sequence: m.sequence,
+            start: m.start,
+            end: m.end,
+            reason: gap.reason.clone(),
+            class: m.retention.class.clone(),
+            delete_after: m.retention.delete_after,
+            manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
+        })
+    }
+}
+
 /// Where events go.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
@@ -123,8 +232,10 @@ pub struct LogEvents;
 impl EventSink for LogEvents {
     fn emit(&self, event: Event) {
         match event {
-            // The store logs each sealed record itself.
-            Event::SegmentSealed(_) => {}
+            // The store logs each committed record itself.
+            Event::SegmentSealed(_) | Event::GapRecorded(_) => {}
+            // A resend logs what it queued itself.
+            Event::SegmentDeleted(r) if r.resent => {}
             Event::SegmentDeleted(r) => tracing::info!(segment = %r.segment_id,
                 reason = r.reason.as_str(), receipt = r.sequence, "segment deleted"),
             Event::DiskPressure { .. }

@@ -1,6 +1,11 @@
 //! Topics and payloads of the HQ link (`docs/design.md`, "MQTT: the HQ
 //! link"). Every payload is JSON with a `v` schema version; none carries
 //! image content or the names of people filmed — counts and identifiers only.
+//!
+//! Whatever an event says of a record (`segment.sealed`, `gap.recorded`,
+//! `segment.deleted`) it says beside the record's signed envelope
+//! (`"envelope"`, the object its file holds), and the status names the
+//! device key that signs them, so HQ can verify every report.
 
 use std::sync::Arc;
 
@@ -35,14 +40,16 @@ impl Topics {
     }
 }
 
-/// The retained status: `online` (birth) or `offline` (Will, clean stop).
-pub fn status(agent: &str, online: bool, at: DateTime<Utc>) -> String {
+/// The retained status: `online` (birth) or `offline` (Will, clean stop),
+/// naming the device key (Base64) that signs the agent's envelopes.
+pub fn status(agent: &str, device_key: &str, online: bool, at: DateTime<Utc>) -> String {
     json!({
         "v": 1,
         "agent": agent,
         "state": if online { "online" } else { "offline" },
         "at": at,
         "version": crate::VERSION,
+        "device_key": device_key,
     })
     .to_string()
 }
@@ -50,8 +57,18 @@ pub fn status(agent: &str, online: bool, at: DateTime<Utc>) -> String {
 /// An event as published on `…/events`.
 pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
     let (kind, body) = match e {
-        Event::SegmentSealed(s) => ("segment.sealed", json!({"segment": s})),
-        Event::SegmentDeleted(r) => ("segment.deleted", json!({"receipt": r})),
+        Event::SegmentSealed(s) => (
+            "segment.sealed",
+            json!({"segment": s.fields, "envelope": s.envelope}),
+        ),
+        Event::GapRecorded(g) => (
+            "gap.recorded",
+            json!({"gap": g.fields, "envelope": g.envelope}),
+        ),
+        Event::SegmentDeleted(r) => (
+            "segment.deleted",
+            json!({"receipt": r.fields, "envelope": r.envelope}),
+        ),
         Event::HoldApplied { hold, command } => {
             ("hold.applied", json!({"hold": hold, "command_id": command}))
         }

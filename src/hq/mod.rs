@@ -200,6 +200,7 @@ impl Task {
             let (client, poller) = session::open(
                 &self.settings,
                 &self.agent,
+                self.retention.device_key(),
                 &self.topics,
                 self.tls.as_ref(),
                 version,
@@ -262,7 +263,7 @@ impl Task {
                         inflight = None;
                         tags.clear();
                         by_pkid.clear();
-                        let birth = messages::status(&self.agent, true, crate::clock::now());
+                        let birth = messages::status(&self.agent, self.retention.device_key(), true, crate::clock::now());
                         if client.publish(&self.topics.status, QoS::AtLeastOnce, true, birth, None).await.is_ok() {
                             tags.push_back(Tag::Status);
                         }
@@ -310,7 +311,7 @@ impl Task {
                     offline_sent = true;
                     deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
                     if !connected { break End::Stopped; }
-                    let bye = messages::status(&self.agent, false, crate::clock::now());
+                    let bye = messages::status(&self.agent, self.retention.device_key(), false, crate::clock::now());
                     if client.publish(&self.topics.status, QoS::AtLeastOnce, true, bye, None).await.is_ok() {
                         tags.push_back(Tag::Status);
                     } else {

@@ -124,12 +124,13 @@ pub enum Failure {
 pub fn open(
     settings: &LinkSettings,
     agent: &str,
+    device_key: &str,
     topics: &Topics,
     tls: Option<&Arc<rustls::ClientConfig>>,
     version: Version,
 ) -> (Client, Poller) {
     let id = format!("sargs-{agent}");
-    let will = messages::status(agent, false, crate::clock::now());
+    let will = messages::status(agent, device_key, false, crate::clock::now());
     let transport =
         || tls.map(|cfg| Transport::tls_with_config(TlsConfiguration::Rustls(cfg.clone())));
     let mut net = rumqttc::NetworkOptions::new();

@@ -165,6 +165,14 @@ impl Engine {
                 resp.result = serde_json::to_value(self.status(now)?).unwrap_or(Value::Null);
                 return self.remember(cmd, resp, now);
             }
+            Action::Resend {
+                receipts_from,
+                records_from,
+            } => {
+                resp.result =
+                    self.resend(*receipts_from, records_from, super::resend::MAX_RESEND)?;
+                return self.remember(cmd, resp, now);
+            }
             _ => {}
         }
         if let Err(Refused(reason)) = self.check(cmd, now)? {
@@ -336,7 +344,10 @@ impl Engine {
                     return refuse(format!("no request {request}"));
                 }
             }
-            Action::Erase { .. } | Action::Inventory { .. } | Action::Status => {}
+            Action::Erase { .. }
+            | Action::Inventory { .. }
+            | Action::Status
+            | Action::Resend { .. } => {}
         }
         Ok(Ok(()))
     }
@@ -418,7 +429,7 @@ impl Engine {
                 Action::Unrestrict { restriction } => {
                     tx.execute("UPDATE restrictions SET lifted_ms = ?2 WHERE id = ?1", rusqlite::params![restriction, t])?;
                 }
-                Action::Erase { .. } | Action::Inventory { .. } | Action::Status => {}
+                Action::Erase { .. } | Action::Inventory { .. } | Action::Status | Action::Resend { .. } => {}
             }
             w.set_meta("journal_head", &sequence.to_string())?;
             w.record_command(&id, kind, now, &result_text)

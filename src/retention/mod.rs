@@ -27,6 +27,7 @@ pub mod clockguard;
 pub mod inbox;
 pub mod journal;
 mod originals;
+pub mod resend;
 pub mod status;
 pub mod sweep;
 
@@ -37,7 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 
 use crate::config::RetentionSettings;
-use crate::events::{Event, EventSink, Sealed};
+use crate::events::{Event, EventSink};
 use clockguard::ClockGuard;
 use journal::Journal;
 use sargs_core::policy::Policy;
@@ -86,6 +87,8 @@ pub struct Setup {
 pub struct Retention {
     inner: Mutex<Engine>,
     events: Arc<dyn EventSink>,
+    /// The device public key every manifest and receipt is signed with (Base64).
+    device_key: String,
 }
 
 pub(crate) struct Engine {
@@ -190,6 +193,7 @@ impl Retention {
             .settings
             .sweep_interval
             .max(std::time::Duration::from_secs(60));
+        let device_key = setup.key.public_key_b64();
         let mut engine = Engine {
             agent: setup.agent_id,
             data_dir: setup.data_dir,
@@ -220,6 +224,7 @@ impl Retention {
         let pending = std::mem::take(&mut engine.pending);
         setup.events.emit_all(pending);
         Ok(Retention {
+            device_key,
             inner: Mutex::new(engine),
             events: setup.events,
         })
@@ -247,6 +252,11 @@ impl Retention {
         self.run(|e| e.index_chains())
     }
 
+    /// The device public key (standard Base64, as in every envelope's `key`).
+    pub fn device_key(&self) -> &str {
+        &self.device_key
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Engine> {
         // A panic while holding the lock leaves the database consistent
         // (transactions roll back): see `crate::sync`.
@@ -254,7 +264,8 @@ impl Retention {
     }
 }
 
-/// Reports each sealed segment to HQ (`segment.sealed`) and indexes each
+/// Reports each committed record to HQ (`segment.sealed`, `gap.recorded`,
+/// with the envelope the store wrote) and indexes each
 /// record without ever making a camera wait: while the engine is busy (a long
 /// sweep, another camera's record), the record is left to the catch-up every
 /// sweep starts with; a failure is logged and repaired the same way. The
@@ -265,9 +276,10 @@ impl Retention {
 /// record is committed; a crash between the two leaves the chain, not the
 /// events, as the record of it.
 impl crate::store::SealObserver for Retention {
-    fn sealed(&self, manifest: &Manifest, payload: &str) {
-        if let Some(s) = Sealed::of(manifest, payload) {
-            self.events.emit(Event::SegmentSealed(Box::new(s)));
+    fn sealed(&self, manifest: &Manifest, envelope: &Envelope) {
+        let payload = envelope.payload.as_str();
+        if let Some(e) = Event::committed(manifest, envelope) {
+            self.events.emit(e);
         }
         let Some(mut engine) = crate::sync::try_lock(&self.inner) else {
             tracing::debug!(camera = %manifest.camera_id, sequence = manifest.sequence,
@@ -363,12 +375,12 @@ impl Engine {
         let pubkey = self.key.public_key();
         let mut pending = Vec::new();
         let mut seq = head_seq + 1;
-        while let Some((r, sha)) = self
+        while let Some((r, env)) = self
             .receipts
-            .read(seq, &pubkey)
+            .read_signed(seq, &pubkey)
             .map_err(RetentionError::Corrupt)?
         {
-            pending.push((r, sha));
+            pending.push((r, env));
             seq += 1;
         }
         for chunk in pending.chunks(4096) {
@@ -381,10 +393,14 @@ impl Engine {
             self.events.emit_all(
                 chunk
                     .iter()
-                    .map(|(r, _)| Event::SegmentDeleted(Box::new(r.clone())))
+                    .map(|(r, env)| Event::deleted(r.clone(), env.clone()))
                     .collect(),
             );
-            self.finish_deletions(chunk)?;
+            let with_sha: Vec<(Receipt, String)> = chunk
+                .iter()
+                .map(|(r, env)| (r.clone(), manifest::sha256_hex(env.payload.as_bytes())))
+                .collect();
+            self.finish_deletions(&with_sha)?;
         }
         self.journal_head = self
             .index
@@ -507,17 +523,20 @@ impl Engine {
             })
             .collect();
         let dir = self.receipts.dir().to_owned();
-        self.receipts
+        let envelopes = self
+            .receipts
             .append(&self.key, &self.receipt_head, &mut receipts)
             .map_err(|source| RetentionError::Io { path: dir, source })?;
         let with_sha: Vec<(Receipt, String)> = receipts
             .iter()
-            .map(|r| (r.clone(), manifest::sha256_hex(r.to_payload().as_bytes())))
+            .zip(&envelopes)
+            .map(|(r, env)| (r.clone(), manifest::sha256_hex(env.payload.as_bytes())))
             .collect();
         self.events.emit_all(
             receipts
                 .iter()
-                .map(|r| Event::SegmentDeleted(Box::new(r.clone())))
+                .zip(envelopes)
+                .map(|(r, env)| Event::deleted(r.clone(), env))
                 .collect(),
         );
         self.finish_deletions(&with_sha)?;

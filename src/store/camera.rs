@@ -28,7 +28,7 @@ use sargs_core::seal::age::{AgeWriter, SealSummary};
 use sargs_core::seal::manifest::{
     self, Gap, Manifest, Masks, Media, PolicyRef, RecordKind, Retention, GENESIS,
 };
-use sargs_core::seal::sign::DeviceKey;
+use sargs_core::seal::sign::{DeviceKey, Envelope};
 use sargs_core::seal::Recipient;
 
 /// A docked camera's file being sealed: unlike a `.partial` segment it is
@@ -66,7 +66,9 @@ impl SealContext {
 /// Learns of each record once it is durable. It cannot veto or fail the
 /// commit: whatever it misses it must recover from the chains at start.
 pub trait SealObserver: Send + Sync {
-    fn sealed(&self, manifest: &Manifest, payload: &str);
+    /// `envelope` is the record's signed envelope as written to `N.json`;
+    /// `manifest` is its payload.
+    fn sealed(&self, manifest: &Manifest, envelope: &Envelope);
 }
 
 /// The chain head as stored in `HEAD`.
@@ -384,9 +386,9 @@ impl CameraLog {
         let seq = m.sequence;
         let media = self.media_path(seq);
         let payload = m.to_payload();
-        let env = self.ctx.key.sign_envelope(&payload);
+        let env = self.ctx.key.sign(&payload);
         let mpath = self.manifest_path(seq);
-        fsutil::write_atomic(&mpath, &env, 0o600).map_err(StoreError::io(&mpath))?;
+        fsutil::write_atomic(&mpath, &env.to_bytes(), 0o600).map_err(StoreError::io(&mpath))?;
         std::fs::rename(from, &media).map_err(StoreError::io(from))?;
         fsutil::sync_dir(&self.dir).map_err(StoreError::io(&self.dir))?;
         self.set_head(Head {
@@ -395,23 +397,23 @@ impl CameraLog {
             end: Some(m.end),
         })?;
         if let Some(o) = &self.ctx.observer {
-            o.sealed(m, &payload);
+            o.sealed(m, &env);
         }
         Ok(payload)
     }
 
     fn write_manifest(&mut self, m: &Manifest) -> Result<(), StoreError> {
         let payload = m.to_payload();
-        let env = self.ctx.key.sign_envelope(&payload);
+        let env = self.ctx.key.sign(&payload);
         let path = self.manifest_path(m.sequence);
-        fsutil::write_atomic(&path, &env, 0o600).map_err(StoreError::io(&path))?;
+        fsutil::write_atomic(&path, &env.to_bytes(), 0o600).map_err(StoreError::io(&path))?;
         self.set_head(Head {
             sequence: m.sequence,
             manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
             end: Some(m.end),
         })?;
         if let Some(o) = &self.ctx.observer {
-            o.sealed(m, &payload);
+            o.sealed(m, &env);
         }
         Ok(())
     }

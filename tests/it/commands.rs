@@ -98,6 +98,16 @@ fn every_verb_writes_a_command_the_agent_verifies() {
             [&["erase", "--request", "R-1"][..], &range].concat(),
             "erase",
         ),
+        (
+            vec![
+                "resend",
+                "--receipts-from",
+                "7",
+                "--records-from",
+                "cam-1=4711",
+            ],
+            "resend",
+        ),
     ];
     for (i, (args, kind)) in verbs.into_iter().enumerate() {
         let out = format!("cmd-{i}.json");
@@ -159,6 +169,12 @@ fn bad_options_name_the_option_and_write_nothing() {
         (
             vec!["release", "--hold", "H", "--expires-in", "90d"],
             "--expires-in",
+        ),
+        (vec!["resend"], "--receipts-from"),
+        (vec!["resend", "--records-from", "cam-1"], "--records-from"),
+        (
+            vec!["resend", "--records-from", "cam/1=3"],
+            "args.records_from",
         ),
     ];
     for (args, named) in cases {

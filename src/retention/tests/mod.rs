@@ -3,6 +3,7 @@
 
 mod model;
 mod recovery;
+mod resend;
 mod scenarios;
 
 use std::io::Write;

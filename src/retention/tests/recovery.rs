@@ -65,7 +65,7 @@ fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
         .take()
         .into_iter()
         .filter_map(|e| match e {
-            Event::SegmentDeleted(r) => Some(r.segment_id),
+            Event::SegmentDeleted(r) => Some(r.segment_id.clone()),
             _ => None,
         })
         .collect();

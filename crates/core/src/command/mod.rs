@@ -1,4 +1,5 @@
-//! Signed commands from HQ: holds, data-subject requests, inventory, erasure.
+//! Signed commands from HQ: holds, data-subject requests, inventory, erasure,
+//! resending what HQ missed.
 //!
 //! A command travels as a signed envelope ([`crate::seal::sign::Envelope`]):
 //! Ed25519 over the exact payload bytes by an HQ key the agent trusts. The
@@ -22,6 +23,8 @@ mod wire;
 pub use verify::{sign, verify, Rejection, Trust, Verified};
 pub use wire::{id, text};
 pub use wire::{parse_payload, scope_json, to_payload};
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -134,6 +137,14 @@ pub enum Action {
     },
     /// `status`: the agent's retention status.
     Status,
+    /// `resend`: publish again, from the agent's files, what a broker may have
+    /// lost — the deletion receipts from `receipts_from` on, and each named
+    /// camera's records from its sequence on — each with its signed envelope.
+    /// At least one of the two is given; a camera not named gets nothing.
+    Resend {
+        receipts_from: Option<u64>,
+        records_from: BTreeMap<String, u64>,
+    },
 }
 
 impl Action {
@@ -151,6 +162,7 @@ impl Action {
             Action::Unrestrict { .. } => "unrestrict",
             Action::Erase { .. } => "erase",
             Action::Status => "status",
+            Action::Resend { .. } => "resend",
         }
     }
 }

@@ -69,6 +69,18 @@ fn all_actions() -> Vec<Action> {
             request: Some("DSR-1".into()),
         },
         Action::Status,
+        Action::Resend {
+            receipts_from: Some(1),
+            records_from: [("cam-1".to_owned(), 4711), ("cam-2".to_owned(), 1)].into(),
+        },
+        Action::Resend {
+            receipts_from: None,
+            records_from: [("cam-1".to_owned(), 2)].into(),
+        },
+        Action::Resend {
+            receipts_from: Some(42),
+            records_from: Default::default(),
+        },
     ]
 }
 
@@ -236,6 +248,92 @@ fn schema_errors_name_the_field() {
     assert_eq!(reject(&v2, &k, at(11)).code(), "unsupported-version");
 }
 
+/// Signs a hand-written `resend` payload with `args`.
+fn signed_resend(k: &Keys, args: &str) -> Vec<u8> {
+    let payload = format!(
+        r#"{{"v":1,"id":"c-r","kind":"resend","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{{"agent":"gw-01"}},"issuer":"x","args":{args}}}"#
+    );
+    k.hq.sign_envelope(&payload)
+}
+
+#[test]
+fn resend_reads_its_documented_shape() {
+    let k = keys();
+    let v = verify(
+        &signed_resend(
+            &k,
+            r#"{"receipts_from":120,"records_from":{"cam-1":4711,"cam-2":1}}"#,
+        ),
+        &k.trust,
+        "gw-01",
+        at(11),
+    )
+    .expect("verifies");
+    assert_eq!(v.command.action.kind(), "resend");
+    assert_eq!(
+        v.command.action,
+        Action::Resend {
+            receipts_from: Some(120),
+            records_from: [("cam-1".to_owned(), 4711), ("cam-2".to_owned(), 1)].into(),
+        }
+    );
+    // Either part alone is a resend; a camera left out gets nothing.
+    for (args, receipts, cameras) in [
+        (r#"{"receipts_from":1}"#, Some(1), 0),
+        (r#"{"records_from":{"cam-9":3}}"#, None, 1),
+    ] {
+        let v = verify(&signed_resend(&k, args), &k.trust, "gw-01", at(11)).expect(args);
+        match v.command.action {
+            Action::Resend {
+                receipts_from,
+                records_from,
+            } => {
+                assert_eq!(receipts_from, receipts, "{args}");
+                assert_eq!(records_from.len(), cameras, "{args}");
+            }
+            other => panic!("{args}: {other:?}"),
+        }
+    }
+    // The payload written for it leaves out what is not asked for.
+    let c = cmd(
+        Action::Resend {
+            receipts_from: Some(7),
+            records_from: Default::default(),
+        },
+        Target::Fleet,
+    );
+    assert!(
+        to_payload(&c).contains(r#""args":{"receipts_from":7}"#),
+        "{}",
+        to_payload(&c)
+    );
+}
+
+#[test]
+fn resend_refuses_what_asks_for_nothing_or_nonsense() {
+    let k = keys();
+    for (args, field) in [
+        ("{}", "args"),
+        ("null", "args"),
+        (r#"{"records_from":{}}"#, "args"),
+        (r#"{"receipts_from":0}"#, "args.receipts_from"),
+        (r#"{"receipts_from":-3}"#, "args.receipts_from"),
+        (r#"{"receipts_from":"5"}"#, "args.receipts_from"),
+        (r#"{"records_from":{"cam-1":0}}"#, "args.records_from.cam-1"),
+        (r#"{"records_from":{"cam 1!":3}}"#, "args.records_from"),
+        (r#"{"records_from":{"../receipts":1}}"#, "args.records_from"),
+        (r#"{"records_from":["cam-1"]}"#, "args.records_from"),
+        (r#"{"receipts_from":1,"segments":["a/b/1"]}"#, "segments"),
+    ] {
+        let r = reject(&signed_resend(&k, args), &k, at(11));
+        assert_eq!(r.code(), "invalid", "{args}: {r}");
+        assert!(
+            r.to_string().contains(field),
+            "{args}: {r} should name {field}"
+        );
+    }
+}
+
 #[test]
 fn a_range_covers_records_that_overlap_it() {
     let s = Scope::Range {
@@ -317,6 +415,19 @@ fn arb_action() -> impl Strategy<Value = Action> {
         (arb_scope(), proptest::option::of(arb_id()))
             .prop_map(|(scope, request)| Action::Erase { scope, request }),
         Just(Action::Status),
+        (
+            proptest::option::of(1u64..u64::MAX),
+            proptest::collection::btree_map(
+                "[A-Za-z0-9_-][A-Za-z0-9._-]{0,30}",
+                1u64..u64::MAX,
+                0..4
+            )
+        )
+            .prop_filter("asks for something", |(r, m)| r.is_some() || !m.is_empty())
+            .prop_map(|(receipts_from, records_from)| Action::Resend {
+                receipts_from,
+                records_from
+            }),
     ]
 }
 

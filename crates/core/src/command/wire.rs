@@ -13,6 +13,8 @@
 //!    `invalid`, named by the path `serde_path_to_error` reports
 //!    (`args.scope.from: …`).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::de::value::MapDeserializer;
 use serde::{Deserialize, Serialize};
@@ -87,6 +89,8 @@ enum RawAction {
     Erase(Erase),
     #[serde(rename = "status")]
     Status(Empty),
+    #[serde(rename = "resend")]
+    Resend(Resend),
 }
 
 #[derive(Deserialize, Serialize)]
@@ -158,6 +162,14 @@ struct Erase {
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Resend {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    receipts_from: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    records_from: Option<BTreeMap<String, u64>>,
+}
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Rejection {
     Rejection::Invalid(format!("{field}: {why}"))
@@ -310,6 +322,40 @@ fn action(raw: RawAction) -> Result<Action, Rejection> {
             request: a.request.map(|r| id("args.request", &r)).transpose()?,
         },
         RawAction::Status(Empty {}) => Action::Status,
+        RawAction::Resend(a) => resend(a)?,
+    })
+}
+
+/// A sequence number to resend from: records and receipts are numbered from 1.
+fn sequence(field: &str, n: u64) -> Result<u64, Rejection> {
+    if n == 0 {
+        Err(invalid(field, "sequences start at 1"))
+    } else {
+        Ok(n)
+    }
+}
+
+fn resend(a: Resend) -> Result<Action, Rejection> {
+    let receipts_from = a
+        .receipts_from
+        .map(|n| sequence("args.receipts_from", n))
+        .transpose()?;
+    let records_from = a.records_from.unwrap_or_default();
+    if receipts_from.is_none() && records_from.is_empty() {
+        return Err(invalid(
+            "args",
+            "resend needs `receipts_from` or a camera in `records_from`",
+        ));
+    }
+    for (camera, n) in &records_from {
+        let field = format!("args.records_from.{camera}");
+        // A camera id names the chain's directory: the config's rule.
+        crate::config::check::id(camera).map_err(|why| invalid(&field, why))?;
+        sequence(&field, *n)?;
+    }
+    Ok(Action::Resend {
+        receipts_from,
+        records_from,
     })
 }
 
@@ -425,6 +471,13 @@ impl From<&Action> for RawAction {
                 request: request.clone(),
             }),
             Action::Status => RawAction::Status(Empty {}),
+            Action::Resend {
+                receipts_from,
+                records_from,
+            } => RawAction::Resend(Resend {
+                receipts_from: *receipts_from,
+                records_from: Some(records_from.clone()).filter(|m| !m.is_empty()),
+            }),
         }
     }
 }

@@ -117,31 +117,49 @@ impl ReceiptLog {
 
     /// Writes receipts in order after `head` (their `sequence` and
     /// `prev_receipt_sha256` are filled in here), each file fsynced, then the
-    /// directory once. Returns the new head. Nothing is deleted yet.
+    /// directory once. Returns the signed envelopes as written, in order (the
+    /// copies HQ is sent). Nothing is deleted yet.
     pub fn append(
         &self,
         key: &DeviceKey,
         head: &ReceiptHead,
         receipts: &mut [Receipt],
-    ) -> std::io::Result<ReceiptHead> {
+    ) -> std::io::Result<Vec<Envelope>> {
         let mut head = head.clone();
+        let mut written = Vec::with_capacity(receipts.len());
         for r in receipts.iter_mut() {
             r.sequence = head.sequence + 1;
             r.prev_receipt_sha256 = head.sha256.clone();
             let payload = r.to_payload();
             let path = self.path(r.sequence);
-            fsutil::write_atomic_nosync_dir(&path, &key.sign_envelope(&payload), 0o600)?;
+            let env = key.sign(&payload);
+            fsutil::write_atomic_nosync_dir(&path, &env.to_bytes(), 0o600)?;
             head = ReceiptHead {
                 sequence: r.sequence,
                 sha256: manifest::sha256_hex(payload.as_bytes()),
             };
+            written.push(env);
         }
         fsutil::sync_dir(&self.dir)?;
-        Ok(head)
+        Ok(written)
     }
 
-    /// Reads receipt `seq` if it exists, checking its signature.
+    /// Reads receipt `seq` if it exists, checking its signature; returns it
+    /// with its payload's SHA-256.
     pub fn read(&self, seq: u64, key: &[u8; 32]) -> Result<Option<(Receipt, String)>, String> {
+        Ok(self.read_signed(seq, key)?.map(|(r, env)| {
+            let sha = manifest::sha256_hex(env.payload.as_bytes());
+            (r, sha)
+        }))
+    }
+
+    /// Reads receipt `seq` if it exists, checking its signature; returns it
+    /// with its envelope as the file holds it.
+    pub fn read_signed(
+        &self,
+        seq: u64,
+        key: &[u8; 32],
+    ) -> Result<Option<(Receipt, Envelope)>, String> {
         let path = self.path(seq);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -152,8 +170,7 @@ impl ReceiptLog {
             Envelope::open(&bytes, Some(key)).map_err(|e| format!("{}: {e}", path.display()))?;
         let r: Receipt =
             serde_json::from_str(&env.payload).map_err(|e| format!("{}: {e}", path.display()))?;
-        let sha = manifest::sha256_hex(env.payload.as_bytes());
-        Ok(Some((r, sha)))
+        Ok(Some((r, env)))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The device signing key and the signed envelope.
 //!
-//! Every manifest, gap record (and, later, receipt and command) travels as an
-//! envelope whose signature covers the **exact payload bytes**:
+//! Every manifest, gap record, receipt, command and export record travels as
+//! an envelope whose signature covers the **exact payload bytes**:
 //!
 //! ```json
 //! {"v":1,"alg":"ed25519","key":"<base64 public key>","payload":"<JSON text>","sig":"<base64>"}
@@ -125,25 +125,26 @@ impl DeviceKey {
         STANDARD.encode(self.pair.public_key().as_ref())
     }
 
-    /// Wraps `payload` (a JSON document) in a signed envelope and returns the
-    /// envelope's bytes, ready to be written.
-    pub fn sign_envelope(&self, payload: &str) -> Vec<u8> {
+    /// Wraps `payload` (a JSON document) in a signed envelope.
+    pub fn sign(&self, payload: &str) -> Envelope {
         let sig = self.pair.sign(payload.as_bytes());
-        let env = Envelope {
+        Envelope {
             v: ENVELOPE_VERSION,
             alg: "ed25519".into(),
             key: self.public_key_b64(),
             payload: payload.to_owned(),
             sig: STANDARD.encode(sig.as_ref()),
-        };
-        let mut out = serde_json::to_vec(&env).unwrap_or_else(|_| unreachable!("plain strings"));
-        out.push(b'\n');
-        out
+        }
+    }
+
+    /// [`DeviceKey::sign`], as the bytes to be written ([`Envelope::to_bytes`]).
+    pub fn sign_envelope(&self, payload: &str) -> Vec<u8> {
+        self.sign(payload).to_bytes()
     }
 }
 
 /// A signed document as stored and transmitted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     pub v: u32,
@@ -170,6 +171,13 @@ pub enum EnvelopeError {
 }
 
 impl Envelope {
+    /// The envelope as its file holds it: compact JSON and a newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec(self).unwrap_or_else(|_| unreachable!("plain strings"));
+        out.push(b'\n');
+        out
+    }
+
     /// Parses envelope bytes, checks the signature, and (if given) that the
     /// signer is `expected_key`. Returns the envelope; its `payload` is verified.
     pub fn open(bytes: &[u8], expected_key: Option<&[u8; 32]>) -> Result<Envelope, EnvelopeError> {
@@ -209,6 +217,9 @@ mod tests {
         let bytes = key.sign_envelope(r#"{"a":1}"#);
         let env = Envelope::open(&bytes, Some(&key.public_key())).expect("verifies");
         assert_eq!(env.payload, r#"{"a":1}"#);
+        // What is written is what was signed, byte for byte.
+        assert_eq!(env.to_bytes(), bytes);
+        assert_eq!(env.key, key.public_key_b64());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `sargsctl hold|release|extend|request|inventory|restrict|erase`: each writes
-//! one signed command file for `sargs apply` (or, later, the MQTT link).
+//! `sargsctl hold|release|extend|request|inventory|restrict|erase|resend`: each
+//! signs one command and writes it as a file for `sargs apply`, or publishes
+//! it over MQTT and prints the response(s).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -235,6 +236,26 @@ pub enum Verb {
         #[command(flatten)]
         common: Common,
     },
+    /// Have the agent publish again, from its files and with their signed
+    /// envelopes, the deletion receipts and camera records HQ is missing.
+    Resend {
+        /// Every deletion receipt from this sequence on.
+        #[arg(long)]
+        receipts_from: Option<u64>,
+        /// A camera's records from a sequence on, as CAMERA=N (repeatable).
+        #[arg(long, value_name = "CAMERA=N", value_parser = parse_camera_from)]
+        records_from: Vec<(String, u64)>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// `CAMERA=N` of `--records-from`.
+fn parse_camera_from(s: &str) -> Result<(String, u64), String> {
+    s.split_once('=')
+        .and_then(|(camera, n)| Some((camera.to_owned(), n.parse().ok()?)))
+        .filter(|(camera, _)| !camera.is_empty())
+        .ok_or_else(|| format!("{s:?} is not CAMERA=N (e.g. cam-1=4711)"))
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -363,6 +384,28 @@ pub fn run(verb: Verb) -> Result<()> {
             },
             common,
         ),
+        Verb::Resend {
+            receipts_from,
+            records_from,
+            common,
+        } => {
+            if receipts_from.is_none() && records_from.is_empty() {
+                bail!("give --receipts-from N and/or --records-from CAMERA=N");
+            }
+            let mut cameras = std::collections::BTreeMap::new();
+            for (camera, n) in records_from {
+                if cameras.insert(camera.clone(), n).is_some() {
+                    bail!("--records-from names {camera} twice");
+                }
+            }
+            (
+                Action::Resend {
+                    receipts_from,
+                    records_from: cameras,
+                },
+                common,
+            )
+        }
     };
     let now = Utc::now();
     let cmd = Command {
@@ -436,14 +479,18 @@ fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<
             println!("{r}");
         } else {
             println!(
-                "{} {} {}{}",
+                "{} {} {}{}{}",
                 r["agent_id"].as_str().unwrap_or("?"),
                 cmd.id,
                 r["status"].as_str().unwrap_or("?"),
                 r["reason"]
                     .as_str()
                     .map(|s| format!(": {s}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                match cmd.action {
+                    Action::Resend { .. } => resend_summary(&r["result"]),
+                    _ => String::new(),
+                },
             );
         }
         if r["status"] != "applied" {
@@ -454,5 +501,15 @@ fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<
         (0, _) => bail!("no response to {} within {} s", cmd.id, common.wait),
         (_, 0) => Ok(()),
         (n, r) => bail!("{r} of {n} agent(s) rejected {}", cmd.id),
+    }
+}
+
+/// What a `resend` result says in a line: how many messages were queued, and
+/// whether the bound stopped it (`--json` shows where).
+fn resend_summary(result: &serde_json::Value) -> String {
+    match (result["queued"].as_u64(), result["truncated"].as_bool()) {
+        (Some(n), Some(true)) => format!(": {n} queued, truncated (resume: {})", result["resume"]),
+        (Some(n), _) => format!(": {n} queued"),
+        _ => String::new(),
     }
 }
