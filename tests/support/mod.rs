@@ -1,4 +1,5 @@
 //! Shared helpers for the integration tests (`mod support;` in a test file).
 pub mod camfs;
 pub mod mosquitto;
+pub mod postgres;
 pub mod rtsp;

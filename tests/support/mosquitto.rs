@@ -334,7 +334,9 @@ impl Watcher {
     ) -> Watcher {
         let mut opts = MqttOptions::new(id, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5))
-            .set_clean_session(clean_session);
+            .set_clean_session(clean_session)
+            // Tests publish oversized messages on purpose.
+            .set_max_packet_size(8 << 20, 8 << 20);
         if let Some((user, password)) = credentials {
             opts.set_credentials(user, password);
         }

@@ -36,7 +36,8 @@ impl Trust {
         Ok(Trust { keys: out })
     }
 
-    fn trusts(&self, key: &[u8]) -> bool {
+    /// Whether `key` (raw Ed25519 public key bytes) is one of these.
+    pub fn trusts(&self, key: &[u8]) -> bool {
         self.keys.iter().any(|k| k.as_slice() == key)
     }
 }

@@ -1,0 +1,271 @@
+//! `sargs-hq`: HQ's long-running service and its operator commands
+//! (`docs/hq-service.md`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use sargs_hq::service::{agents, alarms, check, config::HqConfig, db::Db, ingest, report};
+
+#[derive(Parser)]
+#[command(
+    name = "sargs-hq",
+    version,
+    about = "HQ service: keeps what the fleet reports and proves its retention"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: collect the fleet's messages into the database.
+    Run {
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+    },
+    /// Check the configuration and the database, then exit.
+    CheckConfig {
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+    },
+    /// Enrolled and pending gateways.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Alarms: open ones, or all with --all.
+    Alarms {
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages that were not trusted, with the reason.
+    Quarantine {
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The compliance report for a time range.
+    Report {
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+        /// Records that started at or after (RFC 3339); default: the beginning.
+        #[arg(long)]
+        from: Option<DateTime<Utc>>,
+        /// Records that started before (RFC 3339); default: now.
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Md)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Enrol a gateway with its device key (`sargs keys` on the gateway prints it).
+    Add {
+        id: String,
+        #[arg(long)]
+        device_key: String,
+        #[arg(long, default_value = "")]
+        site: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+    },
+    /// Approve a gateway that announced itself, with the key it announced.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+    },
+    /// List gateways.
+    List {
+        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Md,
+    Csv,
+    Json,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("sargs-hq: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load(config: &std::path::Path) -> anyhow::Result<HqConfig> {
+    Ok(HqConfig::load(config)?)
+}
+
+fn operator() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "operator".into())
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SARGS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Run { config } => {
+                let cfg = load(&config)?;
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .ok();
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+                    }
+                    let _ = tx.send(true);
+                });
+                sargs_hq::service::run(cfg, rx).await
+            }
+            Command::CheckConfig { config } => {
+                let cfg = load(&config)?;
+                Db::open(&cfg.database.url).await?;
+                println!("{}: ok", config.display());
+                Ok(())
+            }
+            Command::Agent(AgentCommand::Add {
+                id,
+                device_key,
+                site,
+                description,
+                config,
+            }) => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                agents::add(&db.pool, &id, &device_key, &site, &description, &operator()).await?;
+                let n = agents::replay(&db.pool, &rules(&cfg), &id).await?;
+                println!("agent {id} enrolled; {n} waiting message(s) kept");
+                Ok(())
+            }
+            Command::Agent(AgentCommand::Approve { id, config }) => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                agents::approve(&db.pool, &id, &operator()).await?;
+                let n = agents::replay(&db.pool, &rules(&cfg), &id).await?;
+                println!("agent {id} approved; {n} waiting message(s) kept");
+                Ok(())
+            }
+            Command::Agent(AgentCommand::List { config, json }) => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                let list = agents::list(&db.pool).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for a in list {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            a.id,
+                            a.state,
+                            if a.online { "online" } else { "offline" },
+                            a.site,
+                            a.device_key
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Command::Alarms { config, all, json } => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                check::run(&db.pool, &cfg.ledger, Utc::now()).await?;
+                let list = alarms::list(&db.pool, all).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for a in list {
+                        let state = a
+                            .cleared_at
+                            .map_or("open".to_owned(), |c| format!("cleared {}", c.to_rfc3339()));
+                        println!("{}\t{}\t{}\t{}", a.raised_at.to_rfc3339(), a.kind, state, a.detail);
+                    }
+                }
+                Ok(())
+            }
+            Command::Quarantine { config, json } => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                let list = ingest::quarantined(&db.pool).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for q in list {
+                        println!("{}\t{}\t{}\t{}", q.received_at.to_rfc3339(), q.code, q.topic, q.reason);
+                    }
+                }
+                Ok(())
+            }
+            Command::Report {
+                config,
+                from,
+                to,
+                agent,
+                format,
+            } => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                let now = Utc::now();
+                let r = report::make(
+                    &db.pool,
+                    &report::Query {
+                        from: from.unwrap_or(DateTime::<Utc>::MIN_UTC),
+                        to: to.unwrap_or(now),
+                        agent,
+                        now,
+                        bound_ms: cfg.ledger.deletion_bound_s as i64 * 1000,
+                        grace_ms: cfg.ledger.grace_hours as i64 * 3_600_000,
+                    },
+                )
+                .await?;
+                match format {
+                    Format::Md => print!("{}", r.markdown()),
+                    Format::Csv => print!("{}", r.csv()),
+                    Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+fn rules(cfg: &HqConfig) -> ingest::Rules {
+    ingest::Rules {
+        prefix: cfg.broker.prefix.clone(),
+        max_payload_bytes: cfg.broker.max_payload_bytes,
+        trust: cfg.trust.clone(),
+    }
+}

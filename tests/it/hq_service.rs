@@ -1,0 +1,242 @@
+//! The HQ service (`sargs-hq`) against a real Mosquitto, a real agent and a
+//! real database (its SQLite file, and PostgreSQL started for the test):
+//! enrolment by approval, every record and receipt kept from its signed
+//! envelope, holes healed by `resend`, kill -9 of the service mid-stream
+//! losing nothing, bad input quarantined with its reason, and the report
+//! accounting for every record the agent made.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::mqtt::{hq_tables, response, sargsctl_command, topic};
+use crate::support::mosquitto::{Broker, Watcher};
+use crate::support::postgres::Postgres;
+
+const T: Duration = Duration::from_secs(60);
+
+fn hq_bin() -> String {
+    let p = Path::new(env!("CARGO_BIN_EXE_sargs")).with_file_name("sargs-hq");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+/// `sargs-hq ARGS --config hq.toml`, its stdout; panics on failure.
+fn hq(dir: &Path, args: &[&str]) -> String {
+    let conf = dir.join("hq.toml");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", conf.to_str().expect("utf-8 path")]);
+    let (ok, out, err) = run_in(&hq_bin(), &all, dir);
+    assert!(ok, "sargs-hq {args:?}: {err}");
+    out
+}
+
+fn hq_json(dir: &Path, args: &[&str]) -> Value {
+    let out = hq(dir, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+}
+
+fn start_hq(dir: &Path) -> Spawned {
+    let log = std::fs::File::create(dir.join("hq.log")).expect("log");
+    Spawned(
+        bin_command(&hq_bin())
+            .args(["run", "--config"])
+            .arg(dir.join("hq.toml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sargs-hq run"),
+    )
+}
+
+fn write_hq_toml(dir: &Path, broker: &str, db: &str, command_key: &str) {
+    std::fs::write(
+        dir.join("hq.toml"),
+        format!(
+            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-test\"\nkeep_alive_s = 5\n\n[database]\nurl = \"{db}\"\n\n[commands]\ntrusted_keys = [\"{command_key}\"]\n\n[ledger]\ncheck_interval_s = 1\n"
+        ),
+    )
+    .expect("hq.toml");
+}
+
+/// Records on the agent's disk (its signed manifests, which outlive
+/// deleted media), by camera: (sequence, record kind).
+fn on_disk(home: &Home, camera: &str) -> Vec<(u64, String)> {
+    let key = home.device_key();
+    let mut v: Vec<(u64, String)> = std::fs::read_dir(home.camera_dir(camera))
+        .expect("camera dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("manifest");
+            let env = sargs_core::seal::sign::Envelope::open(&bytes, Some(&key)).expect("signed");
+            let m: sargs_core::seal::manifest::Manifest =
+                serde_json::from_str(&env.payload).expect("manifest");
+            (m.sequence, format!("{:?}", m.record).to_lowercase())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn the_fleet_is_kept(db: &str) {
+    let home = Home::new();
+    let dir = home.path();
+    let broker = Broker::start(dir, None);
+    let key = hq_keygen(dir);
+    let cams = hq_tables(&broker.url(), &key, None)
+        + &test_camera("cam-1", "cctv", "")
+        + &test_camera("cam-old", "cctv", "enabled = false");
+    let config = home.config_with(2, "min_free_mb = 1", &cams);
+    write_hq_toml(dir, &broker.url(), db, &key);
+    let mut service = start_hq(dir);
+    let mut w = Watcher::connect(broker.port, "hq-watch", None, &["sargs/agents/test-gw/#"]);
+
+    // An unknown gateway is pending, never trusted, until approved.
+    let agent = sargs::agent::Agent::start(&config).expect("agent");
+    assert!(
+        wait_until(T, || {
+            hq_json(dir, &["agent", "list", "--json"])
+                .as_array()
+                .is_some_and(|a| {
+                    a.iter()
+                        .any(|a| a["id"] == "test-gw" && a["state"] == "pending")
+                })
+        }),
+        "the agent's status makes it pending: {}",
+        std::fs::read_to_string(dir.join("hq.log")).unwrap_or_default()
+    );
+    assert!(wait_until(T, || sealed_count(&home.camera_dir("cam-1")) >= 1));
+    let out = hq(dir, &["agent", "approve", "test-gw"]);
+    assert!(out.contains("approved"), "{out}");
+
+    // Recording goes on; the service is killed mid-stream and restarted.
+    assert!(wait_until(T, || sealed_count(&home.camera_dir("cam-1")) >= 3));
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+    service.wait().expect("killed");
+    let sealed_while_down = sealed_count(&home.camera_dir("cam-1")) + 1;
+    assert!(wait_until(T, || sealed_count(&home.camera_dir("cam-1"))
+        >= sealed_while_down));
+    let mut service = start_hq(dir);
+
+    // Records HQ never heard of (made by hand, 40 days old) are deleted by
+    // the agent with receipts; HQ asks for the records again.
+    old_segments(&home, "cam-old", 3, 40);
+    let mut deleted = 0;
+    w.wait("/events", T, |v| {
+        deleted += usize::from(v["event"] == "segment.deleted");
+        deleted >= 3
+    });
+    let resend = sargsctl_command(dir, "c-resend", &["resend", "--records-from", "cam-old=1"]);
+    w.publish(&topic("commands"), resend);
+    assert_eq!(response(&mut w, "c-resend")["status"], "applied");
+
+    // Bad input: each quarantined with its reason, the ledger unchanged.
+    let forged = {
+        let other = sargs_core::seal::sign::DeviceKey::generate().expect("key");
+        let env: Value =
+            serde_json::from_slice(&other.sign_envelope(r#"{"forged":true}"#)).expect("json");
+        serde_json::json!({"v":1,"agent":"test-gw","event":"segment.deleted","at":"2026-01-01T00:00:00Z","envelope":env})
+    };
+    w.publish(&topic("events"), forged.to_string().into_bytes());
+    w.publish(&topic("events"), b"{not json".to_vec());
+    w.publish(
+        "sargs/agents/stranger/events",
+        br#"{"v":1,"agent":"stranger","event":"camera.up"}"#.to_vec(),
+    );
+    w.publish(&topic("events"), vec![b' '; 2 << 20]);
+    w.publish(
+        &topic("events"),
+        br#"{"v":1,"agent":"other-gw","event":"camera.up"}"#.to_vec(),
+    );
+    let codes = || -> Vec<String> {
+        let mut c: Vec<String> = hq_json(dir, &["quarantine", "--json"])
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|q| q["code"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        c.sort();
+        c
+    };
+    assert!(
+        wait_until(T, || codes().len() >= 5),
+        "five quarantined: {:?}",
+        codes()
+    );
+    assert_eq!(
+        codes(),
+        [
+            "agent-mismatch",
+            "malformed",
+            "oversized",
+            "unenrolled",
+            "wrong-key"
+        ],
+    );
+
+    agent.stop().expect("clean stop");
+    // Every record on the agent's disk, and every receipt, reached the ledger.
+    let live = on_disk(&home, "cam-1");
+    let old = on_disk(&home, "cam-old");
+    let segments_made = live
+        .iter()
+        .chain(&old)
+        .filter(|(_, k)| k == "segment")
+        .count();
+    let gaps_made = live.iter().chain(&old).filter(|(_, k)| k == "gap").count();
+    let report = || {
+        hq_json(
+            dir,
+            &["report", "--format", "json", "--to", "2100-01-01T00:00:00Z"],
+        )
+    };
+    assert!(
+        wait_until(T, || report()["totals"]["recorded"] == segments_made),
+        "the report counts every segment the agent made ({segments_made}): {}",
+        report()
+    );
+    let r = report();
+    let t = &r["totals"];
+    assert_eq!(t["gaps"], gaps_made, "{r}");
+    assert_eq!(t["missing"], 0, "{r}");
+    assert_eq!(t["overdue"], 0, "{r}");
+    // The three old records were deleted ten days past their deadline.
+    assert_eq!(t["late"], 3, "{r}");
+    assert_eq!(r["late"].as_array().map(Vec::len), Some(3), "{r}");
+    assert!(
+        r["late"][0]["segment_id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("test-gw/cam-old/")),
+        "{r}"
+    );
+    assert_eq!(t["on_time"], 0, "{r}");
+    let alarms = hq(dir, &["alarms"]);
+    assert!(alarms.contains("message.quarantined"), "{alarms}");
+    assert!(!alarms.contains("chain.break"), "{alarms}");
+    // SAFETY: SIGTERM to our own child: a clean stop.
+    unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
+    assert!(service.wait().expect("stops").success());
+}
+
+#[test]
+fn hq_keeps_the_fleet_in_sqlite() {
+    // Relative to hq.toml's directory.
+    the_fleet_is_kept("sqlite://hq.db");
+}
+
+#[test]
+fn hq_keeps_the_fleet_in_postgresql() {
+    let pg = Postgres::start();
+    the_fleet_is_kept(&pg.create_db("hq"));
+}
