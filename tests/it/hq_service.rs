@@ -1,9 +1,11 @@
 //! The HQ service (`sargs-hq`) against a real Mosquitto, a real agent and a
 //! real database (its SQLite file, and PostgreSQL started for the test):
 //! enrolment by approval, every record and receipt kept from its signed
-//! envelope, holes healed by `resend`, kill -9 of the service mid-stream
-//! losing nothing, bad input quarantined with its reason, and the report
-//! accounting for every record the agent made.
+//! envelope, kill -9 of the service mid-stream losing nothing, a broker
+//! restarted without persistence leaving holes that the service heals by
+//! asking the agent to resend, the API with its roles issuing a hold, bad
+//! input quarantined with its reason, and the report accounting for every
+//! record the agent made.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use serde_json::Value;
 
 use crate::harness::*;
 use crate::mqtt::{hq_tables, response, sargsctl_command, topic};
-use crate::support::mosquitto::{Broker, Watcher};
+use crate::support::mosquitto::{free_port, Broker, Watcher};
 use crate::support::postgres::Postgres;
 
 const T: Duration = Duration::from_secs(60);
@@ -55,14 +57,38 @@ fn start_hq(dir: &Path) -> Spawned {
     )
 }
 
-fn write_hq_toml(dir: &Path, broker: &str, db: &str, command_key: &str) {
+fn write_hq_toml(dir: &Path, broker: &str, db: &str, command_key: &str, api: u16) {
     std::fs::write(
         dir.join("hq.toml"),
         format!(
-            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-test\"\nkeep_alive_s = 5\n\n[database]\nurl = \"{db}\"\n\n[commands]\ntrusted_keys = [\"{command_key}\"]\n\n[ledger]\ncheck_interval_s = 1\n"
+            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-test\"\nkeep_alive_s = 5\n\n[database]\nurl = \"{db}\"\n\n[commands]\ntrusted_keys = [\"{command_key}\"]\nkey_file = \"hq/signing.pk8\"\n\n[api]\nlisten = \"127.0.0.1:{api}\"\n\n[ledger]\ncheck_interval_s = 1\n"
         ),
     )
     .expect("hq.toml");
+}
+
+/// One HTTP/1.1 request to the API on 127.0.0.1: (status, JSON body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("API connects");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {text}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// Records on the agent's disk (its signed manifests, which outlive
@@ -89,15 +115,15 @@ fn on_disk(home: &Home, camera: &str) -> Vec<(u64, String)> {
 fn the_fleet_is_kept(db: &str) {
     let home = Home::new();
     let dir = home.path();
-    let broker = Broker::start(dir, None);
+    let mut broker = Broker::start(dir, None);
     let key = hq_keygen(dir);
     let cams = hq_tables(&broker.url(), &key, None)
         + &test_camera("cam-1", "cctv", "")
         + &test_camera("cam-old", "cctv", "enabled = false");
     let config = home.config_with(2, "min_free_mb = 1", &cams);
-    write_hq_toml(dir, &broker.url(), db, &key);
+    let api = free_port();
+    write_hq_toml(dir, &broker.url(), db, &key, api);
     let mut service = start_hq(dir);
-    let mut w = Watcher::connect(broker.port, "hq-watch", None, &["sargs/agents/test-gw/#"]);
 
     // An unknown gateway is pending, never trusted, until approved.
     let agent = sargs::agent::Agent::start(&config).expect("agent");
@@ -126,6 +152,82 @@ fn the_fleet_is_kept(db: &str) {
     assert!(wait_until(T, || sealed_count(&home.camera_dir("cam-1"))
         >= sealed_while_down));
     let mut service = start_hq(dir);
+
+    // Killed again, and the broker restarts without persistence while the
+    // records sealed meanwhile wait for the service: they are lost on the
+    // way. The service sees the hole and asks the agent to send them again.
+    // SAFETY: SIGKILL to our own child.
+    unsafe { libc::kill(service.id() as i32, libc::SIGKILL) };
+    service.wait().expect("killed");
+    let lost_from = sealed_count(&home.camera_dir("cam-1")) + 2;
+    assert!(wait_until(T, || sealed_count(&home.camera_dir("cam-1")) >= lost_from));
+    let port = broker.port;
+    broker.stop();
+    let mut broker = Broker::start_on(dir, None, port);
+    let mut service = start_hq(dir);
+    let mut w = Watcher::connect(broker.port, "hq-watch", None, &["sargs/agents/test-gw/#"]);
+    assert!(
+        wait_until(T, || {
+            hq_json(dir, &["commands", "--json"])
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c["kind"] == "resend"
+                            && c["issuer"] == "sargs-hq (ledger healing)"
+                            && c["responses"]["test-gw"] == "applied"
+                    })
+                })
+        }),
+        "the service asks for what it lost: {}\n{}",
+        hq(dir, &["commands"]),
+        std::fs::read_to_string(dir.join("hq.log")).unwrap_or_default()
+    );
+
+    // The API: a token per role, checked on the server for every call.
+    let token = |role: &str| {
+        hq(
+            dir,
+            &["token", "add", "--owner", "A. Bērziņa", "--role", role],
+        )
+        .trim()
+        .to_owned()
+    };
+    let (duty, auditor) = (token("duty-officer"), token("auditor"));
+    assert_eq!(http(api, "GET", "/api/v1/fleet", None, "").0, 401);
+    assert_eq!(
+        http(api, "GET", "/api/v1/fleet", Some("sargs_t0_bad"), "").0,
+        401
+    );
+    let (status, fleet) = http(api, "GET", "/api/v1/fleet", Some(&auditor), "");
+    assert_eq!(status, 200, "{fleet}");
+    assert_eq!(fleet[0]["agent"]["id"], "test-gw", "{fleet}");
+    let hold = serde_json::json!({
+        "target": {"agent": "test-gw"},
+        "kind": "hold.place",
+        "args": {"hold": "H-API", "case": "KP 2026/7", "scope": {"cameras": ["cam-1"], "from": "2026-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}},
+    })
+    .to_string();
+    let (status, refused) = http(api, "POST", "/api/v1/commands", Some(&auditor), &hold);
+    assert_eq!(status, 403, "an auditor only reads: {refused}");
+    let (status, issued) = http(api, "POST", "/api/v1/commands", Some(&duty), &hold);
+    assert_eq!(status, 202, "{issued}");
+    let id = issued["id"].as_str().expect("command id").to_owned();
+    assert!(
+        issued["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("A. Bērziņa") && i.contains("duty-officer")),
+        "{issued}"
+    );
+    assert!(
+        wait_until(T, || {
+            let (_, holds) = http(api, "GET", "/api/v1/holds", Some(&auditor), "");
+            holds.as_array().is_some_and(|h| {
+                h.iter()
+                    .any(|c| c["id"] == id && c["responses"]["test-gw"] == "applied")
+            })
+        }),
+        "the agent's response reaches the API"
+    );
 
     // Records HQ never heard of (made by hand, 40 days old) are deleted by
     // the agent with receipts; HQ asks for the records again.
@@ -224,9 +326,19 @@ fn the_fleet_is_kept(db: &str) {
     let alarms = hq(dir, &["alarms"]);
     assert!(alarms.contains("message.quarantined"), "{alarms}");
     assert!(!alarms.contains("chain.break"), "{alarms}");
+    // Every segment of cam-1 is under the API's hold now.
+    let (_, r) = http(
+        api,
+        "GET",
+        "/api/v1/report?to=2100-01-01T00:00:00Z",
+        Some(&auditor),
+        "",
+    );
+    assert_eq!(r["totals"]["recorded"], segments_made, "{r}");
     // SAFETY: SIGTERM to our own child: a clean stop.
     unsafe { libc::kill(service.id() as i32, libc::SIGTERM) };
     assert!(service.wait().expect("stops").success());
+    broker.stop();
 }
 
 #[test]

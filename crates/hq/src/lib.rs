@@ -13,3 +13,4 @@
 pub mod broker;
 pub mod export;
 pub mod service;
+pub mod verbs;

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::{mpsc, watch};
 
@@ -60,10 +60,10 @@ pub struct Tally {
     pub quarantined: u64,
 }
 
-/// Runs until `stop` turns true: connects, subscribes, keeps and
-/// acknowledges. Returns an error only for what cannot be retried
-/// (a TLS configuration that cannot be read).
-pub async fn run(cfg: &HqConfig, db: Db, mut stop: watch::Receiver<bool>) -> anyhow::Result<Tally> {
+/// The service's MQTT client (nothing is sent until [`run`] polls it).
+/// Fails only for what cannot be retried (a TLS configuration that cannot
+/// be read, a password file that is missing).
+pub fn connect(cfg: &HqConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
     let b = &cfg.broker;
     let (tls, host, port) =
         sargs_core::link::parse_url(&b.url).map_err(|e| anyhow::anyhow!("broker.url: {e}"))?;
@@ -98,7 +98,19 @@ pub async fn run(cfg: &HqConfig, db: Db, mut stop: watch::Receiver<bool>) -> any
         let password = cfg.password().map_err(anyhow::Error::msg)?;
         o.set_credentials(user, password.unwrap_or_default());
     }
-    let (client, mut eventloop) = AsyncClient::new(o, BATCH);
+    Ok(AsyncClient::new(o, BATCH))
+}
+
+/// Runs until `stop` turns true: subscribes at every connection, keeps and
+/// acknowledges.
+pub async fn run(
+    cfg: &HqConfig,
+    db: Db,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Tally> {
+    let b = &cfg.broker;
     let (tx, rx) = mpsc::channel::<Publish>(BATCH * 2);
     let rules = Rules {
         prefix: b.prefix.clone(),

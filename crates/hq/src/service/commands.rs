@@ -113,3 +113,96 @@ pub(super) async fn response(
     .await?;
     Ok(Ok(done.rows_affected() == 0))
 }
+
+/// Records a signed command in the ledger (before it is published), in a
+/// transaction of its own; refuses one the agents would not trust.
+pub async fn record(pool: &sqlx::AnyPool, trust: &Trust, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    match keep(&mut tx, trust, bytes, Utc::now()).await? {
+        Ok(_) => {
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(r) => anyhow::bail!(
+            "{} ({}): add its key to commands.trusted_keys",
+            r.reason,
+            r.code
+        ),
+    }
+}
+
+/// One command and where it stands with each agent it is for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Issued {
+    pub id: String,
+    pub kind: String,
+    pub issuer: String,
+    pub target: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Agent → `applied` / `rejected: reason`.
+    pub responses: std::collections::BTreeMap<String, String>,
+    /// Agents that have not answered while it is still valid.
+    pub waiting: Vec<String>,
+}
+
+/// Commands, newest first; with `pending`, only those still waiting for an
+/// agent (offline agents keep theirs queued at the broker).
+pub async fn list(pool: &sqlx::AnyPool, pending: bool) -> Result<Vec<Issued>, sqlx::Error> {
+    type Columns = (String, String, String, String, i64, i64);
+    let rows: Vec<Columns> = sqlx::query_as(
+        "SELECT id, kind, issuer, target, issued_at, expires_at FROM commands ORDER BY issued_at DESC, id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let answers: Vec<(String, String, String, Option<String>)> =
+        sqlx::query_as("SELECT command_id, agent, status, reason FROM responses")
+            .fetch_all(pool)
+            .await?;
+    let enrolled: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM agents WHERE state = 'enrolled' ORDER BY id")
+            .fetch_all(pool)
+            .await?;
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for (id, kind, issuer, target, issued, expires) in rows {
+        let responses: std::collections::BTreeMap<String, String> = answers
+            .iter()
+            .filter(|(c, ..)| *c == id)
+            .map(|(_, agent, status, reason)| {
+                let s = match reason {
+                    Some(r) => format!("{status}: {r}"),
+                    None => status.clone(),
+                };
+                (agent.clone(), s)
+            })
+            .collect();
+        let targets: Vec<String> = if target == "*" {
+            enrolled.iter().map(|(a,)| a.clone()).collect()
+        } else {
+            vec![target.clone()]
+        };
+        let waiting: Vec<String> = if super::db::at(expires) > now {
+            targets
+                .into_iter()
+                .filter(|a| !responses.contains_key(a))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if pending && waiting.is_empty() {
+            continue;
+        }
+        out.push(Issued {
+            id,
+            kind,
+            issuer,
+            target,
+            issued_at: super::db::at(issued),
+            expires_at: super::db::at(expires),
+            responses,
+            waiting,
+        });
+    }
+    Ok(out)
+}

@@ -12,6 +12,10 @@
 //!
 //! [commands]
 //! trusted_keys = ["<HQ command key, Base64>"]  # as in the agents' [hq] command_keys
+//! key_file = "hq-signing.pk8"    # HQ's command key, to sign what the service issues
+//!
+//! [api]
+//! listen = "127.0.0.1:8640"      # TLS (tls_cert, tls_key) required beyond loopback
 //!
 //! [ledger]
 //! grace_hours = 24        # past a deadline this long with no receipt: overdue
@@ -41,6 +45,39 @@ pub struct HqConfig {
     /// The command keys the agents trust: a command seen on their topics is
     /// kept (and what it protects counted) only when signed by one of them.
     pub trust: sargs_core::command::Trust,
+    /// HQ's command-signing key (mode 0600), when the service issues
+    /// commands itself (API, `resend` of what a broker lost).
+    pub command_key: Option<PathBuf>,
+    pub api: Api,
+}
+
+/// The HTTP JSON API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// `host:port`; empty turns the API off.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Certificate chain and key (PEM) for HTTPS; required unless `listen`
+    /// is a loopback address.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            listen: default_listen(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8640".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,6 +85,8 @@ pub struct HqConfig {
 struct Commands {
     #[serde(default)]
     trusted_keys: Vec<String>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +206,8 @@ struct Raw {
     ledger: Ledger,
     #[serde(default)]
     commands: Commands,
+    #[serde(default)]
+    api: Api,
 }
 
 impl HqConfig {
@@ -245,8 +286,28 @@ impl HqConfig {
         if raw.ledger.check_interval_s == 0 {
             invalid("ledger.check_interval_s", "at least 1 second".into());
         }
+        let mut api = raw.api;
+        if !api.listen.is_empty() {
+            match api.listen.parse::<std::net::SocketAddr>() {
+                Err(e) => invalid("api.listen", format!("{:?}: {e} (host:port)", api.listen)),
+                Ok(a) if !a.ip().is_loopback() && (api.tls_cert.is_none() || api.tls_key.is_none()) => invalid(
+                    "api.listen",
+                    format!("{a} is not a loopback address: set api.tls_cert and api.tls_key (HTTPS)"),
+                ),
+                Ok(_) => {}
+            }
+        }
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            invalid("api.tls_cert", "tls_cert and tls_key go together".into());
+        }
+        for p in [&mut api.tls_cert, &mut api.tls_key].into_iter().flatten() {
+            *p = base.join(&*p);
+        }
+        let command_key = raw.commands.key_file.map(|p| base.join(p));
         ConfigError::from_list(errors)?;
         Ok(HqConfig {
+            command_key,
+            api,
             file: file.to_owned(),
             broker,
             database,

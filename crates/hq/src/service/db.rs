@@ -19,11 +19,19 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, ConnectOptions, Executor};
 
 /// The migrations, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "ledger",
-    include_str!("../../migrations/0001_ledger.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "ledger",
+        include_str!("../../migrations/0001_ledger.sql"),
+    ),
+    (2, "heal", include_str!("../../migrations/0002_heal.sql")),
+    (
+        3,
+        "tokens",
+        include_str!("../../migrations/0003_tokens.sql"),
+    ),
+];
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

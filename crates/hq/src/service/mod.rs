@@ -8,6 +8,8 @@
 //!   ([`refusal`]: the reason).
 //! - [`commands`] — the signed commands seen, and the agents' responses.
 //! - [`agents`] — enrolment.
+//! - [`heal`] — asking agents to publish again what a broker lost.
+//! - [`issue`] — commands the service signs and publishes itself.
 //! - [`alarms`] and [`check`] — what an operator must look at.
 //! - [`report`] — the compliance report.
 //!
@@ -17,14 +19,18 @@
 
 pub mod agents;
 pub mod alarms;
+pub mod api;
 pub mod check;
 pub mod collector;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod heal;
 pub mod ingest;
+pub mod issue;
 pub mod refusal;
 pub mod report;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -35,15 +41,36 @@ use tokio::sync::watch;
 pub async fn run(cfg: config::HqConfig, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let db = db::Db::open(&cfg.database.url).await?;
     tracing::info!(database = %db::redact(&cfg.database.url), "database ready");
+    let (client, eventloop) = collector::connect(&cfg)?;
+    let issuer = match &cfg.command_key {
+        Some(path) => Some(issue::Issuer {
+            key: std::sync::Arc::new(
+                sargs_core::seal::sign::DeviceKey::load(path)
+                    .map_err(|e| anyhow::anyhow!("commands.key_file {}: {e}", path.display()))?,
+            ),
+            client: client.clone(),
+            prefix: cfg.broker.prefix.clone(),
+            trust: cfg.trust.clone(),
+            pool: db.pool.clone(),
+        }),
+        None => None,
+    };
     let checker = {
         let pool = db.pool.clone();
         let ledger = cfg.ledger.clone();
         let mut stop = stop.clone();
+        let issuer = issuer.clone();
         tokio::spawn(async move {
             let every = Duration::from_secs(ledger.check_interval_s);
             loop {
-                if let Err(e) = check::run(&pool, &ledger, chrono::Utc::now()).await {
+                let now = chrono::Utc::now();
+                if let Err(e) = check::run(&pool, &ledger, now).await {
                     tracing::warn!(error = %e, "ledger check");
+                }
+                if let Some(issuer) = &issuer {
+                    if let Err(e) = heal::ask(&pool, issuer, now).await {
+                        tracing::warn!(error = %e, "asking agents to resend");
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -52,8 +79,28 @@ pub async fn run(cfg: config::HqConfig, stop: watch::Receiver<bool>) -> anyhow::
             }
         })
     };
-    let tally = collector::run(&cfg, db, stop).await?;
+    let api = if cfg.api.listen.is_empty() {
+        None
+    } else {
+        let (api_cfg, pool, ledger, stop) = (
+            cfg.api.clone(),
+            db.pool.clone(),
+            cfg.ledger.clone(),
+            stop.clone(),
+        );
+        // Bound before the collector starts, so a port in use is an error
+        // at start, not a silent absence.
+        Some(tokio::spawn(async move {
+            if let Err(e) = api::serve(&api_cfg, pool, issuer, ledger, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "API stopped");
+            }
+        }))
+    };
+    let tally = collector::run(&cfg, db, client, eventloop, stop).await?;
     checker.abort();
+    if let Some(api) = api {
+        let _ = tokio::time::timeout(Duration::from_secs(6), api).await;
+    }
     tracing::info!(
         kept = tally.kept,
         duplicates = tally.duplicates,

@@ -7,7 +7,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use sargs_hq::service::{agents, alarms, check, config::HqConfig, db::Db, ingest, report};
+use sargs_hq::service::{
+    agents, alarms, check, commands, config::HqConfig, db::Db, ingest, report, tokens,
+};
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +18,9 @@ use sargs_hq::service::{agents, alarms, check, config::HqConfig, db::Db, ingest,
     about = "HQ service: keeps what the fleet reports and proves its retention"
 )]
 struct Cli {
+    /// The service's configuration.
+    #[arg(long, global = true, default_value = "/etc/sargs-hq/hq.toml")]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,38 +28,41 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service: collect the fleet's messages into the database.
-    Run {
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
-    },
+    Run,
     /// Check the configuration and the database, then exit.
-    CheckConfig {
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
-    },
+    CheckConfig,
     /// Enrolled and pending gateways.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// API tokens: make one (shown once), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Alarms: open ones, or all with --all.
     Alarms {
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
         #[arg(long)]
         all: bool,
         #[arg(long)]
         json: bool,
     },
+    /// Commands and where they stand with each agent (--pending: those an
+    /// agent has not answered yet).
+    Commands {
+        #[arg(long)]
+        pending: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Command verbs, with sargsctl's flags: signed with `commands.key_file`,
+    /// recorded in the ledger, published to the config's broker.
+    #[command(flatten)]
+    Verb(Box<sargs_hq::verbs::Verb>),
     /// Messages that were not trusted, with the reason.
     Quarantine {
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// The compliance report for a time range.
     Report {
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
         /// Records that started at or after (RFC 3339); default: the beginning.
         #[arg(long)]
         from: Option<DateTime<Utc>>,
@@ -79,22 +87,32 @@ enum AgentCommand {
         site: String,
         #[arg(long, default_value = "")]
         description: String,
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
     },
     /// Approve a gateway that announced itself, with the key it announced.
-    Approve {
-        id: String,
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
-    },
+    Approve { id: String },
     /// List gateways.
     List {
-        #[arg(long, default_value = "/etc/sargs-hq/hq.toml")]
-        config: PathBuf,
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a token for OWNER with ROLE; prints it once.
+    Add {
+        #[arg(long)]
+        owner: String,
+        #[arg(long, value_enum)]
+        role: tokens::Role,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id.
+    Revoke { id: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,6 +141,7 @@ fn operator() -> String {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let config = cli.config.clone();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SARGS_LOG")
@@ -136,7 +155,7 @@ fn real_main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Run { config } => {
+            Command::Run => {
                 let cfg = load(&config)?;
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
@@ -151,7 +170,7 @@ fn real_main() -> anyhow::Result<()> {
                 });
                 sargs_hq::service::run(cfg, rx).await
             }
-            Command::CheckConfig { config } => {
+            Command::CheckConfig => {
                 let cfg = load(&config)?;
                 Db::open(&cfg.database.url).await?;
                 println!("{}: ok", config.display());
@@ -162,7 +181,6 @@ fn real_main() -> anyhow::Result<()> {
                 device_key,
                 site,
                 description,
-                config,
             }) => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
@@ -171,7 +189,7 @@ fn real_main() -> anyhow::Result<()> {
                 println!("agent {id} enrolled; {n} waiting message(s) kept");
                 Ok(())
             }
-            Command::Agent(AgentCommand::Approve { id, config }) => {
+            Command::Agent(AgentCommand::Approve { id }) => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
                 agents::approve(&db.pool, &id, &operator()).await?;
@@ -179,7 +197,7 @@ fn real_main() -> anyhow::Result<()> {
                 println!("agent {id} approved; {n} waiting message(s) kept");
                 Ok(())
             }
-            Command::Agent(AgentCommand::List { config, json }) => {
+            Command::Agent(AgentCommand::List { json }) => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
                 let list = agents::list(&db.pool).await?;
@@ -199,7 +217,7 @@ fn real_main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            Command::Alarms { config, all, json } => {
+            Command::Alarms { all, json } => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
                 check::run(&db.pool, &cfg.ledger, Utc::now()).await?;
@@ -216,7 +234,59 @@ fn real_main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            Command::Quarantine { config, json } => {
+            Command::Commands { pending, json } => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                let list = commands::list(&db.pool, pending).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    for c in list {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}\twaiting: {}",
+                            c.issued_at.to_rfc3339(),
+                            c.id,
+                            c.kind,
+                            c.target,
+                            c.issuer,
+                            if c.waiting.is_empty() { "-".to_owned() } else { c.waiting.join(",") }
+                        );
+                    }
+                }
+                Ok(())
+            }
+            Command::Token(t) => {
+                let cfg = load(&config)?;
+                let db = Db::open(&cfg.database.url).await?;
+                match t {
+                    TokenCommand::Add { owner, role } => {
+                        let (id, token) = tokens::add(&db.pool, &owner, role).await?;
+                        eprintln!("token {id} for {owner} ({}): keep it secret, it is shown once", role.as_str());
+                        println!("{token}");
+                    }
+                    TokenCommand::List { json } => {
+                        let list = tokens::list(&db.pool).await?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&list)?);
+                        } else {
+                            for t in list {
+                                let state = t.revoked_at.map_or("active".to_owned(), |r| format!("revoked {}", r.to_rfc3339()));
+                                println!("{}\t{}\t{}\t{}", t.id, t.role, t.owner, state);
+                            }
+                        }
+                    }
+                    TokenCommand::Revoke { id } => {
+                        tokens::revoke(&db.pool, &id).await?;
+                        println!("token {id} revoked");
+                    }
+                }
+                Ok(())
+            }
+            Command::Verb(verb) => {
+                let cfg = load(&config)?;
+                issue_verb(&cfg, *verb).await
+            }
+            Command::Quarantine { json } => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
                 let list = ingest::quarantined(&db.pool).await?;
@@ -230,7 +300,6 @@ fn real_main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Report {
-                config,
                 from,
                 to,
                 agent,
@@ -260,6 +329,40 @@ fn real_main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// A command verb: signed with the config's key (or --key), recorded in the
+/// ledger, then published to the config's broker (or --broker) and its
+/// responses printed.
+async fn issue_verb(cfg: &HqConfig, verb: sargs_hq::verbs::Verb) -> anyhow::Result<()> {
+    let (cmd, common) = sargs_hq::verbs::build(verb)?;
+    let key = common
+        .key
+        .clone()
+        .or_else(|| cfg.command_key.clone())
+        .context("no command key: set commands.key_file in the config, or give --key")?;
+    let bytes = sargs_hq::verbs::sign(&cmd, &key)?;
+    let db = Db::open(&cfg.database.url).await?;
+    commands::record(&db.pool, &cfg.trust, &bytes).await?;
+    sargs_hq::verbs::write_out(&common, &cmd, &bytes)?;
+    let b = &cfg.broker;
+    let options = sargs_hq::broker::BrokerOptions {
+        url: common
+            .broker
+            .broker
+            .clone()
+            .unwrap_or_else(|| b.url.clone()),
+        ca: b.ca_file.clone(),
+        client_cert: b.client_cert.clone(),
+        client_key: b.client_key.clone(),
+        username: b.username.clone(),
+        password: cfg.password().map_err(anyhow::Error::msg)?,
+    };
+    let prefix = b.prefix.clone();
+    tokio::task::spawn_blocking(move || {
+        sargs_hq::verbs::publish(&common, &options, &prefix, &cmd, bytes)
+    })
+    .await?
 }
 
 fn rules(cfg: &HqConfig) -> ingest::Rules {

@@ -8,7 +8,7 @@ use clap::Args;
 use sargs_core::seal::sign::DeviceKey;
 use sargs_hq::export::{ExportRecord, Request};
 
-use crate::verbs::{random_id, ScopeArgs};
+use sargs_hq::verbs::{random_id, ScopeArgs};
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {

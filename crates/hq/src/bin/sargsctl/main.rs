@@ -1,7 +1,7 @@
 //! `sargsctl`: the HQ/operator side.
 
 mod export;
-mod verbs;
+use sargs_hq::verbs;
 
 use std::io::Write;
 

@@ -1,6 +1,9 @@
-//! `sargsctl hold|release|extend|request|inventory|restrict|erase|resend`: each
-//! signs one command and writes it as a file for `sargs apply`, or publishes
-//! it over MQTT and prints the response(s).
+//! The command verbs `hold|release|extend|request|inventory|restrict|erase|resend`,
+//! shared by `sargsctl` and `sargs-hq` (the same flags): each builds one
+//! command, signs it with HQ's command key, and writes it as a file for
+//! `sargs apply` or publishes it over MQTT and prints the response(s).
+//! `sargs-hq` takes the key and the broker from its config and records the
+//! command in its ledger before publishing it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,9 +17,10 @@ use sargs_core::seal::sign::DeviceKey;
 /// Options every command verb takes.
 #[derive(Args, Debug)]
 pub struct Common {
-    /// HQ's command-signing key (from `sargsctl keygen --signing-key`).
+    /// HQ's command-signing key (from `sargsctl keygen --signing-key`;
+    /// `sargs-hq` defaults to its config's `commands.key_file`).
     #[arg(long)]
-    key: PathBuf,
+    pub key: Option<PathBuf>,
     /// The agent the command is for.
     #[arg(long, conflicts_with = "fleet", required_unless_present = "fleet")]
     agent: Option<String>,
@@ -33,8 +37,8 @@ pub struct Common {
     #[arg(long, default_value = "7d", value_parser = parse_duration)]
     expires_in: Duration,
     /// Where to write the signed command (must not exist), for `sargs apply`.
-    #[arg(long, required_unless_present = "broker")]
-    out: Option<PathBuf>,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// With --broker: how long to wait for the response(s), seconds.
@@ -73,7 +77,7 @@ pub struct BrokerArgs {
 }
 
 impl BrokerArgs {
-    pub fn options(&self, url: &str) -> Result<sargs_hq::broker::BrokerOptions> {
+    pub fn options(&self, url: &str) -> Result<crate::broker::BrokerOptions> {
         let password = match &self.password_file {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -85,7 +89,7 @@ impl BrokerArgs {
             ),
             None => None,
         };
-        Ok(sargs_hq::broker::BrokerOptions {
+        Ok(crate::broker::BrokerOptions {
             url: url.to_owned(),
             ca: self.ca_file.clone(),
             client_cert: self.client_cert.clone(),
@@ -296,8 +300,30 @@ pub fn random_id(prefix: &str) -> Result<String> {
     Ok(format!("{prefix}{}", sargs_core::seal::manifest::hex(&b)))
 }
 
-/// Builds, signs and writes the command; prints its id and kind.
+/// `sargsctl`: builds, signs and writes or publishes the command.
 pub fn run(verb: Verb) -> Result<()> {
+    let (cmd, common) = build(verb)?;
+    if common.out.is_none() && common.broker.broker.is_none() {
+        bail!("give --out FILE (for `sargs apply`) or --broker URL");
+    }
+    let key = common.key.clone().context("--key is required")?;
+    let bytes = sign(&cmd, &key)?;
+    write_out(&common, &cmd, &bytes)?;
+    match &common.broker.broker {
+        Some(url) => publish(
+            &common,
+            &common.broker.options(url)?,
+            &common.broker.prefix,
+            &cmd,
+            bytes,
+        ),
+        None => Ok(()),
+    }
+}
+
+/// The command a verb asks for (checked as the agent will check it), and
+/// the verb's common options.
+pub fn build(verb: Verb) -> Result<(Command, Common)> {
     let (action, common) = match verb {
         Verb::Hold {
             hold,
@@ -425,28 +451,39 @@ pub fn run(verb: Verb) -> Result<()> {
     // The same schema checks the agent applies, before anything is written.
     sargs_core::command::parse_payload(&sargs_core::command::to_payload(&cmd))
         .map_err(Error::msg)?;
-    let key = DeviceKey::load(&common.key)
+    Ok((cmd, common))
+}
+
+/// Signs `cmd` with the key in `key`: the envelope bytes.
+pub fn sign(cmd: &Command, key: &std::path::Path) -> Result<Vec<u8>> {
+    let key = DeviceKey::load(key)
         .map_err(Error::msg)
-        .context("--key")?;
-    let bytes = sargs_core::command::sign(&key, &cmd);
+        .with_context(|| format!("command key {}", key.display()))?;
+    Ok(sargs_core::command::sign(&key, cmd))
+}
+
+/// With `--out`: writes the signed command (a new file, mode 0600, synced).
+pub fn write_out(common: &Common, cmd: &Command, bytes: &[u8]) -> Result<()> {
     if let Some(out) = &common.out {
         let mut f = sargs_core::fsutil::create_new(out, 0o600)
             .with_context(|| format!("--out {}", out.display()))?;
-        f.write_all(&bytes)
+        f.write_all(bytes)
             .and_then(|_| f.sync_all())
             .with_context(|| format!("--out {}", out.display()))?;
         println!("{} {} -> {}", cmd.id, cmd.action.kind(), out.display());
     }
-    match &common.broker.broker {
-        Some(url) => publish(&common, url, &cmd, bytes),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 /// Publishes the command and prints the response(s); fails if any agent
 /// rejected it or none answered.
-fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<()> {
-    let prefix = &common.broker.prefix;
+pub fn publish(
+    common: &Common,
+    options: &crate::broker::BrokerOptions,
+    prefix: &str,
+    cmd: &Command,
+    bytes: Vec<u8>,
+) -> Result<()> {
     let (topic, responses) = match &cmd.target {
         Target::Agent(a) => (
             format!("{prefix}/agents/{a}/commands"),
@@ -458,8 +495,8 @@ fn publish(common: &Common, url: &str, cmd: &Command, bytes: Vec<u8>) -> Result<
         ),
     };
     let wait = std::time::Duration::from_secs(common.wait);
-    let client = sargs_hq::broker::HqClient::connect(
-        &common.broker.options(url)?,
+    let client = crate::broker::HqClient::connect(
+        options,
         &format!("sargsctl-{}", cmd.id),
         &[responses],
         wait,

@@ -1,0 +1,120 @@
+//! Healing what a broker lost: HQ finds the holes in each enrolled agent's
+//! numbering — a camera's records, the agent's receipts — and asks the
+//! agent, with a signed `resend`, to publish again from its own files
+//! everything from the first hole on. Each hole is asked about once
+//! (`heal_requests`): what the agent no longer has stays named as missing
+//! in the report, rather than being asked for at every check.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use sqlx::AnyPool;
+
+use sargs_core::command::{Action, Target};
+
+use super::db::ms;
+use super::issue::Issuer;
+
+/// The first missing sequence of each camera of `agent`, and of its
+/// receipts (`None` without holes).
+pub async fn holes(
+    pool: &AnyPool,
+    agent: &str,
+) -> Result<(BTreeMap<String, u64>, Option<u64>), sqlx::Error> {
+    // A record whose predecessor is absent: the hole ends just before it.
+    let first: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT b.camera, MIN(COALESCE((SELECT MAX(a.sequence) FROM records a
+                WHERE a.agent = b.agent AND a.camera = b.camera AND a.sequence < b.sequence), 0) + 1)
+         FROM records b
+         WHERE b.agent = $1 AND b.sequence > 1 AND NOT EXISTS (
+           SELECT 1 FROM records p WHERE p.agent = b.agent AND p.camera = b.camera AND p.sequence = b.sequence - 1)
+         GROUP BY b.camera",
+    )
+    .bind(agent)
+    .fetch_all(pool)
+    .await?;
+    // An aggregate without GROUP BY: one row, NULL when there is no hole.
+    let receipts: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT MIN(COALESCE((SELECT MAX(a.sequence) FROM receipts a
+                WHERE a.agent = b.agent AND a.sequence < b.sequence), 0) + 1)
+         FROM receipts b
+         WHERE b.agent = $1 AND b.sequence > 1 AND NOT EXISTS (
+           SELECT 1 FROM receipts p WHERE p.agent = b.agent AND p.sequence = b.sequence - 1)",
+    )
+    .bind(agent)
+    .fetch_optional(pool)
+    .await?;
+    Ok((
+        first
+            .into_iter()
+            .map(|(camera, from)| (camera, from.max(1) as u64))
+            .collect(),
+        receipts
+            .and_then(|(n,)| n)
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0),
+    ))
+}
+
+/// Asks every enrolled agent with a hole not asked about before to resend.
+pub async fn ask(pool: &AnyPool, issuer: &Issuer, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let agents: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM agents WHERE state = 'enrolled' ORDER BY id")
+            .fetch_all(pool)
+            .await?;
+    for (agent,) in agents {
+        let (cameras, receipts) = holes(pool, &agent).await?;
+        let mut wanted: Vec<(String, u64)> = cameras.into_iter().collect();
+        if let Some(r) = receipts {
+            wanted.push(("receipts".into(), r));
+        }
+        let mut new = Vec::new();
+        for (what, from) in wanted {
+            let asked: Option<(i64,)> = sqlx::query_as(
+                "SELECT 1 FROM heal_requests WHERE agent = $1 AND what = $2 AND from_sequence = $3",
+            )
+            .bind(&agent)
+            .bind(&what)
+            .bind(from as i64)
+            .fetch_optional(pool)
+            .await?;
+            if asked.is_none() {
+                new.push((what, from));
+            }
+        }
+        if new.is_empty() {
+            continue;
+        }
+        let receipts_from = new.iter().find(|(w, _)| w == "receipts").map(|(_, n)| *n);
+        let records_from: BTreeMap<String, u64> = new
+            .iter()
+            .filter(|(w, _)| w != "receipts")
+            .cloned()
+            .collect();
+        let cmd = issuer
+            .issue(
+                Target::Agent(agent.clone()),
+                "sargs-hq (ledger healing)",
+                Action::Resend {
+                    receipts_from,
+                    records_from,
+                },
+                Duration::days(7),
+            )
+            .await?;
+        for (what, from) in new {
+            sqlx::query(
+                "INSERT INTO heal_requests (agent, what, from_sequence, command_id, asked_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&agent)
+            .bind(&what)
+            .bind(from as i64)
+            .bind(&cmd.id)
+            .bind(ms(now))
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
+}
