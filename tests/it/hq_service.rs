@@ -30,7 +30,7 @@ fn hq_bin() -> String {
 }
 
 /// `sargs-hq ARGS --config hq.toml`, its stdout; panics on failure.
-fn hq(dir: &Path, args: &[&str]) -> String {
+pub fn hq(dir: &Path, args: &[&str]) -> String {
     let conf = dir.join("hq.toml");
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--config", conf.to_str().expect("utf-8 path")]);
@@ -39,17 +39,26 @@ fn hq(dir: &Path, args: &[&str]) -> String {
     out
 }
 
-fn hq_json(dir: &Path, args: &[&str]) -> Value {
+pub fn hq_json(dir: &Path, args: &[&str]) -> Value {
     let out = hq(dir, args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
 fn start_hq(dir: &Path) -> Spawned {
-    let log = std::fs::File::create(dir.join("hq.log")).expect("log");
+    start_hq_with(dir, &dir.join("hq.toml"), "hq.log")
+}
+
+/// `sargs-hq run --config CONFIG`, its log in `dir/log` (appended).
+pub fn start_hq_with(dir: &Path, config: &Path, log: &str) -> Spawned {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))
+        .expect("log");
     Spawned(
         bin_command(&hq_bin())
             .args(["run", "--config"])
-            .arg(dir.join("hq.toml"))
+            .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -259,6 +268,35 @@ fn the_fleet_is_kept(db: &str) {
         &topic("events"),
         br#"{"v":1,"agent":"other-gw","event":"camera.up"}"#.to_vec(),
     );
+    // A status from the past (a replay) and one announcing another device
+    // key: neither changes what HQ believes of the agent.
+    let key_b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(home.device_key())
+    };
+    let other_key = sargs_core::seal::sign::DeviceKey::generate()
+        .expect("key")
+        .public_key_b64();
+    let status = |at: &str, key: &str| {
+        serde_json::json!({"v":1,"agent":"test-gw","state":"offline","at":at,"version":"0","device_key":key})
+            .to_string()
+            .into_bytes()
+    };
+    w.publish(&topic("status"), status("2026-01-01T00:00:00Z", &key_b64));
+    w.publish(
+        &topic("status"),
+        status(&chrono::Utc::now().to_rfc3339(), &other_key),
+    );
+    // A record event sent again (re-serialised: other bytes, same record).
+    let sealed = w
+        .seen
+        .iter()
+        .filter(|(t, ..)| t.ends_with("/events"))
+        .filter_map(|(_, bytes, _)| serde_json::from_slice::<Value>(bytes).ok())
+        .find(|v| v["event"] == "segment.sealed")
+        .map(|v| v.to_string())
+        .expect("a segment.sealed event seen");
+    w.publish(&topic("events"), format!(" {sealed}").into_bytes());
     let codes = || -> Vec<String> {
         let mut c: Vec<String> = hq_json(dir, &["quarantine", "--json"])
             .as_array()
@@ -272,16 +310,18 @@ fn the_fleet_is_kept(db: &str) {
         c
     };
     assert!(
-        wait_until(T, || codes().len() >= 5),
-        "five quarantined: {:?}",
+        wait_until(T, || codes().len() >= 7),
+        "seven quarantined: {:?}",
         codes()
     );
     assert_eq!(
         codes(),
         [
             "agent-mismatch",
+            "key-changed",
             "malformed",
             "oversized",
+            "replayed",
             "unenrolled",
             "wrong-key"
         ],
@@ -325,6 +365,9 @@ fn the_fleet_is_kept(db: &str) {
     assert_eq!(t["on_time"], 0, "{r}");
     let alarms = hq(dir, &["alarms"]);
     assert!(alarms.contains("message.quarantined"), "{alarms}");
+    assert!(alarms.contains("agent.key_changed"), "{alarms}");
+    let agents = hq_json(dir, &["agent", "list", "--json"]);
+    assert_eq!(agents[0]["device_key"], key_b64.as_str(), "{agents}");
     assert!(!alarms.contains("chain.break"), "{alarms}");
     // Every segment of cam-1 is under the API's hold now.
     let (_, r) = http(

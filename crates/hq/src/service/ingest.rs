@@ -411,6 +411,28 @@ async fn status(
             .await?;
         }
         Some((state, enrolled_key)) => {
+            // A status older than the last one kept is a replay (the broker
+            // redelivers the same bytes, which the id already recognised):
+            // it must not flip the agent's state back.
+            let at = v
+                .get("at")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| ms(t.with_timezone(&Utc)));
+            let last: Option<(Option<i64>,)> = sqlx::query_as(
+                "SELECT MAX(at) FROM messages WHERE agent = $1 AND topic_kind = 'status'",
+            )
+            .bind(agent)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let (Some(at), Some((Some(last),))) = (at, last) {
+                if at < last {
+                    return Ok(Err(refuse(
+                        "replayed",
+                        "a status older than the last one kept",
+                    )));
+                }
+            }
             if !key.is_empty() && key != enrolled_key {
                 alarms::raise(
                     tx,
