@@ -1,5 +1,7 @@
 //! `sargs`: the edge agent's command line.
 
+mod demo_hq;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +57,11 @@ enum Command {
         /// segments outlive their deadline.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
         hold: Option<u64>,
+        /// Run HQ's side too: a Mosquitto on 127.0.0.1 (unless --mqtt), the
+        /// HQ service sargs-hq with its ledger and API, the demo agent
+        /// enrolled; print HQ's compliance report at the end.
+        #[arg(long)]
+        hq: bool,
     },
     /// Check chains, deletion receipts and the index against each other.
     Verify {
@@ -130,7 +137,8 @@ fn main() -> ExitCode {
             mqtt,
             accelerate,
             hold,
-        } => demo(&dir, seconds, mqtt.as_deref(), accelerate, hold),
+            hq,
+        } => demo(&dir, seconds, mqtt.as_deref(), accelerate, hold, hq),
         Command::Verify { config } => load(&config).and_then(|c| verify(&c)),
         Command::Status { config, json } => load(&config).and_then(|c| status(&c, json)),
         Command::Apply { config, file } => load(&config).and_then(|c| apply(&c, &file)),
@@ -247,9 +255,23 @@ fn demo(
     mqtt: Option<&str>,
     accelerate: Option<u32>,
     hold: Option<u64>,
+    hq: bool,
 ) -> Result<()> {
+    // With --hq and no --mqtt: a broker of the demo's own.
+    let broker = match (hq, mqtt) {
+        (true, None) => Some(demo_hq::DemoBroker::start(&dir.join("broker"))?),
+        _ => None,
+    };
+    let mqtt = mqtt.or(broker.as_ref().map(demo_hq::DemoBroker::url));
     let setup = sargs::demo::prepare(dir, mqtt).map_err(Error::msg)?;
+    let hq = match (hq, mqtt) {
+        (true, Some(url)) => Some(demo_hq::DemoHq::start(&setup, url, accelerate)?),
+        _ => None,
+    };
     println!("{}", setup.banner());
+    if let Some(hq) = &hq {
+        println!("{}", hq.banner());
+    }
     let clock = accelerate.map_or_else(Clock::system, Clock::accelerated);
     let started = clock.wall();
     if accelerate.is_some() {
@@ -293,6 +315,9 @@ fn demo(
         every,
     )?;
     println!("{}", setup.summary().map_err(Error::msg)?);
+    if let Some(hq) = hq {
+        println!("{}", hq.finish()?);
+    }
     Ok(())
 }
 

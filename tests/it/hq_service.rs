@@ -395,3 +395,42 @@ fn hq_keeps_the_fleet_in_postgresql() {
     let pg = Postgres::start();
     the_fleet_is_kept(&pg.create_db("hq"));
 }
+
+#[test]
+fn the_demo_runs_with_hq_and_its_ledger_reports_afterwards() {
+    let home = Home::new();
+    let dir = home.path().join("demo");
+    let out = bin_command(env!("CARGO_BIN_EXE_sargs"))
+        .args(["demo", "--hq", "--seconds", "12", "--dir"])
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("sargs demo --hq");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    for what in [
+        "HQ API: http://127.0.0.1:",
+        "# Compliance report",
+        "| demo-gateway | cctv |",
+    ] {
+        assert!(printed.contains(what), "{what} in {printed}");
+    }
+    let r = hq_json(&dir, &["report", "--format", "json"]);
+    let totals = r["totals"].as_object().expect("totals");
+    let mut names: Vec<&str> = totals.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "gaps",
+            "late",
+            "missing",
+            "on_time",
+            "overdue",
+            "protected",
+            "recorded"
+        ]
+    );
+    assert!(r["totals"]["recorded"].as_u64() >= Some(2), "{r}");
+    assert_eq!(r["totals"]["missing"], 0, "{r}");
+}

@@ -295,9 +295,13 @@ pub async fn active_protections(pool: &AnyPool) -> Result<Vec<(String, Scope)>, 
 impl Report {
     /// Markdown, for people.
     pub fn markdown(&self) -> String {
+        let from = if self.from == DateTime::<Utc>::MIN_UTC {
+            "the first".to_owned()
+        } else {
+            self.from.to_rfc3339()
+        };
         let mut s = format!(
-            "# Compliance report\n\nRecords that started from {} to {}, as of {}.\n\n",
-            self.from.to_rfc3339(),
+            "# Compliance report\n\nRecords that started from {from} to {}, as of {}.\n\n",
             self.to.to_rfc3339(),
             self.made_at.to_rfc3339()
         );
