@@ -77,7 +77,7 @@ fn write_hq_toml(dir: &Path, broker: &str, db: &str, command_key: &str, api: u16
 }
 
 /// One HTTP/1.1 request to the API on 127.0.0.1: (status, JSON body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("API connects");
     let auth = token
@@ -321,7 +321,7 @@ fn the_fleet_is_kept(db: &str) {
             "key-changed",
             "malformed",
             "oversized",
-            "replayed",
+            "stale-status",
             "unenrolled",
             "wrong-key"
         ],

@@ -19,6 +19,7 @@ mod export;
 mod export_input;
 mod faults;
 mod harness;
+mod hq_fleet;
 mod hq_replicas;
 mod hq_service;
 mod mqtt;

@@ -278,6 +278,7 @@ struct ReportQuery {
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     agent: Option<String>,
+    at: Option<DateTime<Utc>>,
 }
 
 async fn compliance(
@@ -286,7 +287,7 @@ async fn compliance(
     Query(q): Query<ReportQuery>,
 ) -> Reply {
     caller(&ctx, &h).await?;
-    let now = Utc::now();
+    let now = q.at.unwrap_or_else(Utc::now);
     let r = report::make(
         &ctx.pool,
         &report::Query {

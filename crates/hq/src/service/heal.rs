@@ -2,8 +2,10 @@
 //! numbering — a camera's records, the agent's receipts — and asks the
 //! agent, with a signed `resend`, to publish again from its own files
 //! everything from the first hole on. Each hole is asked about once
+//! while the agent has applied the request or may still answer it
 //! (`heal_requests`): what the agent no longer has stays named as missing
-//! in the report, rather than being asked for at every check.
+//! in the report, rather than being asked for at every check; a request
+//! the agent rejected (its clock, say) is asked again.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,10 @@ use sargs_core::command::{Action, Target};
 
 use super::db::ms;
 use super::issue::Issuer;
+
+/// How long after a rejected or unanswered request a hole is asked about
+/// again.
+const REASK: Duration = Duration::minutes(10);
 
 /// The first missing sequence of each camera of `agent`, and of its
 /// receipts (`None` without holes).
@@ -70,12 +76,21 @@ pub async fn ask(pool: &AnyPool, issuer: &Issuer, now: DateTime<Utc>) -> anyhow:
         }
         let mut new = Vec::new();
         for (what, from) in wanted {
+            // Asked already: applied, still valid and unanswered, or asked
+            // within REASK. A resend the agent rejected, or one that
+            // expired unanswered, is asked again after that.
             let asked: Option<(i64,)> = sqlx::query_as(
-                "SELECT 1 FROM heal_requests WHERE agent = $1 AND what = $2 AND from_sequence = $3",
+                "SELECT 1 FROM heal_requests h JOIN commands c ON c.id = h.command_id
+                 LEFT JOIN responses r ON r.command_id = c.id AND r.agent = h.agent
+                 WHERE h.agent = $1 AND h.what = $2 AND h.from_sequence = $3
+                   AND (r.status = 'applied' OR (r.status IS NULL AND c.expires_at > $4)
+                        OR h.asked_at > $5)",
             )
             .bind(&agent)
             .bind(&what)
             .bind(from as i64)
+            .bind(ms(now))
+            .bind(ms(now - REASK))
             .fetch_optional(pool)
             .await?;
             if asked.is_none() {
@@ -105,7 +120,9 @@ pub async fn ask(pool: &AnyPool, issuer: &Issuer, now: DateTime<Utc>) -> anyhow:
         for (what, from) in new {
             sqlx::query(
                 "INSERT INTO heal_requests (agent, what, from_sequence, command_id, asked_at)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (agent, what, from_sequence)
+                 DO UPDATE SET command_id = excluded.command_id, asked_at = excluded.asked_at",
             )
             .bind(&agent)
             .bind(&what)

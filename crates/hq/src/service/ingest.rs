@@ -91,6 +91,9 @@ pub fn parse_topic(prefix: &str, topic: &str) -> Option<(Option<String>, Topic)>
     Some((Some(agent.to_owned()), kind))
 }
 
+/// The code of a status older than the last one kept.
+const STALE_STATUS: &str = "stale-status";
+
 /// The message's id: SHA-256 over topic, a NUL and payload.
 pub fn message_id(topic: &str, payload: &[u8]) -> String {
     let mut bytes = Vec::with_capacity(topic.len() + 1 + payload.len());
@@ -183,6 +186,10 @@ async fn quarantine(
     .execute(&mut *tx)
     .await?;
     tracing::warn!(topic, code = r.code, reason = %r.reason, "message quarantined");
+    if r.code == STALE_STATUS {
+        // Kept for the record, but a broker's late Will is no alarm.
+        return Ok(());
+    }
     alarms::raise(
         tx,
         &format!("quarantine:{}:{}", agent.unwrap_or("-"), r.code),
@@ -428,8 +435,9 @@ async fn status(
             if let (Some(at), Some((Some(last),))) = (at, last) {
                 if at < last {
                     return Ok(Err(refuse(
-                        "replayed",
-                        "a status older than the last one kept",
+                        STALE_STATUS,
+                        "a status older than the last one kept: a replay, or the Last Will of \
+                         a connection the agent had already replaced",
                     )));
                 }
             }

@@ -71,6 +71,10 @@ enum Command {
         to: Option<DateTime<Utc>>,
         #[arg(long)]
         agent: Option<String>,
+        /// The instant the records' states are judged at (RFC 3339; default
+        /// now): what was overdue, protected or present then.
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
         #[arg(long, value_enum, default_value_t = Format::Md)]
         format: Format,
     },
@@ -306,11 +310,12 @@ fn real_main() -> anyhow::Result<()> {
                 from,
                 to,
                 agent,
+                at,
                 format,
             } => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
-                let now = Utc::now();
+                let now = at.unwrap_or_else(Utc::now);
                 let r = report::make(
                     &db.pool,
                     &report::Query {
