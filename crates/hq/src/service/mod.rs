@@ -5,7 +5,7 @@
 //! - [`db`] — the database (SQLite or PostgreSQL) and its migrations.
 //! - [`collector`] — broker → database, acknowledged only once committed.
 //! - [`ingest`] — one message checked and kept, or quarantined with a reason
-//!   ([`refusal`]: the reason).
+//!   ([`refusal`]: the reason; [`ledger`]: records, receipts and events).
 //! - [`commands`] — the signed commands seen, and the agents' responses.
 //! - [`agents`] — enrolment.
 //! - [`heal`] — asking agents to publish again what a broker lost.
@@ -28,6 +28,7 @@ pub mod db;
 pub mod heal;
 pub mod ingest;
 pub mod issue;
+pub mod ledger;
 pub mod refusal;
 pub mod report;
 pub mod tokens;
