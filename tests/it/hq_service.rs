@@ -237,6 +237,21 @@ fn the_fleet_is_kept(db: &str) {
         }),
         "the agent's response reaches the API"
     );
+    // The same through sargs-hq's own verbs (sargsctl's flags; the key and
+    // the broker from its config): recorded, published, answered.
+    let out = hq(
+        dir,
+        &[
+            "release",
+            "--hold",
+            "H-API",
+            "--agent",
+            "test-gw",
+            "--issuer",
+            "duty officer",
+        ],
+    );
+    assert!(out.contains("test-gw") && out.contains("applied"), "{out}");
 
     // Records HQ never heard of (made by hand, 40 days old) are deleted by
     // the agent with receipts; HQ asks for the records again.
@@ -328,6 +343,37 @@ fn the_fleet_is_kept(db: &str) {
     );
 
     agent.stop().expect("clean stop");
+    // A command for an agent that is away waits, and is listed as waiting.
+    let conf = dir.join("hq.toml");
+    let (ok, _, err) = run_in(
+        &hq_bin(),
+        &[
+            "inventory",
+            "--cameras",
+            "cam-1",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2100-01-01",
+            "--agent",
+            "test-gw",
+            "--issuer",
+            "DPO",
+            "--wait",
+            "1",
+            "--config",
+            conf.to_str().expect("utf-8"),
+        ],
+        dir,
+    );
+    assert!(!ok && err.contains("no response"), "{err}");
+    let pending = hq_json(dir, &["commands", "--pending", "--json"]);
+    assert!(
+        pending.as_array().is_some_and(|p| p.len() == 1
+            && p[0]["kind"] == "inventory"
+            && p[0]["waiting"] == serde_json::json!(["test-gw"])),
+        "{pending}"
+    );
     // Every record on the agent's disk, and every receipt, reached the ledger.
     let live = on_disk(&home, "cam-1");
     let old = on_disk(&home, "cam-old");
@@ -369,6 +415,34 @@ fn the_fleet_is_kept(db: &str) {
     let agents = hq_json(dir, &["agent", "list", "--json"]);
     assert_eq!(agents[0]["device_key"], key_b64.as_str(), "{agents}");
     assert!(!alarms.contains("chain.break"), "{alarms}");
+    // Late stays late: the operator clears the alarm once seen.
+    let late = hq_json(dir, &["alarms", "--json"])
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["kind"] == "deletions.late").cloned())
+        .unwrap_or_else(|| panic!("a deletions.late alarm: {alarms}"));
+    assert!(
+        late["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("3 deletion")),
+        "{late}"
+    );
+    let key = late["key"].as_str().expect("key");
+    hq(dir, &["alarms", "--clear", key]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !hq(dir, &["alarms"]).contains("deletions.late"),
+        "cleared, and not raised again"
+    );
+    let csv = hq(
+        dir,
+        &["report", "--format", "csv", "--to", "2100-01-01T00:00:00Z"],
+    );
+    assert!(
+        csv.starts_with(
+            "agent,class,recorded,on_time,late,overdue,protected,gaps,missing\ntest-gw,cctv,"
+        ),
+        "{csv}"
+    );
     // Every segment of cam-1 is under the API's hold now.
     let (_, r) = http(
         api,

@@ -37,6 +37,62 @@ pub async fn raise(
     Ok(())
 }
 
+/// Raises the alarm `key` unless it was ever raised (open or cleared).
+pub async fn raise_once(
+    tx: &mut AnyConnection,
+    key: &str,
+    agent: Option<&str>,
+    kind: &str,
+    detail: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO alarms (key, agent, kind, detail, raised_at, cleared_at)
+         VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(agent)
+    .bind(kind)
+    .bind(detail)
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Clears `agent`'s open alarms of `kind` other than `key` (which says
+/// more).
+pub async fn supersede(
+    tx: &mut AnyConnection,
+    kind: &str,
+    agent: &str,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE alarms SET cleared_at = $4
+         WHERE kind = $1 AND agent = $2 AND key <> $3 AND cleared_at IS NULL",
+    )
+    .bind(kind)
+    .bind(agent)
+    .bind(key)
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// An operator clears an alarm; `false` if it was not open.
+pub async fn clear_by_operator(pool: &AnyPool, key: &str) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE alarms SET cleared_at = $2 WHERE key = $1 AND cleared_at IS NULL")
+            .bind(key)
+            .bind(ms(Utc::now()))
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Clears the alarm `key` if it is open.
 pub async fn clear(
     tx: &mut AnyConnection,

@@ -8,7 +8,10 @@
 //!   not its predecessor's; `receipt.mismatch`: a receipt that names another
 //!   manifest or ciphertext than the record HQ kept.
 //! - `records.overdue` and `records.missing`: per agent, with the count and
-//!   the first named (the report names them all).
+//!   the first named (the report names them all), cleared when none is left.
+//! - `deletions.late`: per agent and count of late deletions, raised once:
+//!   a late deletion stays late, so an operator clears the alarm
+//!   (`sargs-hq alarms --clear KEY`) and hears again only of new ones.
 //!
 //! Checks run on whole tables with joins, so they also catch what two
 //! replicas kept at the same instant without seeing each other.
@@ -106,6 +109,20 @@ pub async fn run(pool: &AnyPool, ledger: &Ledger, now: DateTime<Utc>) -> anyhow:
     .await?;
     let mut tx = pool.begin().await?;
     for (id, ..) in &agents {
+        let late = all
+            .late
+            .iter()
+            .filter(|n| n.segment_id.split('/').next() == Some(id.as_str()))
+            .count();
+        if late > 0 {
+            // Late stays late: one alarm per count, raised once, so that an
+            // operator who cleared it hears again only of new ones.
+            let key = format!("deletions.late:{id}:{late}");
+            let detail =
+                format!("{late} deletion(s) past the bound in all (the report names them)");
+            alarms::raise_once(&mut tx, &key, Some(id), "deletions.late", &detail, now).await?;
+            alarms::supersede(&mut tx, "deletions.late", id, &key, now).await?;
+        }
         for (kind, list) in [
             ("records.overdue", &all.overdue),
             ("records.missing", &all.missing),

@@ -41,6 +41,9 @@ enum Command {
     Alarms {
         #[arg(long)]
         all: bool,
+        /// Clear the alarm with this key (an operator has seen to it).
+        #[arg(long, value_name = "KEY")]
+        clear: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -224,9 +227,16 @@ fn real_main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            Command::Alarms { all, json } => {
+            Command::Alarms { all, clear, json } => {
                 let cfg = load(&config)?;
                 let db = Db::open(&cfg.database.url).await?;
+                if let Some(key) = clear {
+                    if !alarms::clear_by_operator(&db.pool, &key).await? {
+                        anyhow::bail!("no open alarm {key}");
+                    }
+                    println!("alarm {key} cleared");
+                    return Ok(());
+                }
                 check::run(&db.pool, &cfg.ledger, Utc::now()).await?;
                 let list = alarms::list(&db.pool, all).await?;
                 if json {
@@ -236,7 +246,14 @@ fn real_main() -> anyhow::Result<()> {
                         let state = a
                             .cleared_at
                             .map_or("open".to_owned(), |c| format!("cleared {}", c.to_rfc3339()));
-                        println!("{}\t{}\t{}\t{}", a.raised_at.to_rfc3339(), a.kind, state, a.detail);
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            a.raised_at.to_rfc3339(),
+                            a.kind,
+                            state,
+                            a.key,
+                            a.detail
+                        );
                     }
                 }
                 Ok(())
