@@ -309,9 +309,10 @@ fn a_fleet_over_120_simulated_days_is_accounted_for() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let cut = Utc::now();
-    std::thread::sleep(Duration::from_secs(6));
-    // Everything made before the cut is on its way; the outboxes drain
-    // while the agents run.
+    // Every record that started before the cut is sealed within a segment
+    // (10 s for the demo's) and on its way; the outboxes drain while the
+    // agents run.
+    std::thread::sleep(Duration::from_secs(14));
     let data = |d: &Path| -> PathBuf { d.join("data") };
     let made: BTreeSet<String> = [&a_dir, &b_dir, &c_dir]
         .iter()
