@@ -182,7 +182,8 @@ fn real_main() -> anyhow::Result<()> {
             }
             Command::CheckConfig => {
                 let cfg = load(&config)?;
-                Db::open(&cfg.database.url).await?;
+                // Closed before exit: SQLite folds its write-ahead log back in.
+                Db::open(&cfg.database.url).await?.pool.close().await;
                 println!("{}: ok", config.display());
                 Ok(())
             }
