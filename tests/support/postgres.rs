@@ -38,8 +38,13 @@ const READY: Duration = Duration::from_secs(30);
 impl Postgres {
     /// Starts a new server in a fresh directory under the system's temporary
     /// directory.
+    /// Starts a new server in the build's temporary folder, not /tmp: the
+    /// kill -9 test asserts that nothing under /tmp looks like plaintext
+    /// video, and a database's files hold whatever other tests stored.
     pub fn start() -> Postgres {
-        Postgres::start_in(&std::env::temp_dir())
+        let parent = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("postgres");
+        std::fs::create_dir_all(&parent).expect("postgres parent folder");
+        Postgres::start_in(&parent)
     }
 
     /// Starts a new server in a fresh directory under `parent`.

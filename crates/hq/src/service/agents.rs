@@ -65,9 +65,15 @@ pub async fn add(
             .await?;
         }
         None => {
-            sqlx::query(
+            // A status may make it pending meanwhile (the collector runs):
+            // then it is enrolled over that, as an approval would.
+            let done = sqlx::query(
                 "INSERT INTO agents (id, state, device_key, site, description, added_at, approved_by, online)
-                 VALUES ($1, 'enrolled', $2, $3, $4, $5, $6, 0)",
+                 VALUES ($1, 'enrolled', $2, $3, $4, $5, $6, 0)
+                 ON CONFLICT (id) DO UPDATE SET state = 'enrolled', device_key = excluded.device_key,
+                   site = excluded.site, description = excluded.description,
+                   approved_by = excluded.approved_by
+                 WHERE agents.state = 'pending'",
             )
             .bind(id)
             .bind(device_key)
@@ -77,6 +83,9 @@ pub async fn add(
             .bind(by)
             .execute(&mut *tx)
             .await?;
+            if done.rows_affected() == 0 {
+                anyhow::bail!("agent {id} was enrolled meanwhile by someone else; list the agents");
+            }
         }
     }
     alarms::clear(&mut tx, &format!("agent.pending:{id}"), now).await?;
