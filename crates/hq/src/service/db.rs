@@ -56,6 +56,12 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("database {url}: the migration lock file: {source}")]
+    Lock {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database {url}: migrating the schema: {source}")]
     Migrate {
         url: String,
@@ -126,6 +132,26 @@ impl Db {
                 })
                 .collect(),
         );
+        // sqlx serialises migrators with an advisory lock on PostgreSQL; a
+        // SQLite file has none, so the service and an operator's command
+        // starting together would both apply a migration. A lock file
+        // beside the database serialises them; the second finds the
+        // migrations applied.
+        let _guard = match backend {
+            Backend::Sqlite => {
+                let path = url.clone();
+                // Waiting for the lock blocks: off the runtime's threads.
+                let lock = tokio::task::spawn_blocking(move || migration_lock(&path))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
+                Some(lock.map_err(|source| DbError::Lock {
+                    url: shown.clone(),
+                    source,
+                })?)
+            }
+            Backend::Postgres => None,
+        };
         migrator
             .run(&pool)
             .await
@@ -135,6 +161,21 @@ impl Db {
             })?;
         Ok(Db { pool, backend })
     }
+}
+
+/// Takes the exclusive lock on `<database file>.migrate-lock` (created if
+/// missing), waiting for another process that holds it; released when the
+/// returned file is dropped.
+fn migration_lock(url: &str) -> std::io::Result<std::fs::File> {
+    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{path}.migrate-lock"))?;
+    file.lock()?;
+    Ok(file)
 }
 
 /// The URL without its password, for messages and logs.
@@ -163,6 +204,23 @@ pub fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
 
 #[cfg(test)]
 mod tests {
+    /// The service and an operator's command open a new SQLite file at
+    /// once: one applies the migrations, the other finds them applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_openers_of_a_new_sqlite_file_migrate_it_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("hq.db").display());
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { super::Db::open(&url).await.map(|_| ()) })
+            })
+            .collect();
+        for o in opens {
+            o.await.expect("joined").expect("each opens the database");
+        }
+    }
+
     #[test]
     fn passwords_are_not_shown() {
         assert_eq!(
