@@ -470,6 +470,50 @@ fn hq_keeps_the_fleet_in_postgresql() {
     the_fleet_is_kept(&pg.create_db("hq"));
 }
 
+/// Thousands of messages published at once, far more than the service's
+/// Receive Maximum (Mosquitto forwards them all the same): every one is
+/// committed and acknowledged. A collector whose broker poller waited for
+/// its committing task stalled here after about a thousand.
+#[test]
+fn a_burst_far_beyond_the_receive_maximum_is_kept_whole() {
+    const N: usize = 4000;
+    let home = Home::new();
+    let dir = home.path();
+    let mut broker = Broker::start_with_conf(dir, "max_queued_messages 100000\n");
+    let key = hq_keygen(dir);
+    write_hq_toml(dir, &broker.url(), "sqlite://hq.db", &key, free_port());
+    let _service = start_hq(dir);
+    let w = Watcher::connect(broker.port, "burst", None, &[]);
+    // Wait for the service's subscription: a first message is kept.
+    let quarantined = || {
+        hq_json(dir, &["quarantine", "--json"])
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    let one = |i: usize| {
+        format!(r#"{{"v":1,"agent":"stranger","event":"camera.up","camera":"c","at":"{i}"}}"#)
+            .into_bytes()
+    };
+    assert!(
+        wait_until(T, || {
+            w.publish("sargs/agents/stranger/events", one(0));
+            quarantined() > 0
+        }),
+        "the service subscribed"
+    );
+    for i in 1..=N {
+        w.publish("sargs/agents/stranger/events", one(i));
+    }
+    assert!(
+        wait_until(T, || quarantined() == N + 1),
+        "{} of {} kept; log: {}",
+        quarantined(),
+        N + 1,
+        std::fs::read_to_string(dir.join("hq.log")).unwrap_or_default()
+    );
+    broker.stop();
+}
+
 #[test]
 fn the_demo_runs_with_hq_and_its_ledger_reports_afterwards() {
     let home = Home::new();

@@ -100,6 +100,11 @@ impl Broker {
     /// Starts on `port`, or on a free one: a port free when asked may be
     /// taken by another test process before mosquitto binds it, and then
     /// another one is tried.
+    /// Anonymous, with extra `mosquitto.conf` lines.
+    pub fn start_with_conf(dir: &Path, extra: &str) -> Broker {
+        Broker::start_conf(dir, None, None, &format!("allow_anonymous true\n{extra}"))
+    }
+
     fn start_conf(dir: &Path, pki: Option<&Pki>, port: Option<u16>, auth: &str) -> Broker {
         let mut last = String::new();
         for _ in 0..10 {

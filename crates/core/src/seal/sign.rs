@@ -183,27 +183,51 @@ impl Envelope {
     pub fn open(bytes: &[u8], expected_key: Option<&[u8; 32]>) -> Result<Envelope, EnvelopeError> {
         let env: Envelope =
             serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if env.v != ENVELOPE_VERSION || env.alg != "ed25519" {
-            return Err(EnvelopeError::Unsupported(env.v, env.alg));
+        env.check(expected_key)?;
+        Ok(env)
+    }
+
+    /// [`Envelope::open`] of an envelope already parsed as JSON (an
+    /// envelope inside a message), without checking the signature yet: the
+    /// envelope and its signer's key. [`Envelope::verify`] checks it.
+    pub fn parse_value(value: &serde_json::Value) -> Result<(Envelope, Vec<u8>), EnvelopeError> {
+        let env =
+            Envelope::deserialize(value).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let key = env.signer()?;
+        Ok((env, key))
+    }
+
+    /// The version, the algorithm, and the signer's key bytes.
+    fn signer(&self) -> Result<Vec<u8>, EnvelopeError> {
+        if self.v != ENVELOPE_VERSION || self.alg != "ed25519" {
+            return Err(EnvelopeError::Unsupported(self.v, self.alg.clone()));
         }
-        let key = STANDARD
-            .decode(&env.key)
-            .map_err(|e| EnvelopeError::Malformed(format!("key: {e}")))?;
+        STANDARD
+            .decode(&self.key)
+            .map_err(|e| EnvelopeError::Malformed(format!("key: {e}")))
+    }
+
+    /// Checks the signature against the key the envelope names.
+    pub fn verify(&self, key: &[u8]) -> Result<(), EnvelopeError> {
+        let sig = STANDARD
+            .decode(&self.sig)
+            .map_err(|e| EnvelopeError::Malformed(format!("sig: {e}")))?;
+        signature::UnparsedPublicKey::new(&signature::ED25519, key)
+            .verify(self.payload.as_bytes(), &sig)
+            .map_err(|_| EnvelopeError::BadSignature)
+    }
+
+    fn check(&self, expected_key: Option<&[u8; 32]>) -> Result<(), EnvelopeError> {
+        let key = self.signer()?;
         if let Some(expected) = expected_key {
             if key.as_slice() != expected.as_slice() {
                 return Err(EnvelopeError::WrongKey {
-                    found: env.key.clone(),
+                    found: self.key.clone(),
                     expected: STANDARD.encode(expected),
                 });
             }
         }
-        let sig = STANDARD
-            .decode(&env.sig)
-            .map_err(|e| EnvelopeError::Malformed(format!("sig: {e}")))?;
-        signature::UnparsedPublicKey::new(&signature::ED25519, &key)
-            .verify(env.payload.as_bytes(), &sig)
-            .map_err(|_| EnvelopeError::BadSignature)?;
-        Ok(env)
+        self.verify(&key)
     }
 }
 

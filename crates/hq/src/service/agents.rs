@@ -42,7 +42,7 @@ pub async fn add(
         anyhow::bail!("device key {device_key:?} is not a Base64 Ed25519 public key");
     }
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::write(pool).await?;
     let known: Option<(String, String)> =
         sqlx::query_as("SELECT state, device_key FROM agents WHERE id = $1")
             .bind(id)
@@ -118,7 +118,7 @@ pub async fn replay(pool: &AnyPool, rules: &Rules, id: &str) -> anyhow::Result<u
     .await?;
     let mut kept = 0;
     for (qid, topic, payload) in rows {
-        let mut tx = pool.begin().await?;
+        let mut tx = super::db::write(pool).await?;
         sqlx::query("DELETE FROM quarantine WHERE id = $1")
             .bind(&qid)
             .execute(&mut *tx)

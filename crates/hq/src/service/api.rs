@@ -225,21 +225,47 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
         Option<String>,
         Option<String>,
     );
-    let rows: Vec<Columns> = sqlx::query_as(
-        "SELECT r.segment_id, r.kind, r.start_ms, r.end_ms, r.class, r.delete_after_ms, r.gap_reason,
-                c.deleted_at_ms, c.reason, r.ciphertext_sha256
-         FROM records r LEFT JOIN receipts c ON c.agent = r.agent AND c.segment_id = r.segment_id
-         WHERE ($1 = '' OR r.agent = $1) AND ($2 = '' OR r.camera = $2)
-           AND r.end_ms >= $3 AND r.start_ms < $4
-         ORDER BY r.agent, r.camera, r.sequence LIMIT $5",
-    )
-    .bind(q.agent.unwrap_or_default())
-    .bind(q.camera.unwrap_or_default())
-    .bind(q.from.map_or(i64::MIN, ms))
-    .bind(q.to.map_or(i64::MAX, ms))
-    .bind(q.limit.unwrap_or(1000).clamp(1, 10_000))
-    .fetch_all(&ctx.pool)
-    .await?;
+    // Walks the primary key (agent, camera, sequence) in order, from the
+    // agent and camera asked for, and stops at the limit: the agent and
+    // camera are matched only when given (so that they seek; a camera
+    // without its agent only filters, `|| ''`, or SQLite would read every
+    // record and sort them), the span only filters (`+`: not by
+    // `records_start`, which would read every record before `to` and sort
+    // them). The deletion is the record's own (`rollup.rs`), no join.
+    let (agent, camera) = (q.agent.unwrap_or_default(), q.camera.unwrap_or_default());
+    let mut sql = String::from(
+        "SELECT segment_id, kind, start_ms, end_ms, class, delete_after_ms, gap_reason,
+                deleted_at_ms, deletion_reason, ciphertext_sha256
+         FROM records WHERE +end_ms >= $1 AND +start_ms < $2",
+    );
+    let mut n = 2;
+    let camera_term = if agent.is_empty() {
+        "camera || ''"
+    } else {
+        "camera"
+    };
+    for (term, value) in [("agent", &agent), (camera_term, &camera)] {
+        if !value.is_empty() {
+            n += 1;
+            sql.push_str(&format!(" AND {term} = ${n}"));
+        }
+    }
+    sql.push_str(&format!(
+        " ORDER BY agent, camera, sequence LIMIT ${}",
+        n + 1
+    ));
+    let mut query = sqlx::query_as::<_, Columns>(sqlx::AssertSqlSafe(sql))
+        .bind(q.from.map_or(i64::MIN, ms))
+        .bind(q.to.map_or(i64::MAX, ms));
+    for value in [&agent, &camera] {
+        if !value.is_empty() {
+            query = query.bind(value.clone());
+        }
+    }
+    let rows: Vec<Columns> = query
+        .bind(q.limit.unwrap_or(1000).clamp(1, 10_000))
+        .fetch_all(&ctx.pool)
+        .await?;
     let out: Vec<Value> = rows
         .into_iter()
         .map(

@@ -13,11 +13,16 @@
 //!   a late deletion stays late, so an operator clears the alarm
 //!   (`sargs-hq alarms --clear KEY`) and hears again only of new ones.
 //!
-//! Checks run on whole tables with joins, so they also catch what two
-//! replicas kept at the same instant without seeing each other.
+//! No check reads every record. The chains and the receipts' match are
+//! checked for what arrived since the last check (`received_at`, with a
+//! margin, [`MARGIN_MS`]): a link is between two rows, and the pair is
+//! looked at once the later of them has arrived, from either side, so a
+//! break between two rows that two replicas kept at the same instant
+//! without seeing each other is caught too. The overdue, missing and late
+//! come from the report, which reads the rollups (`rollup.rs`).
 
 use chrono::{DateTime, Duration, Utc};
-use sqlx::AnyPool;
+use sqlx::{AnyConnection, AnyPool};
 
 use super::alarms;
 use super::config::Ledger;
@@ -25,14 +30,20 @@ use super::db::ms;
 use super::report;
 
 /// Runs every check once.
+///
+/// Everything is read before the write transaction opens, which then only
+/// raises and clears alarms: reading takes no lock (SQLite's WAL,
+/// PostgreSQL's snapshots), so however long the reading, the collector is
+/// never kept waiting for it.
 pub async fn run(pool: &AnyPool, ledger: &Ledger, now: DateTime<Utc>) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
     let quiet = ms(now - Duration::seconds(ledger.offline_after_s as i64));
     let agents: Vec<(String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT id, online, status_at, last_seen FROM agents WHERE state = 'enrolled'",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
+    let found = chains(pool).await?;
+    let mut tx = super::db::write(pool).await?;
     for (id, online, status_at, last_seen) in &agents {
         let key = format!("agent.offline:{id}");
         let silent = last_seen.is_none_or(|t| t < quiet);
@@ -47,52 +58,7 @@ pub async fn run(pool: &AnyPool, ledger: &Ledger, now: DateTime<Utc>) -> anyhow:
             alarms::clear(&mut tx, &key, now).await?;
         }
     }
-    let breaks: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT b.agent, b.camera, b.sequence FROM records a JOIN records b
-           ON a.agent = b.agent AND a.camera = b.camera AND b.sequence = a.sequence + 1
-         WHERE b.prev_manifest_sha256 <> a.manifest_sha256",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for (agent, camera, seq) in breaks {
-        let key = format!("chain.break:{agent}/{camera}/{seq}");
-        let detail =
-            format!("record {agent}/{camera}/{seq} does not name its predecessor's manifest");
-        alarms::raise(&mut tx, &key, Some(&agent), "chain.break", &detail, now).await?;
-    }
-    let breaks: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT b.agent, b.sequence FROM receipts a JOIN receipts b
-           ON a.agent = b.agent AND b.sequence = a.sequence + 1
-         WHERE b.prev_receipt_sha256 <> a.payload_sha256",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for (agent, seq) in breaks {
-        let key = format!("chain.break:{agent}/receipts/{seq}");
-        let detail = format!("receipt {seq} of {agent} does not name its predecessor");
-        alarms::raise(&mut tx, &key, Some(&agent), "chain.break", &detail, now).await?;
-    }
-    let mismatched: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT c.agent, c.segment_id, c.sequence FROM receipts c JOIN records r
-           ON r.agent = c.agent AND r.segment_id = c.segment_id
-         WHERE r.manifest_sha256 <> c.manifest_sha256
-            OR COALESCE(r.ciphertext_sha256, '') <> c.ciphertext_sha256",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for (agent, segment, seq) in mismatched {
-        let key = format!("receipt.mismatch:{agent}/{seq}");
-        let detail = format!("receipt {seq} names another manifest than record {segment}");
-        alarms::raise(
-            &mut tx,
-            &key,
-            Some(&agent),
-            "receipt.mismatch",
-            &detail,
-            now,
-        )
-        .await?;
-    }
+    found.write(&mut tx, now).await?;
     tx.commit().await?;
 
     let all = report::make(
@@ -107,7 +73,7 @@ pub async fn run(pool: &AnyPool, ledger: &Ledger, now: DateTime<Utc>) -> anyhow:
         },
     )
     .await?;
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::write(pool).await?;
     for (id, ..) in &agents {
         let late = all
             .late
@@ -143,4 +109,125 @@ pub async fn run(pool: &AnyPool, ledger: &Ledger, now: DateTime<Utc>) -> anyhow:
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// How far before the newest arrival seen by the last check the next one
+/// looks again. `received_at` is the instant a collector began the batch's
+/// transaction, on its replica's clock; a row becomes visible when that
+/// transaction commits. A row the last check could not see yet (its
+/// transaction still open, or written by a replica whose clock is behind)
+/// has a `received_at` at most the transaction's length plus the clocks'
+/// difference before the newest the check saw: a batch commits in well
+/// under a minute (SQLite's busy timeout is 10 s), and replicas' clocks
+/// agree to a second under NTP. Ten minutes covers both many times over;
+/// what it costs is looking at ten minutes of arrivals again (a few
+/// thousand rows at a fleet's rate).
+pub const MARGIN_MS: i64 = 600_000;
+
+/// `chain.break` and `receipt.mismatch` for the rows that arrived since the
+/// last check (less [`MARGIN_MS`]), both sides of each link; then the
+/// watermark moves to the newest arrival seen before looking.
+async fn chains(pool: &AnyPool) -> Result<Findings, sqlx::Error> {
+    let mut found = Findings::default();
+    let last: Option<(i64,)> =
+        sqlx::query_as("SELECT received_at FROM ledger_checks WHERE what = 'chains'")
+            .fetch_optional(pool)
+            .await?;
+    // The newest arrival now, read before the rows (index-only maxima).
+    let newest: (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT MAX(received_at) FROM records), (SELECT MAX(received_at) FROM receipts)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let since = last.map_or(i64::MIN, |(w,)| w.saturating_sub(MARGIN_MS));
+    let breaks: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT b.agent, b.camera, b.sequence FROM records b JOIN records a
+           ON a.agent = b.agent AND a.camera = b.camera AND a.sequence = b.sequence - 1
+         WHERE b.received_at >= $1 AND b.prev_manifest_sha256 <> a.manifest_sha256
+         UNION
+         SELECT b.agent, b.camera, b.sequence FROM records a JOIN records b
+           ON b.agent = a.agent AND b.camera = a.camera AND b.sequence = a.sequence + 1
+         WHERE a.received_at >= $1 AND b.prev_manifest_sha256 <> a.manifest_sha256",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for (agent, camera, seq) in breaks {
+        let key = format!("chain.break:{agent}/{camera}/{seq}");
+        let detail =
+            format!("record {agent}/{camera}/{seq} does not name its predecessor's manifest");
+        found.alarms.push((key, agent, "chain.break", detail));
+    }
+    let breaks: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT b.agent, b.sequence FROM receipts b JOIN receipts a
+           ON a.agent = b.agent AND a.sequence = b.sequence - 1
+         WHERE b.received_at >= $1 AND b.prev_receipt_sha256 <> a.payload_sha256
+         UNION
+         SELECT b.agent, b.sequence FROM receipts a JOIN receipts b
+           ON b.agent = a.agent AND b.sequence = a.sequence + 1
+         WHERE a.received_at >= $1 AND b.prev_receipt_sha256 <> a.payload_sha256",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for (agent, seq) in breaks {
+        let key = format!("chain.break:{agent}/receipts/{seq}");
+        let detail = format!("receipt {seq} of {agent} does not name its predecessor");
+        found.alarms.push((key, agent, "chain.break", detail));
+    }
+    let mismatched: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT c.agent, c.segment_id, c.sequence FROM receipts c JOIN records r
+           ON r.agent = c.agent AND r.segment_id = c.segment_id
+         WHERE c.received_at >= $1 AND (r.manifest_sha256 <> c.manifest_sha256
+            OR COALESCE(r.ciphertext_sha256, '') <> c.ciphertext_sha256)
+         UNION
+         SELECT c.agent, c.segment_id, c.sequence FROM records r JOIN receipts c
+           ON c.agent = r.agent AND c.segment_id = r.segment_id
+         WHERE r.received_at >= $1 AND (r.manifest_sha256 <> c.manifest_sha256
+            OR COALESCE(r.ciphertext_sha256, '') <> c.ciphertext_sha256)",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for (agent, segment, seq) in mismatched {
+        let key = format!("receipt.mismatch:{agent}/{seq}");
+        let detail = format!("receipt {seq} names another manifest than record {segment}");
+        found.alarms.push((key, agent, "receipt.mismatch", detail));
+    }
+    let newest = match newest {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    found.newest = newest;
+    Ok(found)
+}
+
+/// What [`chains`] found: alarms `(key, agent, kind, detail)` to raise, and
+/// the newest arrival it looked at.
+#[derive(Default)]
+struct Findings {
+    alarms: Vec<(String, String, &'static str, String)>,
+    newest: Option<i64>,
+}
+
+impl Findings {
+    /// Raises the alarms and moves the watermark, in the caller's
+    /// transaction.
+    async fn write(self, tx: &mut AnyConnection, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        for (key, agent, kind, detail) in &self.alarms {
+            alarms::raise(tx, key, Some(agent), kind, detail, now).await?;
+        }
+        if let Some(w) = self.newest {
+            sqlx::query(
+                "INSERT INTO ledger_checks (what, received_at) VALUES ('chains', $1)
+                 ON CONFLICT (what) DO UPDATE SET received_at = CASE
+                   WHEN excluded.received_at > ledger_checks.received_at THEN excluded.received_at
+                   ELSE ledger_checks.received_at END",
+            )
+            .bind(w)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
 }

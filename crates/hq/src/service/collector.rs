@@ -33,7 +33,8 @@ use sargs_core::link::TlsFiles;
 
 use super::config::HqConfig;
 use super::db::Db;
-use super::ingest::{self, Outcome, Rules};
+use super::ingest::{self, Batch, Outcome, Rules};
+use super::prepare::Prepared;
 
 /// Most messages committed in one transaction.
 pub const BATCH: usize = 512;
@@ -103,6 +104,17 @@ pub fn connect(cfg: &HqConfig) -> anyhow::Result<(AsyncClient, EventLoop)> {
 
 /// Runs until `stop` turns true: subscribes at every connection, keeps and
 /// acknowledges.
+///
+/// Three tasks, so that no wait can block another: this one only polls the
+/// event loop (which is what sends the acknowledgements out) and hands
+/// each message on without waiting; a second prepares messages (hash,
+/// JSON, signatures: [`prepare`](super::prepare)); a third commits them in
+/// batches and acknowledges them. Nothing here bounds the hand-over
+/// queue: the broker does, since it sends no more than the session's
+/// Receive Maximum (or its own `max_inflight_messages`) of messages not yet
+/// acknowledged. An event loop that waited for the committing task would
+/// deadlock with it: that task waits for room in the client's request
+/// queue, which only a polled event loop empties.
 pub async fn run(
     cfg: &HqConfig,
     db: Db,
@@ -111,19 +123,39 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Tally> {
     let b = &cfg.broker;
-    let (tx, rx) = mpsc::channel::<Publish>(BATCH * 2);
+    let (incoming, mut to_prepare) = mpsc::unbounded_channel::<Publish>();
+    let (prepared, to_keep) = mpsc::channel::<(Publish, Prepared)>(BATCH * 2);
     let rules = Rules {
         prefix: b.prefix.clone(),
         max_payload_bytes: b.max_payload_bytes,
         trust: cfg.trust.clone(),
     };
-    let worker = tokio::spawn(keep_loop(db, rules, rx, client.clone(), stop.clone()));
+    let preparer = {
+        let rules = rules.clone();
+        tokio::spawn(async move {
+            while let Some(p) = to_prepare.recv().await {
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let ready = Prepared::new(&rules, &topic, &p.payload);
+                if prepared.send((p, ready)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut worker = tokio::spawn(keep_loop(db, rules, to_keep, client.clone(), stop.clone()));
     let filters = filters(&b.prefix, b.share_group.as_deref());
     let mut delay = Duration::from_secs(1);
-    loop {
+    let mut stopping = false;
+    // Polled until the committing task has finished, so that its last
+    // acknowledgements go out.
+    let tally = loop {
         let polled = tokio::select! {
+            t = &mut worker => break t.unwrap_or_default(),
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                continue;
+            }
             p = eventloop.poll() => p,
-            _ = stop.changed() => break,
         };
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -135,8 +167,10 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).await.is_err() {
-                    break;
+                // Once stopping, what arrives is left unacknowledged: the
+                // broker delivers it again.
+                if !stopping {
+                    let _ = incoming.send(p);
                 }
             }
             Ok(_) => {}
@@ -144,14 +178,13 @@ pub async fn run(
                 tracing::warn!(error = %e, retry_in = ?delay, "broker link");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => break,
+                    t = &mut worker => break t.unwrap_or_default(),
                 }
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         }
-    }
-    drop(tx);
-    let tally = worker.await.unwrap_or_default();
+    };
+    preparer.abort();
     // Acknowledgements queued by the worker go out before the disconnect.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = client.disconnect().await;
@@ -165,16 +198,27 @@ pub async fn run(
     Ok(tally)
 }
 
-/// Keeps batches and acknowledges them once committed.
+/// Commits batches and acknowledges them once committed, until `stop`.
 async fn keep_loop(
     db: Db,
     rules: Rules,
-    mut rx: mpsc::Receiver<Publish>,
+    mut rx: mpsc::Receiver<(Publish, Prepared)>,
     client: AsyncClient,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Tally {
     let mut tally = Tally::default();
-    while let Some(first) = rx.recv().await {
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            first = rx.recv() => match first {
+                Some(f) => f,
+                None => break,
+            },
+        };
+        if *stop.borrow() {
+            break;
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -194,7 +238,7 @@ async fn keep_loop(
                 Outcome::Quarantined { .. } => tally.quarantined += 1,
             }
         }
-        for p in &batch {
+        for (p, _) in &batch {
             if let Err(e) = client.ack(p).await {
                 tracing::warn!(error = %e, "acknowledging (the broker will deliver it again)");
             }
@@ -208,7 +252,7 @@ async fn keep_loop(
 async fn commit_with_retry(
     db: &Db,
     rules: &Rules,
-    batch: &[Publish],
+    batch: &[(Publish, Prepared)],
     stop: &watch::Receiver<bool>,
 ) -> Option<Vec<Outcome>> {
     let mut delay = Duration::from_millis(200);
@@ -240,20 +284,20 @@ async fn commit_with_retry(
 async fn one_by_one(
     db: &Db,
     rules: &Rules,
-    p: &Publish,
+    one: &(Publish, Prepared),
     stop: &watch::Receiver<bool>,
 ) -> Option<Outcome> {
     let mut refusals = 0;
     let mut delay = Duration::from_millis(200);
     loop {
-        match commit(db, rules, std::slice::from_ref(p)).await {
+        match commit(db, rules, std::slice::from_ref(one)).await {
             Ok(mut o) => return o.pop(),
             Err(
                 e @ (sqlx::Error::Database(_) | sqlx::Error::Decode(_) | sqlx::Error::Encode(_)),
             ) if refusals >= 2 => {
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let p = &one.1;
                 let reason = format!("the database refused it: {e}");
-                match ingest::quarantine_alone(&db.pool, &topic, &p.payload, &reason).await {
+                match ingest::quarantine_alone(&db.pool, &p.topic, &p.payload, &reason).await {
                     Ok(()) => {
                         return Some(Outcome::Quarantined {
                             code: "database",
@@ -277,14 +321,19 @@ async fn one_by_one(
     }
 }
 
-async fn commit(db: &Db, rules: &Rules, batch: &[Publish]) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+async fn commit(
+    db: &Db,
+    rules: &Rules,
+    batch: &[(Publish, Prepared)],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut tx = super::db::write(&db.pool).await?;
     let now = chrono::Utc::now();
-    let mut out = Vec::with_capacity(batch.len());
-    for p in batch {
-        let topic = String::from_utf8_lossy(&p.topic);
-        out.push(ingest::ingest(&mut tx, rules, &topic, &p.payload, now).await?);
+    let prepared: Vec<&Prepared> = batch.iter().map(|(_, p)| p).collect();
+    let mut keeping = Batch::begin(&mut tx, &prepared).await?;
+    for p in prepared {
+        keeping.ingest(&mut tx, rules, p, now).await?;
     }
+    let out = keeping.finish(&mut tx, now).await?;
     tx.commit().await?;
     Ok(out)
 }

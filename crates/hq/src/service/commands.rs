@@ -117,7 +117,7 @@ pub(super) async fn response(
 /// Records a signed command in the ledger (before it is published), in a
 /// transaction of its own; refuses one the agents would not trust.
 pub async fn record(pool: &sqlx::AnyPool, trust: &Trust, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::db::write(pool).await?;
     match keep(&mut tx, trust, bytes, Utc::now()).await? {
         Ok(_) => {
             tx.commit().await?;

@@ -31,7 +31,25 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tokens",
         include_str!("../../migrations/0003_tokens.sql"),
     ),
+    (
+        4,
+        "rollups",
+        include_str!("../../migrations/0004_rollups.sql"),
+    ),
 ];
+
+/// Begins a transaction that will write. On SQLite it takes the write lock
+/// at once (`BEGIN IMMEDIATE`), so that it waits its turn under the busy
+/// timeout: a deferred transaction that reads first and writes later fails
+/// with `database is locked` at once when another writer got in between,
+/// since SQLite cannot let it wait without risking a deadlock.
+pub async fn write(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +124,11 @@ impl Db {
                     if backend == Backend::Sqlite {
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
                         conn.execute("PRAGMA synchronous = FULL").await?;
+                        // 32 MiB of pages per connection (the default is
+                        // 2 MiB): the ledger's indexes take keys in no order
+                        // (message ids are hashes), and a batch touches
+                        // pages all over them.
+                        conn.execute("PRAGMA cache_size = -32768").await?;
                     }
                     Ok(())
                 })

@@ -22,34 +22,24 @@ use super::issue::Issuer;
 const REASK: Duration = Duration::minutes(10);
 
 /// The first missing sequence of each camera of `agent`, and of its
-/// receipts (`None` without holes).
+/// receipts (`None` without holes): the lowest hole of each numbering, from
+/// the holes the collector keeps (`ledger_holes`, `ledger_receipt_holes`).
 pub async fn holes(
     pool: &AnyPool,
     agent: &str,
 ) -> Result<(BTreeMap<String, u64>, Option<u64>), sqlx::Error> {
-    // A record whose predecessor is absent: the hole ends just before it.
     let first: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT b.camera, MIN(COALESCE((SELECT MAX(a.sequence) FROM records a
-                WHERE a.agent = b.agent AND a.camera = b.camera AND a.sequence < b.sequence), 0) + 1)
-         FROM records b
-         WHERE b.agent = $1 AND b.sequence > 1 AND NOT EXISTS (
-           SELECT 1 FROM records p WHERE p.agent = b.agent AND p.camera = b.camera AND p.sequence = b.sequence - 1)
-         GROUP BY b.camera",
+        "SELECT camera, MIN(first_seq) FROM ledger_holes WHERE agent = $1 GROUP BY camera",
     )
     .bind(agent)
     .fetch_all(pool)
     .await?;
     // An aggregate without GROUP BY: one row, NULL when there is no hole.
-    let receipts: Option<(Option<i64>,)> = sqlx::query_as(
-        "SELECT MIN(COALESCE((SELECT MAX(a.sequence) FROM receipts a
-                WHERE a.agent = b.agent AND a.sequence < b.sequence), 0) + 1)
-         FROM receipts b
-         WHERE b.agent = $1 AND b.sequence > 1 AND NOT EXISTS (
-           SELECT 1 FROM receipts p WHERE p.agent = b.agent AND p.sequence = b.sequence - 1)",
-    )
-    .bind(agent)
-    .fetch_optional(pool)
-    .await?;
+    let receipts: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT MIN(first_seq) FROM ledger_receipt_holes WHERE agent = $1")
+            .bind(agent)
+            .fetch_optional(pool)
+            .await?;
     Ok((
         first
             .into_iter()

@@ -14,15 +14,20 @@
 //!   the unsigned fields beside them; the envelope is stored as received so
 //!   that anyone can verify it again.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
 use sargs_core::seal::manifest;
 
-use super::alarms;
+use super::bulk::{MessageRow, Pending, ReceiptRow, RecordRow, Row};
 use super::db::ms;
 use super::ledger;
+use super::prepare::{Body, Doc, Prepared, Signed};
+use super::quarantine::quarantine;
+pub use super::quarantine::{quarantine_alone, quarantined, Quarantined};
 pub use super::refusal::decode_key;
 use super::refusal::{refuse, Refusal, Step};
 
@@ -45,7 +50,7 @@ pub enum Topic {
 }
 
 impl Topic {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Topic::Status => "status",
             Topic::Telemetry => "telemetry",
@@ -91,7 +96,7 @@ pub fn parse_topic(prefix: &str, topic: &str) -> Option<(Option<String>, Topic)>
 }
 
 /// The code of a status older than the last one kept.
-const STALE_STATUS: &str = "stale-status";
+pub(super) const STALE_STATUS: &str = "stale-status";
 
 /// The message's id: SHA-256 over topic, a NUL and payload.
 pub fn message_id(topic: &str, payload: &[u8]) -> String {
@@ -102,7 +107,7 @@ pub fn message_id(topic: &str, payload: &[u8]) -> String {
     manifest::sha256_hex(&bytes)
 }
 
-/// Reads one message into the ledger within `tx`.
+/// Reads one message into the ledger within `tx` (a batch of one).
 pub async fn ingest(
     tx: &mut AnyConnection,
     rules: &Rules,
@@ -110,241 +115,314 @@ pub async fn ingest(
     payload: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Outcome, sqlx::Error> {
-    let id = message_id(topic, payload);
-    let seen: Option<(i64,)> = sqlx::query_as(
-        "SELECT 1 FROM messages WHERE id = $1 UNION ALL SELECT 1 FROM quarantine WHERE id = $1",
-    )
-    .bind(&id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if seen.is_some() {
-        return Ok(Outcome::Duplicate);
-    }
-    let parsed = parse_topic(&rules.prefix, topic);
-    let agent = parsed.as_ref().and_then(|(a, _)| a.clone());
-    let result = match parsed {
-        None => Ok(Err(refuse(
-            "topic",
-            format!("not a topic of the fleet under {:?}", rules.prefix),
-        ))),
-        Some(_) if payload.len() > rules.max_payload_bytes => Ok(Err(refuse(
-            "oversized",
-            format!(
-                "{} bytes, more than the {} allowed",
-                payload.len(),
-                rules.max_payload_bytes
-            ),
-        ))),
-        Some((agent, kind)) => keep(tx, rules, &id, agent.as_deref(), kind, payload, now).await,
-    }?;
-    match result {
-        Ok(duplicate) => Ok(if duplicate {
-            Outcome::Duplicate
-        } else {
-            Outcome::Kept
-        }),
-        Err(r) => {
-            quarantine(tx, &id, topic, agent.as_deref(), &r, payload, now).await?;
-            Ok(Outcome::Quarantined {
-                code: r.code,
-                reason: r.reason,
-            })
-        }
-    }
+    let p = Prepared::new(rules, topic, payload);
+    let mut batch = Batch::begin(tx, &[&p]).await?;
+    batch.ingest(tx, rules, &p, now).await?;
+    let mut outcomes = batch.finish(tx, now).await?;
+    Ok(outcomes.pop().unwrap_or(Outcome::Duplicate))
 }
 
-async fn quarantine(
-    tx: &mut AnyConnection,
-    id: &str,
-    topic: &str,
-    agent: Option<&str>,
-    r: &Refusal,
-    payload: &[u8],
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    // What was refused is kept for the operator (and replayed once its
-    // agent is approved); of an oversized message, its first 64 KiB.
-    let kept = if r.code == "oversized" {
-        &payload[..payload.len().min(64 << 10)]
-    } else {
-        payload
-    };
-    let shown = String::from_utf8_lossy(kept).into_owned();
-    sqlx::query(
-        "INSERT INTO quarantine (id, topic, agent, reason_code, reason, received_at, payload_bytes, payload, replayed)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(topic)
-    .bind(agent)
-    .bind(r.code)
-    .bind(&r.reason)
-    .bind(ms(now))
-    .bind(payload.len() as i64)
-    .bind(shown)
-    .execute(&mut *tx)
-    .await?;
-    tracing::warn!(topic, code = r.code, reason = %r.reason, "message quarantined");
-    if r.code == STALE_STATUS {
-        // Kept for the record, but a broker's late Will is no alarm.
-        return Ok(());
-    }
-    alarms::raise(
-        tx,
-        &format!("quarantine:{}:{}", agent.unwrap_or("-"), r.code),
-        agent,
-        "message.quarantined",
-        &format!("{topic}: {}", r.reason),
-        now,
-    )
-    .await
+/// What one transaction reads once for all its messages: which of them
+/// were kept (or quarantined) before, and the agents they come from; and
+/// what it writes at once ([`bulk`](super::bulk): records and receipts;
+/// each agent's `last_seen`).
+#[derive(Default)]
+pub struct Batch {
+    /// What became of each message, in order (of one set aside: settled
+    /// when it is written).
+    outcomes: Vec<Outcome>,
+    /// Records and receipts set aside.
+    pending: Vec<Pending>,
+    /// Ids kept or quarantined, before or earlier in this transaction.
+    seen: HashSet<String>,
+    /// `(state, device_key)` of each agent named, `None` if unknown.
+    agents: HashMap<String, Option<(String, String)>>,
+    /// Agents heard from in this transaction.
+    heard: BTreeSet<String>,
 }
 
-/// One quarantined message as listed.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Quarantined {
-    pub topic: String,
-    pub agent: Option<String>,
-    pub code: String,
-    pub reason: String,
-    pub received_at: DateTime<Utc>,
-    pub bytes: i64,
-}
+/// Most values bound in one `IN (…)` list.
+const IN_CHUNK: usize = 256;
 
-/// The quarantine, oldest first.
-pub async fn quarantined(pool: &sqlx::AnyPool) -> Result<Vec<Quarantined>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT topic, agent, reason_code, reason, received_at, payload_bytes FROM quarantine ORDER BY received_at, id",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(topic, agent, code, reason, at, bytes)| Quarantined {
-            topic,
-            agent,
-            code,
-            reason,
-            received_at: super::db::at(at),
-            bytes,
-        })
-        .collect())
-}
-
-/// Quarantines a message in a transaction of its own (one the database
-/// would not keep).
-pub async fn quarantine_alone(
-    pool: &sqlx::AnyPool,
-    topic: &str,
-    payload: &[u8],
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let levels: Vec<&str> = topic.split('/').collect();
-    let agent = match levels.as_slice() {
-        [_, "agents", agent, _] => Some((*agent).to_owned()),
-        _ => None,
-    };
-    let r = refuse("database", reason);
-    let id = message_id(topic, payload);
-    quarantine(
-        &mut tx,
-        &id,
-        topic,
-        agent.as_deref(),
-        &r,
-        payload,
-        Utc::now(),
-    )
-    .await?;
-    tx.commit().await
-}
-
-/// Keeps a message whose topic is known; `Ok(Ok(true))` for a record that
-/// was already kept.
-async fn keep(
-    tx: &mut AnyConnection,
-    rules: &Rules,
-    id: &str,
-    agent: Option<&str>,
-    kind: Topic,
-    payload: &[u8],
-    now: DateTime<Utc>,
-) -> Step<bool> {
-    let Ok(text) = std::str::from_utf8(payload) else {
-        return Ok(Err(refuse("malformed", "not UTF-8 text")));
-    };
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v @ Value::Object(_)) => v,
-        Ok(_) => return Ok(Err(refuse("malformed", "not a JSON object"))),
-        Err(e) => return Ok(Err(refuse("malformed", format!("not JSON: {e}")))),
-    };
-    if kind == Topic::Commands {
-        return super::commands::keep(tx, &rules.trust, payload, now).await;
-    }
-    let Some(agent) = agent else {
-        return Ok(Err(refuse("topic", "no agent in the topic")));
-    };
-    let named = v
-        .get("agent")
-        .or_else(|| v.get("agent_id"))
-        .and_then(Value::as_str);
-    if named != Some(agent) {
-        return Ok(Err(refuse(
-            "agent-mismatch",
-            format!("the payload names agent {named:?}, the topic {agent:?}"),
-        )));
-    }
-    let enrolled: Option<(String, String)> =
-        sqlx::query_as("SELECT state, device_key FROM agents WHERE id = $1")
-            .bind(agent)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let key = match (&enrolled, kind) {
-        (_, Topic::Status) => return status(tx, id, agent, &v, text, enrolled, now).await,
-        (Some((state, key)), _) if state == "enrolled" => key.clone(),
-        (Some(_), _) => {
-            return Ok(Err(refuse(
-                "unenrolled",
-                format!("agent {agent:?} awaits an operator's approval"),
-            )))
-        }
-        (None, _) => {
-            return Ok(Err(refuse(
-                "unenrolled",
-                format!("agent {agent:?} is not enrolled"),
-            )))
-        }
-    };
-    let event = v.get("event").and_then(Value::as_str).map(str::to_owned);
-    let duplicate = match kind {
-        Topic::Telemetry => telemetry(tx, agent, &v, text, now).await?,
-        Topic::Responses => super::commands::response(tx, agent, &v, text).await?,
-        Topic::Events => match event.as_deref() {
-            Some("segment.sealed" | "gap.recorded") => {
-                ledger::record(tx, agent, &key, &v, now).await?
+impl Batch {
+    /// Reads what the messages' ids and agents need.
+    pub async fn begin(tx: &mut AnyConnection, batch: &[&Prepared]) -> Result<Batch, sqlx::Error> {
+        let mut b = Batch::default();
+        let ids: Vec<&str> = batch.iter().map(|p| p.id.as_str()).collect();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let list = placeholders(chunk.len());
+            let sql = format!(
+                "SELECT id FROM messages WHERE id IN ({list}) UNION ALL SELECT id FROM quarantine WHERE id IN ({list})"
+            );
+            let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
             }
-            Some("segment.deleted") => ledger::receipt(tx, agent, &key, &v, now).await?,
-            Some(e) => ledger::other_event(tx, agent, e, &v, now).await?,
-            None => Err(refuse("malformed", "an event without `event`")),
-        },
-        Topic::Status | Topic::Commands => Ok(false),
-    };
-    let duplicate = match duplicate {
-        Ok(d) => d,
-        Err(r) => return Ok(Err(r)),
-    };
-    remember(tx, id, agent, kind, event.as_deref(), &v, text, now).await?;
-    sqlx::query("UPDATE agents SET last_seen = $2 WHERE id = $1")
-        .bind(agent)
-        .bind(ms(now))
-        .execute(&mut *tx)
-        .await?;
-    Ok(Ok(duplicate))
+            for (id,) in q.fetch_all(&mut *tx).await? {
+                b.seen.insert(id);
+            }
+        }
+        let agents: BTreeSet<&str> = batch.iter().filter_map(|p| p.agent.as_deref()).collect();
+        let agents: Vec<&str> = agents.into_iter().collect();
+        for chunk in agents.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT id, state, device_key FROM agents WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
+            for a in chunk {
+                q = q.bind(*a);
+            }
+            for a in chunk {
+                b.agents.insert((*a).to_owned(), None);
+            }
+            for (id, state, key) in q.fetch_all(&mut *tx).await? {
+                b.agents.insert(id, Some((state, key)));
+            }
+            // The agents' rows are locked until commit, in one order (the
+            // ids', ascending) for every transaction: two replicas keeping
+            // one agent's messages take turns (`rollup_batch.rs`), and
+            // cannot deadlock on two agents.
+            let sql = format!(
+                "UPDATE agents SET last_seen = last_seen WHERE id IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for a in chunk {
+                q = q.bind(*a);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        Ok(b)
+    }
+
+    /// Reads one message of the batch into the ledger (a record or receipt
+    /// is set aside until [`Batch::finish`] or the next message of another
+    /// kind).
+    pub async fn ingest(
+        &mut self,
+        tx: &mut AnyConnection,
+        rules: &Rules,
+        p: &Prepared,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if !self.seen.insert(p.id.clone()) {
+            self.outcomes.push(Outcome::Duplicate);
+            return Ok(());
+        }
+        let result = match &p.body {
+            Body::Refused(r) => Err(refuse(r.code, r.reason.clone())),
+            Body::Json {
+                kind,
+                text,
+                value,
+                signed,
+                stored,
+            } => {
+                if !matches!(signed, Some(Ok(_))) {
+                    // Everything set aside is written before anything else.
+                    self.flush(tx, now).await?;
+                }
+                let m = Message {
+                    id: &p.id,
+                    topic: &p.topic,
+                    agent: p.agent.as_deref(),
+                    kind: *kind,
+                    text,
+                    stored: stored.as_deref(),
+                    v: value,
+                    signed: signed.as_ref(),
+                    payload: &p.payload,
+                };
+                self.keep(tx, rules, m, now).await?
+            }
+        };
+        let outcome = match result {
+            Ok(Kept::Now(false)) => Outcome::Kept,
+            Ok(Kept::Now(true)) => Outcome::Duplicate,
+            // Settled by the flush.
+            Ok(Kept::Later) => Outcome::Kept,
+            Err(r) => {
+                quarantine(tx, &p.id, &p.topic, p.agent.as_deref(), &r, &p.payload, now).await?;
+                Outcome::Quarantined {
+                    code: r.code,
+                    reason: r.reason,
+                }
+            }
+        };
+        self.outcomes.push(outcome);
+        Ok(())
+    }
+
+    /// Writes the records and receipts set aside.
+    async fn flush(
+        &mut self,
+        tx: &mut AnyConnection,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for (slot, outcome, agent) in super::bulk::flush(tx, pending, now).await? {
+            if !agent.is_empty() {
+                self.heard.insert(agent);
+            }
+            if let Some(o) = self.outcomes.get_mut(slot) {
+                *o = outcome;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what the transaction saved for its end.
+    pub async fn finish(
+        mut self,
+        tx: &mut AnyConnection,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, sqlx::Error> {
+        self.flush(tx, now).await?;
+        for agent in &self.heard {
+            sqlx::query("UPDATE agents SET last_seen = $2 WHERE id = $1")
+                .bind(agent)
+                .bind(ms(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(self.outcomes)
+    }
+}
+
+/// What [`Batch::keep`] did with a message it did not refuse.
+enum Kept {
+    /// Kept now (`true`: kept before).
+    Now(bool),
+    /// A record or receipt set aside.
+    Later,
+}
+
+/// `$1, $2, …, $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A prepared message's parts, as [`Batch::keep`] reads them.
+struct Message<'a> {
+    id: &'a str,
+    topic: &'a str,
+    agent: Option<&'a str>,
+    kind: Topic,
+    text: &'a str,
+    stored: Option<&'a str>,
+    v: &'a Value,
+    signed: Option<&'a Result<Box<Signed>, Refusal>>,
+    payload: &'a [u8],
+}
+
+impl Batch {
+    /// Keeps a message whose topic is known; `Ok(Ok(true))` for a record
+    /// that was already kept.
+    async fn keep(
+        &mut self,
+        tx: &mut AnyConnection,
+        rules: &Rules,
+        m: Message<'_>,
+        now: DateTime<Utc>,
+    ) -> Step<Kept> {
+        if m.kind == Topic::Commands {
+            let done = super::commands::keep(tx, &rules.trust, m.payload, now).await?;
+            return Ok(done.map(Kept::Now));
+        }
+        let Some(agent) = m.agent else {
+            return Ok(Err(refuse("topic", "no agent in the topic")));
+        };
+        let enrolled = self.agents.get(agent).cloned().flatten();
+        let key = match (&enrolled, m.kind) {
+            (_, Topic::Status) => {
+                let done =
+                    super::status::status(tx, m.id, agent, m.v, m.text, enrolled, now).await?;
+                if let (Ok(_), None) = (&done, self.agents.get(agent).cloned().flatten()) {
+                    // Pending from now on, for the rest of the batch.
+                    let key = m.v.get("device_key").and_then(Value::as_str).unwrap_or("");
+                    self.agents
+                        .insert(agent.to_owned(), Some(("pending".into(), key.to_owned())));
+                }
+                return Ok(done.map(Kept::Now));
+            }
+            (Some((state, key)), _) if state == "enrolled" => key.clone(),
+            (Some(_), _) => {
+                return Ok(Err(refuse(
+                    "unenrolled",
+                    format!("agent {agent:?} awaits an operator's approval"),
+                )))
+            }
+            (None, _) => {
+                return Ok(Err(refuse(
+                    "unenrolled",
+                    format!("agent {agent:?} is not enrolled"),
+                )))
+            }
+        };
+        let event = m.v.get("event").and_then(Value::as_str);
+        let duplicate = match (m.kind, m.signed) {
+            (Topic::Telemetry, _) => super::status::telemetry(tx, agent, m.v, m.text, now).await?,
+            (Topic::Responses, _) => super::commands::response(tx, agent, m.v, m.text).await?,
+            (Topic::Events, Some(Err(r))) => Err(refuse(r.code, r.reason.clone())),
+            (Topic::Events, Some(Ok(signed))) => {
+                let row = signed.check(&key).and_then(|()| match &signed.doc {
+                    Ok(Doc::Manifest(d)) => RecordRow::new(agent, signed, d).map(Row::Record),
+                    Ok(Doc::Receipt(d)) => ReceiptRow::new(agent, signed, d).map(Row::Receipt),
+                    Err(r) => Err(refuse(r.code, r.reason.clone())),
+                });
+                let row = match row {
+                    Ok(row) => row,
+                    Err(r) => return Ok(Err(r)),
+                };
+                self.pending.push(Pending {
+                    slot: self.outcomes.len(),
+                    message: MessageRow {
+                        id: m.id.to_owned(),
+                        topic: m.topic.to_owned(),
+                        payload: m.payload.to_vec(),
+                        agent: agent.to_owned(),
+                        kind: m.kind,
+                        event: event.map(str::to_owned),
+                        at: at_of(m.v),
+                        stored: m.stored.unwrap_or(m.text).to_owned(),
+                    },
+                    row,
+                });
+                return Ok(Ok(Kept::Later));
+            }
+            (Topic::Events, None) => match event {
+                Some(e) => ledger::other_event(tx, agent, e, m.v, now).await?,
+                None => Err(refuse("malformed", "an event without `event`")),
+            },
+            (Topic::Status | Topic::Commands, _) => Ok(false),
+        };
+        let duplicate = match duplicate {
+            Ok(d) => d,
+            Err(r) => return Ok(Err(r)),
+        };
+        remember(tx, m.id, agent, m.kind, event, m.v, m.text, now).await?;
+        self.heard.insert(agent.to_owned());
+        Ok(Ok(Kept::Now(duplicate)))
+    }
+}
+
+/// The message's own instant (`at`), in milliseconds.
+fn at_of(v: &Value) -> Option<i64> {
+    v.get("at")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| ms(t.with_timezone(&Utc)))
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn remember(
+pub(super) async fn remember(
     tx: &mut AnyConnection,
     id: &str,
     agent: &str,
@@ -354,11 +432,7 @@ async fn remember(
     text: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let at = v
-        .get("at")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| ms(t.with_timezone(&Utc)));
+    let at = at_of(v);
     sqlx::query(
         "INSERT INTO messages (id, agent, topic_kind, event, at, received_at, payload)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
@@ -373,140 +447,6 @@ async fn remember(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// A status: enrols nobody by itself. An unknown agent becomes pending (an
-/// operator approves it); an enrolled one whose key changed is refused.
-async fn status(
-    tx: &mut AnyConnection,
-    id: &str,
-    agent: &str,
-    v: &Value,
-    text: &str,
-    enrolled: Option<(String, String)>,
-    now: DateTime<Utc>,
-) -> Step<bool> {
-    let key = v.get("device_key").and_then(Value::as_str).unwrap_or("");
-    let online = v.get("state").and_then(Value::as_str) == Some("online");
-    let version = v.get("version").and_then(Value::as_str);
-    match enrolled {
-        None => {
-            if decode_key(key).is_none() {
-                return Ok(Err(refuse(
-                    "malformed",
-                    "a status without a device key from an agent HQ does not know",
-                )));
-            }
-            sqlx::query(
-                "INSERT INTO agents (id, state, device_key, site, description, added_at, online, status_at, last_seen, version)
-                 VALUES ($1, 'pending', $2, '', '', $3, $4, $3, $3, $5) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(agent)
-            .bind(key)
-            .bind(ms(now))
-            .bind(i64::from(online))
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-            alarms::raise(
-                tx,
-                &format!("agent.pending:{agent}"),
-                Some(agent),
-                "agent.pending",
-                &format!("agent {agent} asks to be enrolled with device key {key}"),
-                now,
-            )
-            .await?;
-        }
-        Some((state, enrolled_key)) => {
-            // A status older than the last one kept is a replay (the broker
-            // redelivers the same bytes, which the id already recognised):
-            // it must not flip the agent's state back.
-            let at = v
-                .get("at")
-                .and_then(Value::as_str)
-                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                .map(|t| ms(t.with_timezone(&Utc)));
-            let last: Option<(Option<i64>,)> = sqlx::query_as(
-                "SELECT MAX(at) FROM messages WHERE agent = $1 AND topic_kind = 'status'",
-            )
-            .bind(agent)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let (Some(at), Some((Some(last),))) = (at, last) {
-                if at < last {
-                    return Ok(Err(refuse(
-                        STALE_STATUS,
-                        "a status older than the last one kept: a replay, or the Last Will of \
-                         a connection the agent had already replaced",
-                    )));
-                }
-            }
-            if !key.is_empty() && key != enrolled_key {
-                alarms::raise(
-                    tx,
-                    &format!("agent.key_changed:{agent}"),
-                    Some(agent),
-                    "agent.key_changed",
-                    &format!("status signed for device key {key}, enrolled {enrolled_key}"),
-                    now,
-                )
-                .await?;
-                return Ok(Err(refuse(
-                    "key-changed",
-                    format!("device key {key} differs from the enrolled {enrolled_key}"),
-                )));
-            }
-            sqlx::query(
-                "UPDATE agents SET online = $2, status_at = $3, last_seen = $3, version = $4 WHERE id = $1",
-            )
-            .bind(agent)
-            .bind(i64::from(online))
-            .bind(ms(now))
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-            if online && state == "enrolled" {
-                alarms::clear(tx, &format!("agent.offline:{agent}"), now).await?;
-            }
-        }
-    }
-    remember(tx, id, agent, Topic::Status, None, v, text, now).await?;
-    Ok(Ok(false))
-}
-
-async fn telemetry(
-    tx: &mut AnyConnection,
-    agent: &str,
-    v: &Value,
-    text: &str,
-    now: DateTime<Utc>,
-) -> Step<bool> {
-    sqlx::query(
-        "INSERT INTO telemetry (agent, at, payload) VALUES ($1, $2, $3)
-         ON CONFLICT (agent) DO UPDATE SET at = excluded.at, payload = excluded.payload",
-    )
-    .bind(agent)
-    .bind(ms(now))
-    .bind(text)
-    .execute(&mut *tx)
-    .await?;
-    let dropped = v
-        .pointer("/outbox/dropped")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    if dropped > 0 {
-        alarms::raise(
-            tx,
-            &format!("outbox.dropped:{agent}"),
-            Some(agent),
-            "outbox.dropped",
-            &format!("the agent's outbox dropped {dropped} message(s): ask it to resend"),
-            now,
-        )
-        .await?;
-    }
-    Ok(Ok(false))
 }
 
 #[cfg(test)]

@@ -3,9 +3,14 @@
 //!
 //! - [`config`] — `hq.toml`.
 //! - [`db`] — the database (SQLite or PostgreSQL) and its migrations.
-//! - [`collector`] — broker → database, acknowledged only once committed.
-//! - [`ingest`] — one message checked and kept, or quarantined with a reason
-//!   ([`refusal`]: the reason; [`ledger`]: records, receipts and events).
+//! - [`collector`] — broker → database, acknowledged only once committed;
+//!   [`prepare`] — what is known of a message before the database.
+//! - [`ingest`] — a batch of messages checked and kept, or quarantined with
+//!   a reason ([`refusal`]: the reason; [`quarantine`]; [`bulk`]: records
+//!   and receipts written a batch at a time; [`ledger`]: the other events;
+//!   [`status`]: status and telemetry).
+//! - [`rollup`] and [`rollup_batch`] — the ledger's rollups, kept as records
+//!   and receipts arrive, so that the report never reads every record.
 //! - [`commands`] — the signed commands seen, and the agents' responses.
 //! - [`agents`] — enrolment.
 //! - [`heal`] — asking agents to publish again what a broker lost.
@@ -20,6 +25,7 @@
 pub mod agents;
 pub mod alarms;
 pub mod api;
+pub mod bulk;
 pub mod check;
 pub mod collector;
 pub mod commands;
@@ -29,8 +35,13 @@ pub mod heal;
 pub mod ingest;
 pub mod issue;
 pub mod ledger;
+pub mod prepare;
+pub mod quarantine;
 pub mod refusal;
 pub mod report;
+pub mod rollup;
+pub mod rollup_batch;
+pub mod status;
 pub mod tokens;
 
 use std::time::Duration;

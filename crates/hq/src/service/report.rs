@@ -14,9 +14,13 @@
 //!
 //! `gaps` counts gap records; `missing` the holes in a camera's numbering
 //! (named `agent/camera/sequence`, counted where the record after the hole
-//! starts). The counts are aggregated in the database, so the report reads
-//! ten million records without loading them; only the named exceptions are
-//! fetched one by one.
+//! starts; past the first thousand numbers of one hole, the rest is named
+//! as one range `agent/camera/first-last`). The counts come from the rollups the collector keeps
+//! ([`rollup`](super::rollup)): whole days from `ledger_days`, the partial
+//! days at the range's edges from the records, the exceptions (late, past
+//! the deadline) from partial indexes that hold only them, the holes from
+//! `ledger_holes`. So the report over ten million records reads a few
+//! thousand rows, never every record.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +33,7 @@ use sargs_core::seal::sign::Envelope;
 
 use super::commands::protection;
 use super::db::{at, ms};
+use super::rollup::{day_of, DAY_MS};
 
 /// The report's parameters.
 #[derive(Debug, Clone)]
@@ -87,57 +92,79 @@ pub struct Report {
 
 type Key = (String, String);
 
+/// `(agent, class, segments, gaps, deleted)`.
+type Counted = (String, String, i64, i64, i64);
+
 /// Makes the report.
+///
+/// Whole UTC days of `[from, to)` are counted from the rollup `ledger_days`
+/// and the partial days at its edges from the records (index
+/// `records_start`); the late from `records_late`, the past-deadline from
+/// `records_open` and the missing from `ledger_holes`: nothing reads every
+/// record ([`rollup`](super::rollup) keeps these).
 pub async fn make(pool: &AnyPool, q: &Query) -> Result<Report, sqlx::Error> {
     let agent = q.agent.clone().unwrap_or_default();
-    let mut rows: BTreeMap<Key, Counts> = BTreeMap::new();
-    let counted: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT r.agent, r.class,
-           SUM(CASE WHEN r.kind = 'segment' THEN 1 ELSE 0 END),
-           SUM(CASE WHEN r.kind = 'gap' THEN 1 ELSE 0 END),
-           SUM(CASE WHEN r.kind = 'segment' AND c.sequence IS NOT NULL
-                 AND (c.reason <> 'retention-expired' OR c.deleted_at_ms <= r.delete_after_ms + $4)
-                 THEN 1 ELSE 0 END),
-           SUM(CASE WHEN r.kind = 'segment' AND c.sequence IS NOT NULL
-                 AND c.reason = 'retention-expired' AND c.deleted_at_ms > r.delete_after_ms + $4
-                 THEN 1 ELSE 0 END)
-         FROM records r LEFT JOIN receipts c ON c.agent = r.agent AND c.segment_id = r.segment_id
-         WHERE r.start_ms >= $1 AND r.start_ms < $2 AND ($3 = '' OR r.agent = $3)
-         GROUP BY r.agent, r.class",
-    )
-    .bind(ms(q.from))
-    .bind(ms(q.to))
-    .bind(&agent)
-    .bind(q.bound_ms)
-    .fetch_all(pool)
-    .await?;
-    for (a, class, recorded, gaps, on_time, late) in counted {
-        let c = rows.entry((a, class)).or_default();
-        c.recorded = recorded as u64;
-        c.gaps = gaps as u64;
-        c.on_time = on_time as u64;
-        c.late = late as u64;
+    let (from, to) = (ms(q.from), ms(q.to));
+    // The first day that starts at or after `from`, and the day `to` falls
+    // in: the days between lie whole within the range.
+    let first = day_of(from) + i64::from(from.rem_euclid(DAY_MS) != 0);
+    let end = day_of(to);
+    let mut counted: Vec<Counted> = Vec::new();
+    if first < end {
+        counted.extend(
+            sqlx::query_as::<_, Counted>(
+                "SELECT agent, class, CAST(SUM(segments) AS BIGINT), CAST(SUM(gaps) AS BIGINT),
+                   CAST(SUM(deleted) AS BIGINT)
+                 FROM ledger_days WHERE day >= $1 AND day < $2 AND ($3 = '' OR agent = $3)
+                 GROUP BY agent, class",
+            )
+            .bind(first)
+            .bind(end)
+            .bind(&agent)
+            .fetch_all(pool)
+            .await?,
+        );
+        counted.extend(edge(pool, from, first * DAY_MS, &agent).await?);
+        counted.extend(edge(pool, end * DAY_MS, to, &agent).await?);
+    } else {
+        counted.extend(edge(pool, from, to, &agent).await?);
     }
+    let mut rows: BTreeMap<Key, Counts> = BTreeMap::new();
+    for (a, class, segments, gaps, deleted) in counted {
+        let c = rows.entry((a, class)).or_default();
+        c.recorded += segments as u64;
+        c.gaps += gaps as u64;
+        // Deleted of any reason, less the late below.
+        c.on_time += deleted as u64;
+    }
+    // Late: a receipt at expiry, past the deadline plus the bound.
     let late = named(
         pool,
         q,
         &agent,
-        "c.sequence IS NOT NULL AND c.reason = 'retention-expired' AND c.deleted_at_ms > r.delete_after_ms + $4",
-        "c.deleted_at_ms - r.delete_after_ms",
+        "deletion_reason = 'retention-expired' AND (deleted_at_ms - delete_after_ms) > $4",
+        q.bound_ms,
+        "deleted_at_ms - delete_after_ms",
     )
     .await?;
+    for (_, a, n) in &late {
+        let c = rows.entry((a.clone(), n.class.clone())).or_default();
+        c.late += 1;
+        c.on_time = c.on_time.saturating_sub(1);
+    }
+    // Past the deadline plus the grace, without a receipt.
     let past = named(
         pool,
         q,
         &agent,
-        "c.sequence IS NULL AND r.delete_after_ms + $5 < $6",
-        "$6 - r.delete_after_ms",
+        "deleted_at_ms IS NULL AND delete_after_ms < $4",
+        ms(q.now).saturating_sub(q.grace_ms),
+        "$5 - delete_after_ms",
     )
     .await?;
     let protections = active_protections(pool).await?;
     let (mut protected, mut overdue) = (Vec::new(), Vec::new());
-    for (n, camera, start, end) in past {
-        let agent_of = n.segment_id.split('/').next().unwrap_or("").to_owned();
+    for ((camera, start, end), agent_of, n) in past {
         let covered = protections
             .iter()
             .any(|(a, scope)| a == &agent_of && scope.covers(&n.segment_id, &camera, start, end));
@@ -151,9 +178,10 @@ pub async fn make(pool: &AnyPool, q: &Query) -> Result<Report, sqlx::Error> {
         }
     }
     let missing = holes(pool, q, &agent).await?;
-    for n in &missing {
-        let agent_of = n.segment_id.split('/').next().unwrap_or("").to_owned();
-        rows.entry((agent_of, n.class.clone())).or_default().missing += 1;
+    for (agent_of, n, count) in &missing {
+        rows.entry((agent_of.clone(), n.class.clone()))
+            .or_default()
+            .missing += count;
     }
     let mut totals = Counts::default();
     let rows: Vec<Row> = rows
@@ -179,88 +207,144 @@ pub async fn make(pool: &AnyPool, q: &Query) -> Result<Report, sqlx::Error> {
         made_at: q.now,
         totals,
         rows,
-        late: late.into_iter().map(|(n, ..)| n).collect(),
+        late: late.into_iter().map(|(_, _, n)| n).collect(),
         overdue,
-        missing,
+        missing: missing.into_iter().map(|(_, n, _)| n).collect(),
         protected,
     })
 }
 
-type Found = (Named, String, DateTime<Utc>, DateTime<Utc>);
+/// The counts of the records that started in `[from, to)` (at most a day
+/// or two at the range's edges), by their index `records_start`.
+async fn edge(
+    pool: &AnyPool,
+    from: i64,
+    to: i64,
+    agent: &str,
+) -> Result<Vec<Counted>, sqlx::Error> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT agent, class,
+           SUM(CASE WHEN kind = 'segment' THEN 1 ELSE 0 END),
+           SUM(CASE WHEN kind = 'gap' THEN 1 ELSE 0 END),
+           SUM(CASE WHEN kind = 'segment' AND deleted_at_ms IS NOT NULL THEN 1 ELSE 0 END)
+         FROM records WHERE start_ms >= $1 AND start_ms < $2 AND ($3 = '' OR agent = $3)
+         GROUP BY agent, class",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(agent)
+    .fetch_all(pool)
+    .await
+}
 
-/// Segment records in range matching `cond` (on `r` and its receipt `c`).
+/// The camera, start and end of a named record (what a protection covers).
+type Span = (String, DateTime<Utc>, DateTime<Utc>);
+
+/// Segment records that started in range and match `cond`, a condition
+/// that one of the partial indexes holds (`records_late`, `records_open`;
+/// `$4` is `threshold`, `$5` the report's instant): with their agent and
+/// span.
 async fn named(
     pool: &AnyPool,
     q: &Query,
     agent: &str,
     cond: &str,
+    threshold: i64,
     by: &str,
-) -> Result<Vec<Found>, sqlx::Error> {
+) -> Result<Vec<(Span, String, Named)>, sqlx::Error> {
+    // The partial index finds the rows: `+start_ms` only filters (else
+    // SQLite would take `records_start` over the whole range), and the
+    // first sort key is an expression (`|| ''`, the same order), else
+    // SQLite would walk the primary key to spare the sort of a few rows.
     let sql = format!(
-        "SELECT r.segment_id, r.class, r.delete_after_ms, {by}, r.camera, r.start_ms, r.end_ms
-         FROM records r LEFT JOIN receipts c ON c.agent = r.agent AND c.segment_id = r.segment_id
-         WHERE r.kind = 'segment' AND r.start_ms >= $1 AND r.start_ms < $2
-           AND ($3 = '' OR r.agent = $3) AND {cond}
-         ORDER BY r.agent, r.camera, r.sequence"
+        "SELECT agent, segment_id, class, delete_after_ms, {by}, camera, start_ms, end_ms
+         FROM records
+         WHERE {cond} AND kind = 'segment' AND +start_ms >= $1 AND +start_ms < $2
+           AND ($3 = '' OR agent = $3)
+         ORDER BY agent || '', camera, sequence"
     );
-    let rows: Vec<(String, String, i64, i64, String, i64, i64)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(ms(q.from))
-            .bind(ms(q.to))
-            .bind(agent)
-            .bind(q.bound_ms)
-            .bind(q.grace_ms)
-            .bind(ms(q.now))
-            .fetch_all(pool)
-            .await?;
+    type Columns = (String, String, String, i64, i64, String, i64, i64);
+    let rows: Vec<Columns> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(ms(q.from))
+        .bind(ms(q.to))
+        .bind(agent)
+        .bind(threshold)
+        .bind(ms(q.now))
+        .fetch_all(pool)
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|(segment_id, class, deadline, by_ms, camera, start, end)| {
-            (
-                Named {
-                    segment_id,
-                    class,
-                    delete_after: Some(at(deadline)),
-                    by_s: Some(by_ms / 1000),
-                },
-                camera,
-                at(start),
-                at(end),
-            )
-        })
+        .map(
+            |(agent, segment_id, class, deadline, by_ms, camera, start, end)| {
+                (
+                    (camera, at(start), at(end)),
+                    agent,
+                    Named {
+                        segment_id,
+                        class,
+                        delete_after: Some(at(deadline)),
+                        by_s: Some(by_ms / 1000),
+                    },
+                )
+            },
+        )
         .collect())
 }
 
-/// Holes in each camera's numbering, attributed to the range by the start
-/// of the record after the hole (a hole before the first record kept, by
-/// that record).
-async fn holes(pool: &AnyPool, q: &Query, agent: &str) -> Result<Vec<Named>, sqlx::Error> {
-    let rows: Vec<(String, String, i64, i64, String)> = sqlx::query_as(
-        "SELECT b.agent, b.camera, b.sequence,
-           COALESCE((SELECT MAX(a.sequence) FROM records a
-                     WHERE a.agent = b.agent AND a.camera = b.camera AND a.sequence < b.sequence), 0),
-           b.class
-         FROM records b
-         WHERE b.start_ms >= $1 AND b.start_ms < $2 AND ($3 = '' OR b.agent = $3)
-           AND b.sequence > 1
-           AND NOT EXISTS (SELECT 1 FROM records p
-                           WHERE p.agent = b.agent AND p.camera = b.camera AND p.sequence = b.sequence - 1)
-         ORDER BY b.agent, b.camera, b.sequence",
+/// Holes in each camera's numbering (`ledger_holes`), each sequence named
+/// with its agent, attributed to the range by the start of the record after
+/// the hole (a hole before the first record kept, by that record), with
+/// that record's class.
+/// Missing numbers named one by one in each hole; the rest of a longer hole
+/// is named as a range `agent/camera/first-last`.
+const NAMED_PER_HOLE: i64 = 1000;
+
+async fn holes(
+    pool: &AnyPool,
+    q: &Query,
+    agent: &str,
+) -> Result<Vec<(String, Named, u64)>, sqlx::Error> {
+    type Columns = (String, String, i64, i64, Option<i64>, Option<String>);
+    let rows: Vec<Columns> = sqlx::query_as(
+        "SELECT h.agent, h.camera, h.first_seq, h.last_seq,
+           (SELECT r.start_ms FROM records r
+            WHERE r.agent = h.agent AND r.camera = h.camera AND r.sequence = h.last_seq + 1),
+           (SELECT r.class FROM records r
+            WHERE r.agent = h.agent AND r.camera = h.camera AND r.sequence = h.last_seq + 1)
+         FROM ledger_holes h WHERE ($1 = '' OR h.agent = $1)
+         ORDER BY h.agent, h.camera, h.first_seq",
     )
-    .bind(ms(q.from))
-    .bind(ms(q.to))
     .bind(agent)
     .fetch_all(pool)
     .await?;
+    let (from, to) = (ms(q.from), ms(q.to));
     let mut out = Vec::new();
-    for (agent, camera, next, before, class) in rows {
-        for seq in before + 1..next {
-            out.push(Named {
-                segment_id: format!("{agent}/{camera}/{seq}"),
-                class: class.clone(),
-                delete_after: None,
-                by_s: None,
-            });
+    for (agent, camera, first, last, start, class) in rows {
+        let (Some(start), Some(class)) = (start, class) else {
+            continue;
+        };
+        if start < from || start >= to {
+            continue;
+        }
+        let named = |segment_id: String| Named {
+            segment_id,
+            class: class.clone(),
+            delete_after: None,
+            by_s: None,
+        };
+        // Each missing number is named, up to a bound per hole: a signed
+        // record with an absurd number must not make a report of billions
+        // of lines. Past it, the rest of the hole is one entry, a range.
+        let named_last = last.min(first.saturating_add(NAMED_PER_HOLE - 1));
+        for seq in first..=named_last {
+            out.push((agent.clone(), named(format!("{agent}/{camera}/{seq}")), 1));
+        }
+        if named_last < last {
+            let rest = format!("{agent}/{camera}/{}-{last}", named_last + 1);
+            out.push((agent.clone(), named(rest), (last - named_last) as u64));
         }
     }
     Ok(out)
