@@ -6,8 +6,9 @@
 //! - [`collector`] — broker → database, acknowledged only once committed;
 //!   [`prepare`] — what is known of a message before the database.
 //! - [`ingest`] — a batch of messages checked and kept, or quarantined with
-//!   a reason ([`refusal`]: the reason; [`quarantine`]; [`bulk`]: records
-//!   and receipts written a batch at a time; [`ledger`]: the other events;
+//!   a reason ([`message`]: what a message is; [`refusal`]: the reason;
+//!   [`quarantine`]; [`rows`] and [`bulk`]: records and receipts written a
+//!   batch at a time; [`ledger`]: the other events;
 //!   [`status`]: status and telemetry).
 //! - [`rollup`] and [`rollup_batch`] — the ledger's rollups, kept as records
 //!   and receipts arrive, so that the report never reads every record.
@@ -35,12 +36,14 @@ pub mod heal;
 pub mod ingest;
 pub mod issue;
 pub mod ledger;
+pub mod message;
 pub mod prepare;
 pub mod quarantine;
 pub mod refusal;
 pub mod report;
 pub mod rollup;
 pub mod rollup_batch;
+pub mod rows;
 pub mod status;
 pub mod tokens;
 

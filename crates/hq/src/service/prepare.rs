@@ -20,7 +20,7 @@ use sargs_core::retention::receipt::Receipt;
 use sargs_core::seal::manifest::Manifest;
 use sargs_core::seal::sign::{Envelope, EnvelopeError};
 
-use super::ingest::{message_id, parse_topic, Rules, Topic};
+use super::message::{message_id, parse_topic, Rules, Topic};
 use super::refusal::{decode_key, refuse, Refusal};
 
 /// A message from the broker, ready for the transaction.

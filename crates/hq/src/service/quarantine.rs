@@ -7,7 +7,7 @@ use sqlx::AnyConnection;
 
 use super::alarms;
 use super::db::ms;
-use super::ingest::{message_id, STALE_STATUS};
+use super::message::{message_id, STALE_STATUS};
 use super::refusal::{refuse, Refusal};
 
 pub(super) async fn quarantine(

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{AnyConnection, AssertSqlSafe};
 
-use super::bulk::{ReceiptRow, RecordRow};
 use super::rollup::{self, day_of, Chain};
+use super::rows::{ReceiptRow, RecordRow};
 
 /// Most values bound in one `IN (…)` list.
 const IN_CHUNK: usize = 200;

@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 
 use super::alarms;
 use super::db::ms;
-use super::ingest::{remember, Topic, STALE_STATUS};
+use super::message::{remember, Topic, STALE_STATUS};
 use super::refusal::{decode_key, refuse, Step};
 
 /// A status: enrols nobody by itself. An unknown agent becomes pending (an
