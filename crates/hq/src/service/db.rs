@@ -136,11 +136,6 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(connect)?;
-        if backend == Backend::Sqlite {
-            pool.execute("PRAGMA journal_mode = WAL")
-                .await
-                .map_err(connect)?;
-        }
         let migrator = Migrator::with_migrations(
             MIGRATIONS
                 .iter()
@@ -158,8 +153,8 @@ impl Db {
         // sqlx serialises migrators with an advisory lock on PostgreSQL; a
         // SQLite file has none, so the service and an operator's command
         // starting together would both apply a migration. A lock file
-        // beside the database serialises them; the second finds the
-        // migrations applied.
+        // beside the database serialises them (and the switch to WAL); the
+        // second finds the migrations applied.
         let _guard = match backend {
             Backend::Sqlite => {
                 let path = url.clone();
@@ -175,6 +170,14 @@ impl Db {
             }
             Backend::Postgres => None,
         };
+        // Switching to WAL takes an exclusive lock that SQLite cannot wait
+        // for (its busy timeout does not apply), so two openers of a new
+        // file switching at once would fail: it is done under the same lock.
+        if backend == Backend::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL")
+                .await
+                .map_err(connect)?;
+        }
         migrator
             .run(&pool)
             .await
