@@ -157,7 +157,7 @@ pub async fn make(pool: &AnyPool, q: &Query) -> Result<Report, sqlx::Error> {
         pool,
         q,
         &agent,
-        "deleted_at_ms IS NULL AND delete_after_ms < $4",
+        "deleted_at_ms IS NULL AND (CASE WHEN deleted_at_ms IS NULL THEN delete_after_ms END) < $4",
         ms(q.now).saturating_sub(q.grace_ms),
         "$5 - delete_after_ms",
     )
