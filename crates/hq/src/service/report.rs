@@ -18,7 +18,7 @@
 //! as one range `agent/camera/first-last`). The counts come from the rollups the collector keeps
 //! ([`rollup`](super::rollup)): whole days from `ledger_days`, the partial
 //! days at the range's edges from the records, the exceptions (late, past
-//! the deadline) from partial indexes that hold only them, the holes from
+//! the deadline) from indexes of expressions that only they have, the holes from
 //! `ledger_holes`. So the report over ten million records reads a few
 //! thousand rows, never every record.
 
@@ -142,7 +142,7 @@ pub async fn make(pool: &AnyPool, q: &Query) -> Result<Report, sqlx::Error> {
         pool,
         q,
         &agent,
-        "deletion_reason = 'retention-expired' AND (deleted_at_ms - delete_after_ms) > $4",
+        "(CASE WHEN deletion_reason = 'retention-expired' THEN deleted_at_ms - delete_after_ms END) > $4",
         q.bound_ms,
         "deleted_at_ms - delete_after_ms",
     )
@@ -157,7 +157,7 @@ pub async fn make(pool: &AnyPool, q: &Query) -> Result<Report, sqlx::Error> {
         pool,
         q,
         &agent,
-        "deleted_at_ms IS NULL AND (CASE WHEN deleted_at_ms IS NULL THEN delete_after_ms END) < $4",
+        "(CASE WHEN deleted_at_ms IS NULL AND kind = 'segment' THEN delete_after_ms END) < $4",
         ms(q.now).saturating_sub(q.grace_ms),
         "$5 - delete_after_ms",
     )
@@ -244,7 +244,7 @@ async fn edge(
 type Span = (String, DateTime<Utc>, DateTime<Utc>);
 
 /// Segment records that started in range and match `cond`, a condition
-/// that one of the partial indexes holds (`records_late`, `records_open`;
+/// that one of the exceptions' indexes finds (`records_late`, `records_open`;
 /// `$4` is `threshold`, `$5` the report's instant): with their agent and
 /// span.
 async fn named(
@@ -255,7 +255,7 @@ async fn named(
     threshold: i64,
     by: &str,
 ) -> Result<Vec<(Span, String, Named)>, sqlx::Error> {
-    // The partial index finds the rows: `+start_ms` only filters (else
+    // The expression index finds the rows: `+start_ms` only filters (else
     // SQLite would take `records_start` over the whole range), and the
     // first sort key is an expression (`|| ''`, the same order), else
     // SQLite would walk the primary key to spare the sort of a few rows.

@@ -29,7 +29,7 @@
 //! that; the periodic check ran whole-table joins every minute, holding a
 //! transaction long enough to stall the collector. Kept here, a batch costs
 //! a few statements per agent, camera and day, and the report reads days,
-//! exceptions (partial indexes `records_open`, `records_late`) and holes.
+//! exceptions (indexes `records_open`, `records_late`) and holes.
 //!
 //! Concurrency. Two replicas on PostgreSQL (READ COMMITTED) may keep one
 //! agent's neighbours at the same time. Each batch locks the rows of the
