@@ -49,7 +49,12 @@ cross_target() {
   esac
   TRIPLE_ENV=$(echo "$TRIPLE" | tr 'a-z-' 'A-Z_')
   TRIPLE_LOWER=${TRIPLE//-/_}
-  CROSS_CACHE=${SARGS_CROSS_CACHE:-${CARGO_TARGET_DIR:-$ROOT/target}/cross}
+  # Resolved to its real path: the sysroot's and the linker wrapper's paths
+  # go into the environment cargo fingerprints (CFLAGS_*, PKG_CONFIG_*_*,
+  # the target's linker), so with a `target` link to a shared cache a new
+  # checkout elsewhere reuses every compiled dependency instead of
+  # rebuilding them all because its own path differs.
+  CROSS_CACHE=$(realpath -m "${SARGS_CROSS_CACHE:-${CARGO_TARGET_DIR:-$ROOT/target}/cross}")
   SYSROOT=$CROSS_CACHE/sysroot-$DEB_ARCH
 }
 
