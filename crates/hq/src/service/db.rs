@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "rollups",
         include_str!("../../migrations/0004_rollups.sql"),
     ),
+    (
+        5,
+        "status",
+        include_str!("../../migrations/0005_status.sql"),
+    ),
 ];
 
 /// Begins a transaction that will write. On SQLite it takes the write lock

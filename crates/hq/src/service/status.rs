@@ -66,6 +66,8 @@ pub(super) async fn status(
                 .and_then(Value::as_str)
                 .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
                 .map(|t| ms(t.with_timezone(&Utc)));
+            // Read from the index messages_status (migration 0005), not
+            // from the agent's messages.
             let last: Option<(Option<i64>,)> = sqlx::query_as(
                 "SELECT MAX(at) FROM messages WHERE agent = $1 AND topic_kind = 'status'",
             )
