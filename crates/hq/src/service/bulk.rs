@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::db::ms;
+use super::marks::Marks;
 use super::message::{Outcome, Topic};
 use super::quarantine::quarantine;
 use super::refusal::refuse;
@@ -170,16 +171,6 @@ async fn settled<'a>(
     Ok(())
 }
 
-/// `($1, …, $k), ($k+1, …)`: `rows` tuples of `k` placeholders.
-fn tuples(rows: usize, k: usize) -> String {
-    let one = |r: usize| {
-        let v: Vec<String> = (1..=k).map(|i| format!("${}", r * k + i)).collect();
-        format!("({})", v.join(", "))
-    };
-    let all: Vec<String> = (0..rows).map(one).collect();
-    all.join(", ")
-}
-
 /// Inserts the records; the keys of those inserted.
 async fn insert_records(
     tx: &mut AnyConnection,
@@ -193,6 +184,7 @@ async fn insert_records(
             Row::Receipt(_) => None,
         })
         .collect();
+    let marks = Marks::of(tx);
     let mut inserted = HashSet::new();
     for chunk in rows.chunks(ROWS) {
         let sql = format!(
@@ -200,7 +192,7 @@ async fn insert_records(
                 delete_after_ms, manifest_sha256, prev_manifest_sha256, ciphertext_sha256, bytes,
                 truncated, gap_reason, envelope, received_at)
              VALUES {} ON CONFLICT DO NOTHING RETURNING agent, camera, sequence",
-            tuples(chunk.len(), 17)
+            marks.tuples(1, chunk.len(), 17)
         );
         let mut q = sqlx::query_as::<_, (String, String, i64)>(AssertSqlSafe(sql));
         for r in chunk {
@@ -241,6 +233,7 @@ async fn insert_receipts(
             Row::Record(_) => None,
         })
         .collect();
+    let marks = Marks::of(tx);
     let mut inserted = HashSet::new();
     for chunk in rows.chunks(ROWS) {
         let sql = format!(
@@ -248,7 +241,7 @@ async fn insert_receipts(
                 deleted_at_ms, reason, command_id, manifest_sha256, ciphertext_sha256,
                 payload_sha256, prev_receipt_sha256, envelope, received_at)
              VALUES {} ON CONFLICT DO NOTHING RETURNING agent, sequence",
-            tuples(chunk.len(), 15)
+            marks.tuples(1, chunk.len(), 15)
         );
         let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql));
         for r in chunk {
@@ -279,11 +272,12 @@ async fn insert_messages(
     kept: &[&MessageRow],
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let marks = Marks::of(tx);
     for chunk in kept.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO messages (id, agent, topic_kind, event, at, received_at, payload)
              VALUES {} ON CONFLICT (id) DO NOTHING",
-            tuples(chunk.len(), 7)
+            marks.tuples(1, chunk.len(), 7)
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for m in chunk {

@@ -23,6 +23,7 @@ use sqlx::AnyConnection;
 use super::bulk::{MessageRow, Pending, Row};
 use super::db::ms;
 use super::ledger;
+use super::marks::Marks;
 use super::message::{at_of, remember};
 pub use super::message::{message_id, parse_topic, Outcome, Rules, Topic};
 use super::prepare::{Body, Doc, Prepared, Signed};
@@ -73,14 +74,17 @@ impl Batch {
     /// Reads what the messages' ids and agents need.
     pub async fn begin(tx: &mut AnyConnection, batch: &[&Prepared]) -> Result<Batch, sqlx::Error> {
         let mut b = Batch::default();
+        let marks = Marks::of(tx);
         let ids: Vec<&str> = batch.iter().map(|p| p.id.as_str()).collect();
         for chunk in ids.chunks(IN_CHUNK) {
-            let list = placeholders(chunk.len());
+            let n = chunk.len();
             let sql = format!(
-                "SELECT id FROM messages WHERE id IN ({list}) UNION ALL SELECT id FROM quarantine WHERE id IN ({list})"
+                "SELECT id FROM messages WHERE id IN ({}) UNION ALL SELECT id FROM quarantine WHERE id IN ({})",
+                marks.list(1, n),
+                marks.list(n + 1, n)
             );
             let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
+            for id in chunk.iter().chain(chunk) {
                 q = q.bind(*id);
             }
             for (id,) in q.fetch_all(&mut *tx).await? {
@@ -92,7 +96,7 @@ impl Batch {
         for chunk in agents.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT id, state, device_key FROM agents WHERE id IN ({})",
-                placeholders(chunk.len())
+                marks.list(1, chunk.len())
             );
             let mut q = sqlx::query_as::<_, (String, String, String)>(sqlx::AssertSqlSafe(sql));
             for a in chunk {
@@ -110,7 +114,7 @@ impl Batch {
             // cannot deadlock on two agents.
             let sql = format!(
                 "UPDATE agents SET last_seen = last_seen WHERE id IN ({})",
-                placeholders(chunk.len())
+                marks.list(1, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for a in chunk {
@@ -224,14 +228,6 @@ enum Kept {
     Now(bool),
     /// A record or receipt set aside.
     Later,
-}
-
-/// `$1, $2, …, $n`.
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A prepared message's parts, as [`Batch::keep`] reads them.

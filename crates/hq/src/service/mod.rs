@@ -36,6 +36,7 @@ pub mod heal;
 pub mod ingest;
 pub mod issue;
 pub mod ledger;
+pub mod marks;
 pub mod message;
 pub mod prepare;
 pub mod quarantine;

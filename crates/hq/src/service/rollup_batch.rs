@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{AnyConnection, AssertSqlSafe};
 
+use super::marks::Marks;
 use super::rollup::{self, day_of, Chain};
 use super::rows::{ReceiptRow, RecordRow};
 
@@ -32,6 +33,7 @@ pub(super) async fn records_kept(
     if rows.is_empty() {
         return Ok(());
     }
+    let marks = Marks::of(tx);
     // Receipts that came before their record (after a resend).
     let mut first: HashMap<(&str, &str), (i64, i64, String)> = HashMap::new();
     for (agent, ids) in by_agent(
@@ -41,8 +43,9 @@ pub(super) async fn records_kept(
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT segment_id, sequence, deleted_at_ms, reason FROM receipts
-                 WHERE agent = $1 AND segment_id IN ({})",
-                placeholders_from(2, chunk.len())
+                 WHERE agent = {} AND segment_id IN ({})",
+                marks.one(1),
+                marks.list(2, chunk.len())
             );
             let mut q =
                 sqlx::query_as::<_, (String, i64, i64, String)>(AssertSqlSafe(sql)).bind(agent);
@@ -101,6 +104,7 @@ pub(super) async fn receipts_kept(
     if rows.is_empty() {
         return Ok(());
     }
+    let marks = Marks::of(tx);
     type Kept = (String, String, i64, String, String, i64, Option<i64>);
     let mut records: HashMap<(String, String), Kept> = HashMap::new();
     for (agent, ids) in by_agent(
@@ -110,8 +114,9 @@ pub(super) async fn receipts_kept(
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT segment_id, camera, sequence, kind, class, start_ms, deleted_at_ms FROM records
-                 WHERE agent = $1 AND segment_id IN ({})",
-                placeholders_from(2, chunk.len())
+                 WHERE agent = {} AND segment_id IN ({})",
+                marks.one(1),
+                marks.list(2, chunk.len())
             );
             let mut q = sqlx::query_as::<_, Kept>(AssertSqlSafe(sql)).bind(agent);
             for id in chunk {
@@ -183,28 +188,23 @@ fn by_agent<'a>(
     m
 }
 
-/// `$from, …, $(from + n - 1)`.
-fn placeholders_from(from: usize, n: usize) -> String {
-    let v: Vec<String> = (from..from + n).map(|i| format!("${i}")).collect();
-    v.join(", ")
-}
-
 /// Each record's deletion, from its (only) receipt.
 async fn set_deletions(
     tx: &mut AnyConnection,
     deletions: &[(&ReceiptRow, &str, i64)],
 ) -> Result<(), sqlx::Error> {
+    let marks = Marks::of(tx);
     for chunk in deletions.chunks(IN_CHUNK) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let n = i * 5;
                 format!(
-                    "(CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS TEXT))",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
+                    "(CAST({} AS TEXT), CAST({} AS TEXT), CAST({} AS BIGINT), CAST({} AS BIGINT), CAST({} AS TEXT))",
+                    marks.one(n + 1),
+                    marks.one(n + 2),
+                    marks.one(n + 3),
+                    marks.one(n + 4),
+                    marks.one(n + 5)
                 )
             })
             .collect();
@@ -233,10 +233,11 @@ async fn add_days(
     tx: &mut AnyConnection,
     days: &BTreeMap<(&str, &str, i64), [i64; 3]>,
 ) -> Result<(), sqlx::Error> {
+    let marks = Marks::of(tx);
     let days: Vec<_> = days.iter().collect();
     for chunk in days.chunks(IN_CHUNK) {
         let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("({})", placeholders_from(i * 6 + 1, 6)))
+            .map(|i| format!("({})", marks.list(i * 6 + 1, 6)))
             .collect();
         let sql = format!(
             "INSERT INTO ledger_days (agent, class, day, segments, gaps, deleted) VALUES {}
