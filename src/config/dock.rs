@@ -25,6 +25,7 @@ pub const DEFAULT_EXTENSIONS: [&str; 8] = ["mp4", "mov", "m4v", "mkv", "avi", "t
 pub const DEFAULT_CLOCK_FILE: &str = "CLOCK.TXT";
 const DEFAULT_SCAN_S: u64 = 5;
 const SCAN_S: std::ops::RangeInclusive<u64> = 1..=3600;
+const WORKERS: std::ops::RangeInclusive<u64> = 1..=256;
 
 /// Validates `[dock]`. `taken` says which `[[camera]]` already uses an id.
 pub(super) fn dock(
@@ -50,6 +51,12 @@ pub(super) fn dock(
         v.invalid(
             "dock.scan_interval_s",
             format!("{scan} is out of range 1..=3600 (seconds)"),
+        );
+    }
+    if let Some(w) = raw.workers.filter(|w| !WORKERS.contains(w)) {
+        v.invalid(
+            "dock.workers",
+            format!("{w} is out of range 1..=256 (docked cameras ingested at once; leave it out to follow the cores)"),
         );
     }
     let extensions = match &raw.extensions {
@@ -134,6 +141,7 @@ pub(super) fn dock(
         paths,
         keep_originals: raw.keep_originals.unwrap_or(false),
         scan_interval: Duration::from_secs(scan),
+        workers: raw.workers.and_then(|w| usize::try_from(w).ok()),
         extensions,
         clock_file,
         cameras,

@@ -82,6 +82,9 @@ pub struct DockSettings {
     pub keep_originals: bool,
     /// How often the dock paths are looked at.
     pub scan_interval: Duration,
+    /// `dock.workers`: at most this many docked cameras are ingested at once
+    /// (see [`DockSettings::workers`]); `None`: as many as there are cores.
+    pub workers: Option<usize>,
     /// File extensions (lower case, without the dot) that are recordings.
     pub extensions: Vec<String>,
     /// Name of the file in which a docked camera states its clock, at the
@@ -91,6 +94,16 @@ pub struct DockSettings {
 }
 
 impl DockSettings {
+    /// How many docked cameras are ingested at once: the cores this process
+    /// may run on (`std::thread::available_parallelism`, which follows
+    /// `taskset` and cgroup quotas), capped by `dock.workers`. Each ingest
+    /// runs on three threads (read and hash, seal and write, read back and
+    /// hash), so one camera alone already keeps two cores busy.
+    pub fn workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.workers.map_or(cores, |cap| cap.min(cores)).max(1)
+    }
+
     /// The body camera with this serial.
     pub fn by_serial(&self, serial: &str) -> Option<&BodyCamera> {
         self.cameras.iter().find(|c| c.serial == serial)

@@ -29,6 +29,7 @@ pub(super) struct RawDock {
     pub class: Option<String>,
     pub keep_originals: Option<bool>,
     pub scan_interval_s: Option<u64>,
+    pub workers: Option<u64>,
     pub extensions: Option<Vec<String>>,
     pub clock_file: Option<String>,
     #[serde(default)]

@@ -561,6 +561,16 @@ fn body_cameras_alone_are_a_valid_config_with_police_defaults() {
     assert_eq!(dock.scan_interval, Duration::from_secs(5));
     assert_eq!(dock.clock_file, "CLOCK.TXT");
     assert!(dock.extensions.iter().any(|e| e == "mp4"));
+    // As many cameras at once as there are cores, unless capped.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!((dock.workers, dock.workers()), (None, cores));
+    let capped = d
+        .load(&with_dock(
+            &d,
+            &BODY.replace("[dock]\n", "[dock]\nworkers = 1\n"),
+        ))
+        .expect("valid");
+    assert_eq!(capped.dock.as_ref().map(|d| d.workers()), Some(1));
     let b = c.body_camera("bodycam-42").expect("body camera");
     assert_eq!(
         (b.serial.as_str(), b.officer.as_str()),

@@ -1,19 +1,30 @@
 //! Taking one file off a camera: its bytes read once, hashed, and sealed
-//! into the store's age writer exactly as they are (no remux); then the
-//! sealed copy read back from the disk and its hash compared.
+//! into the store's age writer exactly as they are (no remux), the sealed
+//! copy fsynced and read back from the disk as it is written.
 //!
-//! Two threads share the work, because a dock has no cameras to serve: one
-//! reads the original and hashes it (SHA-256 of the original, for the
-//! manifest), the other encrypts and hashes the ciphertext (the age writer)
-//! and writes it. They hand over 1 MiB blocks through a bounded channel
+//! Three threads share the work of one file, so that a dock uses the cores
+//! it has (the read-back's own invariant, and why it is the least work that
+//! proves the copy intact, is in [`super::readback`]):
+//! - the reader reads the original once, in [`BLOCK`]s, and takes its
+//!   SHA-256 (the evidence hash of the manifest);
+//! - the sealer (the calling thread) encrypts the same bytes through the
+//!   age writer (ChaCha20-Poly1305 and a CRC-32 of the ciphertext) and
+//!   writes them; at the end it finishes the stream and fsyncs the file;
+//! - the follower reads the sealed copy back from the disk behind the
+//!   sealer and takes the SHA-256 the manifest signs.
+//!
+//! So per byte: one read of the original, one SHA-256 of it, the AEAD, one
+//! write, one read back and one SHA-256 of the ciphertext; the CRC-32s are
+//! nearly free. Reader and sealer hand over blocks through a bounded channel
 //! ([`IN_FLIGHT`] blocks; the reader waits when it is full), so at most
 //! `IN_FLIGHT + 2` blocks of plaintext are in memory and none is written
 //! anywhere but into the age stream.
 //!
 //! The copy fails — and nothing of it is committed — when the original cannot
 //! be read to its end (camera pulled out: I/O error, vanished file), ends
-//! before or after the size it had when opened (the file changed), or the
-//! sealed copy cannot be written (disk full).
+//! before or after the size it had when opened (the file changed), the
+//! sealed copy cannot be written or fsynced (disk full), or what is read back
+//! is not what was written.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -23,7 +34,9 @@ use std::sync::mpsc;
 
 use tokio_util::sync::CancellationToken;
 
-use sargs_core::seal::age::{AgeWriter, SealSummary};
+use sargs_core::seal::age::{AgeWriter, SealSummary, Unhashed};
+
+use super::readback::{self, Progress};
 
 /// Bytes read from the camera at a time.
 pub const BLOCK: usize = 1 << 20;
@@ -56,39 +69,87 @@ enum Msg {
     End(Result<Copied, String>),
 }
 
-/// Reads `src` (which had `expected` bytes when opened) to its end and seals
-/// every byte into `writer`; `progress` hears of each block sealed.
+/// Reads `src` (which had `expected` bytes when opened) to its end, seals
+/// every byte into `writer` (a `Check::Crc32` writer of the file at
+/// `sealed`), finishes and fsyncs it and reads it back; `progress` hears of
+/// each block sealed. Gives what was read and the summary of what is on the
+/// disk (its SHA-256 from the bytes read back).
 pub fn seal_from(
     src: &File,
     expected: u64,
-    writer: &mut AgeWriter<File>,
+    writer: AgeWriter<File>,
+    sealed: &Path,
     cancel: &CancellationToken,
     progress: &dyn Fn(u64),
-) -> Result<Copied, CopyError> {
+) -> Result<(Copied, SealSummary), CopyError> {
     advise(src, libc::POSIX_FADV_SEQUENTIAL);
     let (tx, rx) = mpsc::sync_channel::<Msg>(IN_FLIGHT);
     let (back, spare) = mpsc::channel::<Vec<u8>>();
+    let state = Progress::default();
+    let written = &state;
     // `move`: the receiver is dropped when the sealer returns, so a reader
     // blocked on a full channel wakes up and ends before the scope joins it.
     std::thread::scope(move |scope| {
         scope.spawn(move || read_and_hash(src, expected, &tx, &spare));
-        loop {
-            if cancel.is_cancelled() {
-                return Err(CopyError::Cancelled);
+        let follower = scope.spawn(move || readback::follow(sealed, written));
+        let sealed_now = seal_blocks(&rx, &back, writer, written, cancel, progress);
+        if sealed_now.is_err() {
+            written.stop();
+        }
+        let read = follower
+            .join()
+            .unwrap_or_else(|_| Err("the read-back thread failed".into()));
+        let (copied, unhashed) = sealed_now?;
+        match read {
+            Ok(Some(r)) if r.bytes == unhashed.ciphertext_len && r.crc32 == unhashed.ciphertext_crc32 => {
+                Ok((copied, unhashed.with_sha256(r.sha256)))
             }
-            match rx.recv() {
-                Ok(Msg::Block(block)) => {
-                    writer
-                        .write_all(&block)
-                        .map_err(|e| CopyError::Store(format!("writing the sealed copy: {e}")))?;
-                    progress(block.len() as u64);
-                    let _ = back.send(block);
-                }
-                Ok(Msg::End(end)) => return end.map_err(CopyError::Source),
-                Err(_) => return Err(CopyError::Source("the reader stopped".into())),
-            }
+            Ok(Some(r)) => Err(CopyError::Store(format!(
+                "{}: the sealed copy read back from the disk ({} bytes) does not match what was written ({} bytes)",
+                sealed.display(),
+                r.bytes,
+                unhashed.ciphertext_len
+            ))),
+            Ok(None) => Err(CopyError::Store("the read-back stopped".into())),
+            Err(why) => Err(CopyError::Store(why)),
         }
     })
+}
+
+/// The sealer: every block into the age stream, then the stream finished
+/// and fsynced.
+fn seal_blocks(
+    rx: &mpsc::Receiver<Msg>,
+    back: &mpsc::Sender<Vec<u8>>,
+    mut writer: AgeWriter<File>,
+    written: &Progress,
+    cancel: &CancellationToken,
+    progress: &dyn Fn(u64),
+) -> Result<(Copied, Unhashed), CopyError> {
+    let copied = loop {
+        if cancel.is_cancelled() {
+            return Err(CopyError::Cancelled);
+        }
+        match rx.recv() {
+            Ok(Msg::Block(block)) => {
+                writer
+                    .write_all(&block)
+                    .map_err(|e| CopyError::Store(format!("writing the sealed copy: {e}")))?;
+                written.written(writer.ciphertext_len());
+                progress(block.len() as u64);
+                let _ = back.send(block);
+            }
+            Ok(Msg::End(end)) => break end.map_err(CopyError::Source)?,
+            Err(_) => return Err(CopyError::Source("the reader stopped".into())),
+        }
+    };
+    let (file, unhashed) = writer
+        .finish_unhashed()
+        .map_err(|e| CopyError::Store(format!("sealing: {e}")))?;
+    file.sync_all()
+        .map_err(|e| CopyError::Store(format!("fsync of the sealed copy: {e}")))?;
+    written.finished(unhashed.ciphertext_len);
+    Ok((copied, unhashed))
 }
 
 /// The reader thread: blocks of the original, hashed, to the sealer.
@@ -152,26 +213,6 @@ fn fill(src: &mut &File, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// Reads the sealed file at `path` back from the disk — its cached pages are
-/// dropped first, so the bytes come from the medium, not memory — and checks
-/// its length and SHA-256 against what the writer reported.
-pub fn verify_on_disk(path: &Path, summary: &SealSummary) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    advise(&file, libc::POSIX_FADV_DONTNEED);
-    let read = hash_all(&file, None).map_err(|e| format!("re-reading {}: {e}", path.display()));
-    advise(&file, libc::POSIX_FADV_DONTNEED);
-    let read = read?;
-    if read.bytes != summary.ciphertext_len || read.original_sha256 != summary.ciphertext_sha256 {
-        return Err(format!(
-            "{}: the sealed copy read back from the disk ({} bytes) does not match what was written ({} bytes)",
-            path.display(),
-            read.bytes,
-            summary.ciphertext_len
-        ));
-    }
-    Ok(())
 }
 
 /// SHA-256 and length of a file on the camera (to recognise one sealed before).

@@ -274,11 +274,13 @@ impl Session<'_> {
             }
             outcome
         };
-        let Some(mut writer) = seg.take_writer() else {
+        let Some(writer) = seg.take_writer() else {
             return abandon(log, seg, Outcome::Stop("ingest writer missing".into()));
         };
         let progress = |n: u64| self.watch.advanced(n);
-        let copied = match copy::seal_from(&file, opened.len, &mut writer, self.cancel, &progress) {
+        let sealed = seg.path().to_owned();
+        let copy = copy::seal_from(&file, opened.len, writer, &sealed, self.cancel, &progress);
+        let (copied, summary) = match copy {
             Ok(c) => c,
             Err(e) => {
                 let outcome = match e {
@@ -288,16 +290,6 @@ impl Session<'_> {
                 };
                 return abandon(log, seg, outcome);
             }
-        };
-        let summary = match writer.finish() {
-            Ok((f, summary)) => match f.sync_all() {
-                Ok(()) => summary,
-                Err(e) => {
-                    let why = format!("fsync of the sealed copy: {e}");
-                    return abandon(log, seg, Outcome::Stop(why));
-                }
-            },
-            Err(e) => return abandon(log, seg, Outcome::Stop(format!("sealing: {e}"))),
         };
         if file.metadata().map(|m| Identity::of(&m)).ok() != Some(opened) {
             let why = format!("{} changed while it was read", c.name);
@@ -314,9 +306,6 @@ impl Session<'_> {
             }
             Ok(None) => {}
             Err(e) => return abandon(log, seg, Outcome::Stop(format!("index: {e}"))),
-        }
-        if let Err(why) = copy::verify_on_disk(seg.path(), &summary) {
-            return abandon(log, seg, Outcome::Stop(why));
         }
         let probe = probe::probe(&c.path);
         if probe.error.is_some() && !opened.same_as(&c.path) {

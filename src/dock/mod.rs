@@ -16,13 +16,16 @@
 //! 1. the original is read once, in 1 MiB blocks; one thread hashes it
 //!    (SHA-256 of the original), another seals the same bytes through the
 //!    store's age writer into `N.mp4.age.ingest` (the original bytes exactly:
-//!    no remux, no re-encode; no plaintext byte is written anywhere);
-//! 2. the sealed file is finished and fsynced; the original must still have
-//!    the size and time it had when opened;
+//!    no remux, no re-encode; no plaintext byte is written anywhere), with a
+//!    CRC-32 of the ciphertext; a third reads the sealed copy back from the
+//!    disk behind the writer ([`readback`]);
+//! 2. the sealed file is finished and fsynced, and the rest of it read back:
+//!    the SHA-256 the manifest signs is that of the bytes read back, given
+//!    only if their length and CRC-32 are those written; the original must
+//!    still have the size and time it had when opened;
 //! 3. an original already in the index (same hash) ends here: the new copy
 //!    is removed, the original counts as sealed;
-//! 4. the sealed copy's cached pages are dropped and it is read back from
-//!    the disk; its length and SHA-256 must equal what was written;
+//! 4. (the read-back of step 2 is what proves the sealed copy intact);
 //! 5. the container is probed (GStreamer discoverer: start, duration,
 //!    codec); a file that does not parse is sealed all the same and flagged;
 //! 6. the signed manifest is committed in the store's durability order
@@ -51,6 +54,8 @@
 //! `sargs run` with `[dock] paths` watches those directories ([`watch`]);
 //! each subdirectory is a docked camera's storage, named by its serial.
 //! `sargs ingest --from DIR --camera ID` runs one session by hand.
+//! Several docked cameras are ingested at once, up to `dock.workers` (the
+//! cores by default), at a lower scheduling priority than live recording.
 //! Directories are polled rather than watched with inotify: a camera's file
 //! system is mounted over a directory, which inotify on the dock path does
 //! not report, and a listing of a few directories every few seconds costs
@@ -60,6 +65,7 @@ pub mod copy;
 pub mod ingest;
 pub mod manual;
 pub mod probe;
+pub mod readback;
 pub mod scan;
 pub mod watch;
 

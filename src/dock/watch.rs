@@ -12,8 +12,17 @@
 //!   changes; after an incomplete one (pulled out, disk full) it is tried
 //!   again when it is docked again, its listing changes, or after
 //!   [`RETRY_AFTER`];
-//! - one camera is ingested at a time; the stop token ends the current file
-//!   (its original stays on the camera) and the thread.
+//! - the cameras due in one scan are ingested at once, at most
+//!   [`DockSettings::workers`] of them (the cores, capped by `dock.workers`),
+//!   each on its own threads over its own chain, so that docked cameras
+//!   share the cores; those beyond the cap wait for the next round of the
+//!   same scan;
+//! - every dock thread runs at nice [`NICE`]: when a gateway records live
+//!   cameras too, the kernel gives their capture and sealing the CPU first
+//!   and the ingest the rest, so recording keeps real time however many
+//!   cameras are docked;
+//! - the stop token ends the current files (their originals stay on the
+//!   cameras) and the thread.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -32,6 +41,8 @@ use crate::store::{CameraLog, SealContext};
 
 /// An incomplete session is retried after this long even if nothing changed.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The dock threads' nice value (inherited by the threads an ingest starts).
+pub const NICE: libc::c_int = 10;
 
 /// What the dock thread needs.
 pub struct Setup {
@@ -66,6 +77,7 @@ pub fn spawn(setup: Setup) -> std::io::Result<std::thread::JoinHandle<()>> {
 }
 
 fn run(s: Setup) {
+    lower_priority();
     let mut logs: HashMap<String, CameraLog> = HashMap::new();
     // Complete what a crash interrupted in chains that exist already.
     for body in &s.settings.cameras {
@@ -80,6 +92,7 @@ fn run(s: Setup) {
         let present = present(&s.settings);
         docked.retain(|dir, _| present.iter().any(|(d, _)| d == dir));
         unknown.retain(|dir| present.iter().any(|(d, _)| d == dir));
+        let mut sessions = Vec::new();
         for (dir, serial) in present {
             if s.cancel.is_cancelled() {
                 break;
@@ -117,30 +130,62 @@ fn run(s: Setup) {
             let Some(chain) = s.chains.get(&body.camera.id) else {
                 continue;
             };
-            let Some(log) = open_log(&s, &mut logs, body, chain) else {
+            if open_log(&s, &mut logs, body, chain).is_none() {
                 continue;
-            };
-            let session = Session {
-                agent_id: &s.ctx.agent_id,
-                body,
-                settings: &s.settings,
-                retention: &s.retention,
-                events: s.events.as_ref(),
-                watch: &Quiet,
-                cancel: &s.cancel,
-                data_dir: &s.data_dir,
-                min_free_bytes: s.min_free_bytes,
-            };
-            let finished = session.ingest_dir(log, &dir);
-            let after = scan::recordings(&dir, &s.settings)
-                .map(|f| {
-                    f.iter()
-                        .map(|c| (c.name.clone(), c.len, c.modified))
-                        .collect()
-                })
-                .ok();
-            state.last = after.clone();
-            state.session = Some((after.unwrap_or(listing), finished.complete, Instant::now()));
+            }
+            sessions.push((dir, body, listing));
+        }
+        for batch in sessions.chunks(s.settings.workers()) {
+            let mut jobs = Vec::with_capacity(batch.len());
+            for (dir, body, listing) in batch {
+                if let Some(log) = logs.remove(&body.camera.id) {
+                    jobs.push((dir, *body, listing, log));
+                }
+            }
+            let ended = std::thread::scope(|scope| {
+                let running: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(dir, body, listing, mut log)| {
+                        let s = &s;
+                        scope.spawn(move || {
+                            let session = Session {
+                                agent_id: &s.ctx.agent_id,
+                                body,
+                                settings: &s.settings,
+                                retention: &s.retention,
+                                events: s.events.as_ref(),
+                                watch: &Quiet,
+                                cancel: &s.cancel,
+                                data_dir: &s.data_dir,
+                                min_free_bytes: s.min_free_bytes,
+                            };
+                            let finished = session.ingest_dir(&mut log, dir);
+                            (dir, body, listing, log, finished.complete)
+                        })
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .filter_map(|h| h.join().ok())
+                    .collect::<Vec<_>>()
+            });
+            for (dir, body, listing, log, complete) in ended {
+                logs.insert(body.camera.id.clone(), log);
+                let after: Option<Listing> = scan::recordings(dir, &s.settings)
+                    .map(|f| {
+                        f.iter()
+                            .map(|c| (c.name.clone(), c.len, c.modified))
+                            .collect()
+                    })
+                    .ok();
+                let state = docked.entry(dir.to_path_buf()).or_default();
+                state.last = after.clone();
+                state.session = Some((
+                    after.unwrap_or_else(|| listing.clone()),
+                    complete,
+                    Instant::now(),
+                ));
+            }
         }
         wait(&s.cancel, s.settings.scan_interval);
     }
@@ -190,6 +235,20 @@ fn present(settings: &DockSettings) -> Vec<(PathBuf, String)> {
     }
     out.sort();
     out
+}
+
+/// Lowers this thread's scheduling priority to [`NICE`] (Linux: per
+/// thread, inherited by the threads it starts). A refusal only means the
+/// ingest competes with recording as an equal.
+fn lower_priority() {
+    // SAFETY: plain syscalls on this thread's own id.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, NICE)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "dock: could not lower the ingest's priority");
+    }
 }
 
 fn wait(cancel: &CancellationToken, d: Duration) {

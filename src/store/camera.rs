@@ -24,7 +24,7 @@ use crate::config::CameraConfig;
 use sargs_core::fsutil;
 use sargs_core::layout::{CONTIGUITY_TOLERANCE_MS, MEDIA_EXT, PARTIAL_EXT};
 use sargs_core::policy::Policy;
-use sargs_core::seal::age::{AgeWriter, SealSummary};
+use sargs_core::seal::age::{AgeWriter, Check, SealSummary};
 use sargs_core::seal::manifest::{
     self, Gap, Manifest, Masks, Media, PolicyRef, RecordKind, Retention, GENESIS,
 };
@@ -256,8 +256,18 @@ impl CameraLog {
     /// Creates `path` (`O_EXCL`, 0600) with the age header written. If the
     /// header cannot be written the file is removed: no video, nothing to keep.
     pub(super) fn create_sealed(&self, path: &Path) -> Result<AgeWriter<File>, StoreError> {
+        self.create_sealed_with(path, Check::Sha256)
+    }
+
+    /// As [`create_sealed`](Self::create_sealed), computing `check` over the
+    /// written bytes.
+    pub(super) fn create_sealed_with(
+        &self,
+        path: &Path,
+        check: Check,
+    ) -> Result<AgeWriter<File>, StoreError> {
         let file = fsutil::create_new(path, 0o600).map_err(StoreError::io(path))?;
-        AgeWriter::new(file, &self.ctx.recipients).map_err(|e| {
+        AgeWriter::with_check(file, &self.ctx.recipients, check).map_err(|e| {
             let _ = std::fs::remove_file(path);
             StoreError::Io {
                 path: path.to_owned(),

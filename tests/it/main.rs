@@ -15,6 +15,7 @@ mod commands;
 mod crash;
 mod dock;
 mod dock_faults;
+mod dock_load;
 mod export;
 mod export_input;
 mod faults;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{CameraLog, OpenSegment, RecordKind, StoreError};
 use sargs_core::fsutil;
-use sargs_core::seal::age::SealSummary;
+use sargs_core::seal::age::{Check, SealSummary};
 use sargs_core::seal::manifest::{Dock, Manifest, Media};
 
 /// Facts about an ingested recording known when it is committed.
@@ -26,15 +26,18 @@ pub struct IngestInfo {
 
 impl CameraLog {
     /// Reserves the next sequence for a docked camera's file and creates its
-    /// sealed file `N.mp4.age.ingest` with the age header written. Nothing
-    /// else may be open: ingests are committed one at a time, in order.
+    /// sealed file `N.mp4.age.ingest` with the age header written. Its writer
+    /// computes only a CRC-32 of the ciphertext ([`Check::Crc32`]): the
+    /// SHA-256 the manifest signs is taken from the bytes read back from the
+    /// disk (`crate::dock::copy`). Nothing else may be open: ingests are
+    /// committed one at a time, in order.
     pub fn begin_ingest(&mut self) -> Result<OpenSegment, StoreError> {
         if self.reserved > self.head.sequence {
             self.recover()?;
         }
         let seq = self.head.sequence + 1;
         let path = self.ingest_path(seq);
-        let writer = self.create_sealed(&path)?;
+        let writer = self.create_sealed_with(&path, Check::Crc32)?;
         self.reserved = seq;
         Ok(OpenSegment {
             sequence: seq,

@@ -38,7 +38,12 @@
 //! that tries to finish.
 //!
 //! The SHA-256 of every byte written to the inner writer (header included) is
-//! computed on the way and returned in the [`SealSummary`].
+//! computed on the way and returned in the [`SealSummary`] — or, for a writer
+//! made with [`Check::Crc32`], only a CRC-32 of those bytes: its caller takes
+//! the SHA-256 from the bytes read back from the disk instead (dock ingest,
+//! which reads every sealed copy back anyway), and the CRC tells whether
+//! those are the bytes that were written. Such a writer only gives an
+//! [`Unhashed`] summary, which becomes a [`SealSummary`] only with a digest.
 //!
 //! # Invariant (secrets in memory)
 //!
@@ -123,6 +128,43 @@ pub struct SealSummary {
     pub chunks: u64,
 }
 
+/// What a writer computes over the bytes it hands to its inner writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// SHA-256 (the digest a manifest signs).
+    Sha256,
+    /// CRC-32 only, for a caller that hashes the bytes read back from the disk.
+    Crc32,
+}
+
+enum Hasher {
+    Sha256(digest::Context),
+    Crc32(crc32fast::Hasher),
+}
+
+/// What a [`Check::Crc32`] writer wrote: everything of a [`SealSummary`] but
+/// the SHA-256, which only the bytes read back can supply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhashed {
+    pub plaintext_len: u64,
+    pub ciphertext_len: u64,
+    /// CRC-32 (IEEE) of every byte handed to the inner writer.
+    pub ciphertext_crc32: u32,
+    pub chunks: u64,
+}
+
+impl Unhashed {
+    /// The summary of the stream whose bytes have this SHA-256.
+    pub fn with_sha256(&self, ciphertext_sha256: [u8; 32]) -> SealSummary {
+        SealSummary {
+            plaintext_len: self.plaintext_len,
+            ciphertext_len: self.ciphertext_len,
+            ciphertext_sha256,
+            chunks: self.chunks,
+        }
+    }
+}
+
 /// An age v1 encryptor that seals everything written to it into `inner`.
 ///
 /// Call [`finish`](Self::finish) to write the final chunk; see the module docs for
@@ -135,7 +177,7 @@ pub struct AgeWriter<W: Write> {
     filled: usize,
     /// Index of the next chunk to seal.
     counter: u64,
-    hasher: digest::Context,
+    hasher: Hasher,
     plaintext_len: u64,
     ciphertext_len: u64,
     /// The first failure, once one happened: every later call repeats it.
@@ -146,6 +188,11 @@ impl<W: Write> AgeWriter<W> {
     /// Writes the header (one stanza per recipient, each with a fresh ephemeral key)
     /// and the payload nonce to `inner`, ready for plaintext.
     pub fn new(inner: W, recipients: &[Recipient]) -> Result<Self, AgeError> {
+        Self::with_check(inner, recipients, Check::Sha256)
+    }
+
+    /// As [`new`](Self::new), computing `check` over the written bytes.
+    pub fn with_check(inner: W, recipients: &[Recipient], check: Check) -> Result<Self, AgeError> {
         if recipients.is_empty() {
             return Err(AgeError::NoRecipients);
         }
@@ -183,7 +230,10 @@ impl<W: Write> AgeWriter<W> {
             buf: vec![0u8; CHUNK_SIZE + TAG_LEN].into_boxed_slice(),
             filled: 0,
             counter: 0,
-            hasher: digest::Context::new(&SHA256),
+            hasher: match check {
+                Check::Sha256 => Hasher::Sha256(digest::Context::new(&SHA256)),
+                Check::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
+            },
             plaintext_len: 0,
             ciphertext_len: 0,
             failed: None,
@@ -206,24 +256,48 @@ impl<W: Write> AgeWriter<W> {
 
     /// Seals the buffered tail as the last chunk, flushes, and returns the inner
     /// writer with the summary of what was written.
-    pub fn finish(mut self) -> Result<(W, SealSummary), AgeError> {
+    ///
+    /// A [`Check::Crc32`] writer has no SHA-256 to give: use
+    /// [`finish_unhashed`](Self::finish_unhashed).
+    pub fn finish(self) -> Result<(W, SealSummary), AgeError> {
+        let (inner, unhashed, hasher) = self.finish_stream()?;
+        let Hasher::Sha256(ctx) = hasher else {
+            return Err(AgeError::Crypto("the stream was not hashed (Check::Crc32)"));
+        };
+        let sha = ctx
+            .finish()
+            .as_ref()
+            .try_into()
+            .map_err(|_| AgeError::Crypto("SHA-256 length"))?;
+        Ok((inner, unhashed.with_sha256(sha)))
+    }
+
+    /// As [`finish`](Self::finish) for a [`Check::Crc32`] writer.
+    pub fn finish_unhashed(self) -> Result<(W, Unhashed), AgeError> {
+        let (inner, unhashed, hasher) = self.finish_stream()?;
+        match hasher {
+            Hasher::Crc32(_) => Ok((inner, unhashed)),
+            Hasher::Sha256(_) => Err(AgeError::Crypto("the stream was hashed (Check::Sha256)")),
+        }
+    }
+
+    fn finish_stream(mut self) -> Result<(W, Unhashed, Hasher), AgeError> {
         if let Some(e) = self.poisoned() {
             return Err(e);
         }
         self.seal_chunk(true)?;
         self.inner.flush()?;
-        let digest = self.hasher.finish();
-        let ciphertext_sha256 = digest
-            .as_ref()
-            .try_into()
-            .map_err(|_| AgeError::Crypto("SHA-256 length"))?;
-        let summary = SealSummary {
+        let crc = match &self.hasher {
+            Hasher::Crc32(h) => h.clone().finalize(),
+            Hasher::Sha256(_) => 0,
+        };
+        let unhashed = Unhashed {
             plaintext_len: self.plaintext_len,
             ciphertext_len: self.ciphertext_len,
-            ciphertext_sha256,
+            ciphertext_crc32: crc,
             chunks: self.counter,
         };
-        Ok((self.inner, summary))
+        Ok((self.inner, unhashed, self.hasher))
     }
 
     /// The inner writer.
@@ -281,7 +355,10 @@ impl<W: Write> AgeWriter<W> {
             self.failed = Some((e.kind(), e.to_string()));
             return Err(e.into());
         }
-        self.hasher.update(bytes);
+        match &mut self.hasher {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Crc32(h) => h.update(bytes),
+        }
         self.ciphertext_len += bytes.len() as u64;
         Ok(())
     }

@@ -118,6 +118,35 @@ fn summary_hash_is_sha256_of_the_output() {
 }
 
 #[test]
+fn a_crc_writer_gives_the_crc32_of_its_output_and_no_sha256_of_its_own() {
+    let (id, r) = identity();
+    let plain = data(3 * CHUNK_SIZE + 5);
+    let mut w =
+        AgeWriter::with_check(Vec::new(), std::slice::from_ref(&r), Check::Crc32).expect("header");
+    w.write_all(&plain).expect("write");
+    let (ct, u) = w.finish_unhashed().expect("finish");
+    assert_eq!(u.ciphertext_crc32, crc32fast::hash(&ct));
+    assert_eq!(
+        (u.ciphertext_len, u.plaintext_len),
+        (ct.len() as u64, plain.len() as u64)
+    );
+    assert_eq!(decrypt(&ct, &id).expect("decrypts"), plain);
+    // Only a digest makes it a summary; `finish` refuses to invent one.
+    let sha: [u8; 32] = digest::digest(&SHA256, &ct)
+        .as_ref()
+        .try_into()
+        .expect("32");
+    assert_eq!(u.with_sha256(sha).ciphertext_sha256, sha);
+    let w =
+        AgeWriter::with_check(Vec::new(), std::slice::from_ref(&r), Check::Crc32).expect("header");
+    assert!(matches!(w.finish(), Err(AgeError::Crypto(_))));
+    assert!(matches!(
+        fill(&[r], &plain).finish_unhashed(),
+        Err(AgeError::Crypto(_))
+    ));
+}
+
+#[test]
 fn dropped_writer_leaves_whole_chunks_salvageable() {
     let (id, r) = identity();
     let plain = data(3 * CHUNK_SIZE + 100);

@@ -1,0 +1,209 @@
+//! The sealed copy read back from the disk while it is being written, and
+//! the digest the manifest signs taken from those bytes.
+//!
+//! # Invariant
+//!
+//! **The ciphertext SHA-256 a dock manifest signs is the SHA-256 of the
+//! bytes read back from the disk, and it is given only if those bytes are,
+//! to the last, the bytes the age writer wrote** (same length, same CRC-32
+//! of the whole stream) and the file ends where the writer ended.
+//!
+//! Why this is the least work that proves the copy intact: the manifest must
+//! sign the digest of exactly the bytes on disk, and the camera may be freed
+//! only when those bytes are proven to be what was sealed. One SHA-256 pass
+//! over the bytes read back gives the first; the second needs a comparison
+//! with what was written, for which the writer's CRC-32 suffices (an
+//! accidental corruption — a bad sector, a controller or page-cache fault —
+//! changes the CRC-32 with probability 1 − 2⁻³², and nobody between the
+//! writer and the disk is an adversary to forge one; an adversary who could
+//! write to the disk could as well replace file and digest before signing).
+//! Hashing the ciphertext as it is written *and* again as it is read (as
+//! before) is a second SHA-256 pass that proves nothing more. CRC-32 costs
+//! well under 0.1 CPU-s per GiB here (crc32fast, PCLMULQDQ).
+//!
+//! # Order, and the overlap
+//!
+//! The follower (this module, its own thread) walks the file behind the
+//! writer in steps of [`STEP`] bytes, each a whole number of MiB:
+//! `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)` writes the step's
+//! pages out and waits for them, `posix_fadvise(DONTNEED)` drops them from
+//! the page cache (they are clean now, so they go), and they are read back
+//! (`pread`) from the medium and hashed. So the read-back of the first part
+//! of a file runs on one core while the reader and the sealer work on its
+//! later part on the others. The last step comes after the writer finished
+//! and the whole file was `fsync`ed (data and metadata durable); it drops the
+//! rest of the file's pages (to its end, the partial last page included) and
+//! reads to end of file. Pages the kernel could not drop (it does not evict a
+//! page someone else has locked) would be read from memory; nothing in the
+//! agent holds them.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Condvar, Mutex};
+
+/// Bytes the read-back trails the writer by, at most, before it starts a step.
+pub const STEP: u64 = 16 << 20;
+const ALIGN: u64 = 1 << 20;
+
+/// What the writer has done, shared with the follower.
+#[derive(Default)]
+struct State {
+    /// Ciphertext bytes handed to the kernel so far.
+    written: u64,
+    /// The whole stream's length, once it is finished and fsynced.
+    done: Option<u64>,
+    /// The copy failed or was stopped: the follower ends.
+    stop: bool,
+}
+
+/// The writer's side of the follower.
+#[derive(Default)]
+pub struct Progress {
+    state: Mutex<State>,
+    moved: Condvar,
+}
+
+impl Progress {
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        self.moved.notify_all();
+    }
+
+    /// `n` ciphertext bytes have been written in all.
+    pub fn written(&self, n: u64) {
+        self.update(|s| s.written = n);
+    }
+
+    /// The stream is finished at `len` bytes and fsynced.
+    pub fn finished(&self, len: u64) {
+        self.update(|s| {
+            s.written = len;
+            s.done = Some(len);
+        });
+    }
+
+    /// The copy ends without a finished stream.
+    pub fn stop(&self) {
+        self.update(|s| s.stop = true);
+    }
+
+    /// Waits until there is a step to read: `(end, last)`, or `None` when stopped.
+    fn next(&self, at: u64) -> Option<(u64, bool)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if s.stop {
+                return None;
+            }
+            if let Some(len) = s.done {
+                return Some((len, true));
+            }
+            let aligned = s.written / ALIGN * ALIGN;
+            if aligned >= at + STEP {
+                return Some((aligned, false));
+            }
+            s = self.moved.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// What was read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBack {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+    pub crc32: u32,
+}
+
+/// Reads the sealed file at `path` back behind its writer (see the module
+/// doc) until the writer reports it finished; `Ok(None)` if it stopped.
+pub fn follow(path: &Path, progress: &Progress) -> Result<Option<ReadBack>, String> {
+    let file = File::open(path).map_err(|e| format!("re-reading {}: {e}", path.display()))?;
+    let what = |e: std::io::Error| format!("re-reading {}: {e}", path.display());
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; super::copy::BLOCK];
+    let mut at: u64 = 0;
+    loop {
+        let Some((end, last)) = progress.next(at) else {
+            return Ok(None);
+        };
+        if !last {
+            sync_range(&file, at, end - at).map_err(what)?;
+        }
+        // The last step drops to end of file (length 0), the partial last page included.
+        advise(&file, at, if last { 0 } else { end - at });
+        while at < end {
+            let want = (end - at).min(buf.len() as u64) as usize;
+            let n = read_at(&file, &mut buf[..want], at).map_err(what)?;
+            if n == 0 {
+                return Err(format!(
+                    "{}: the sealed copy read back from the disk ends after {at} of {end} bytes",
+                    path.display()
+                ));
+            }
+            sha.update(&buf[..n]);
+            crc.update(&buf[..n]);
+            at += n as u64;
+        }
+        if last {
+            if read_at(&file, &mut buf[..1], at).map_err(what)? != 0 {
+                return Err(format!(
+                    "{}: the sealed copy on the disk is longer than the {at} bytes written",
+                    path.display()
+                ));
+            }
+            let mut sha256 = [0u8; 32];
+            sha256.copy_from_slice(sha.finish().as_ref());
+            return Ok(Some(ReadBack {
+                bytes: at,
+                sha256,
+                crc32: crc.finalize(),
+            }));
+        }
+    }
+}
+
+/// Reads at `offset` until `buf` is full or the file ends.
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Writes `[offset, offset + len)` out to the device and waits for it.
+fn sync_range(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: an fd we own; the call reads no memory of ours.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, flags) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drops `[offset, offset + len)` (len 0: to end of file) from the page
+/// cache; advice only, so a refusal is ignored.
+fn advise(file: &File, offset: u64, len: u64) {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: an fd we own; the call reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
+    }
+}
