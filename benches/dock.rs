@@ -16,19 +16,24 @@
 //!
 //! - `cp -r CAMERA/. OUT && sync OUT/*/*` — the anchor: a plain copy made durable;
 //! - `sargs ingest`: the library call behind `sargs ingest --keep` (the
-//!   originals are kept so every round ingests the same files): per file two
-//!   threads (read + SHA-256 of the original ‖ age sealing + SHA-256 of the
-//!   ciphertext), fsync, the sealed copy read back from the disk (its cached
-//!   pages dropped first) and hashed, container probe, signed manifest, index row;
-//! - the copy engine alone with two threads (`sargs::dock::copy::seal_from`
-//!   + fsync + `verify_on_disk`), and
-//! - the same on one thread (read, hash, seal in one loop; bench only) — the
-//!   difference is what the second core buys.
+//!   originals are kept so every round ingests the same files), on every
+//!   core this process may use: per file the reader (read + SHA-256 of the
+//!   original) ‖ the sealer (ChaCha20-Poly1305 + CRC-32, write, fsync) ‖ the
+//!   follower (`sync_file_range`, page cache dropped, read back, SHA-256 +
+//!   CRC-32), container probe, signed manifest, index row;
+//! - the `sargs ingest --keep` binary under `taskset -c 0` (one core) and
+//!   `taskset -c 0,1` (two cores);
+//! - the same guarantees with standard tools, one file after another:
+//!   `sha256sum` of the original, `age -r` (the age CLI), `sha256sum` of the
+//!   output, `sync` of it, its cached pages dropped (`dd iflag=nocache
+//!   count=0`), and a read-back `sha256sum` compared with the first.
 //!
 //! Before each run the previous output is deleted and the file system
 //! synced, outside the timing; the recordings are in the page cache for
 //! every run (they were just read). Reported: MiB/s per run (best, median),
-//! CPU seconds, and the ratio to `cp` + `sync` of the same round.
+//! CPU seconds per GiB, and the ratios to `cp` + `sync` and to the standard
+//! tools of the same round. Then the cost of each pass per GiB on this CPU,
+//! in memory on one core (`DOCK_PASS_MIB`, default 1024).
 
 // Test and measurement code: a panic here is a failed run with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,9 +42,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use sargs_core::seal::age::AgeWriter;
-use tokio_util::sync::CancellationToken;
 
 mod common;
 use common::{cpu_time, env_usize, machine, median};
@@ -64,13 +66,15 @@ fn main() {
         .sum();
     let mib = total as f64 / (1 << 20) as f64;
     println!("{files} recordings, {mib:.0} MiB in {}\n", camera.display());
-    let config = config(&dir);
+    let (config, recipient, config_path) = config(&dir);
+    let bin = env!("CARGO_BIN_EXE_sargs");
 
     let names = [
         "cp + sync",
         "sargs ingest",
-        "copy engine, 2 threads",
-        "copy engine, 1 thread",
+        "sargs ingest, taskset 1 core",
+        "sargs ingest, taskset 2 cores",
+        "standard tools",
     ];
     let mut secs: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
@@ -88,36 +92,119 @@ fn main() {
             match v {
                 0 => cp_sync(&camera, &out),
                 1 => ingest(&config, &camera),
-                2 => engine(&camera, &out, &config, true),
-                _ => engine(&camera, &out, &config, false),
+                2 => ingest_cli(bin, &config_path, &camera, "0"),
+                3 => ingest_cli(bin, &config_path, &camera, "0,1"),
+                _ => standard_tools(&recipient, &camera, &out),
             }
             let s = t.elapsed().as_secs_f64();
             let c = (cpu_time(libc::RUSAGE_SELF) - c0) + (cpu_time(libc::RUSAGE_CHILDREN) - c1);
             println!(
-                "round {round}: {:<24} {:7.2} s {:7.0} MiB/s  CPU {:.2} s",
+                "round {round}: {:<30} {:7.2} s {:7.0} MiB/s  CPU {:.2} s  load {}",
                 names[v],
                 s,
                 mib / s,
-                c.as_secs_f64()
+                c.as_secs_f64(),
+                load()
             );
             secs[v].push(s);
             cpu[v].push(c.as_secs_f64());
         }
     }
-    println!("\n| run | best MiB/s | median MiB/s | CPU s (median) | vs cp + sync: best/best | median of per-round ratios |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    let gib_total = mib / 1024.0;
+    println!("\n| run | best MiB/s | median MiB/s | CPU s per GiB (median) | vs cp + sync: best/best | median of per-round ratios | vs standard tools: median of per-round ratios | CPU per GiB vs standard tools |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let best = |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min);
+    let tools = names.len() - 1;
     for (i, name) in names.iter().enumerate() {
         let ratios: Vec<f64> = secs[0].iter().zip(&secs[i]).map(|(a, b)| a / b).collect();
+        let vs_tools: Vec<f64> = secs[tools]
+            .iter()
+            .zip(&secs[i])
+            .map(|(a, b)| a / b)
+            .collect();
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {:.2}× | {:.2}× |",
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.2}× | {:.2}× | {:.2}× | {:.2}× |",
             mib / best(&secs[i]),
             mib / median(&secs[i]),
-            median(&cpu[i]),
+            median(&cpu[i]) / gib_total,
             best(&secs[0]) / best(&secs[i]),
-            median(&ratios)
+            median(&ratios),
+            median(&vs_tools),
+            median(&cpu[i]) / median(&cpu[tools]),
         );
     }
+    passes(env_usize("DOCK_PASS_MIB", 1024));
+}
+
+/// The 1-minute load average, for the record.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// CPU seconds per GiB of each pass the ingest makes, in memory, one core.
+fn passes(mib: usize) {
+    let block = vec![0x5au8; 1 << 20];
+    let gib = mib as f64 / 1024.0;
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() / gib
+    };
+    let sha = time(&mut || {
+        let mut c = ring::digest::Context::new(&ring::digest::SHA256);
+        for _ in 0..mib {
+            c.update(&block);
+        }
+        std::hint::black_box(c.finish());
+    });
+    let key = ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &[7u8; 32]).expect("key"),
+    );
+    let mut chunk = vec![0u8; sargs_core::seal::age::CHUNK_SIZE];
+    let aead = time(&mut || {
+        for i in 0..(mib as u64 * 16) {
+            let mut n = [0u8; 12];
+            n[3..11].copy_from_slice(&i.to_be_bytes());
+            let tag = key
+                .seal_in_place_separate_tag(
+                    ring::aead::Nonce::assume_unique_for_key(n),
+                    ring::aead::Aad::empty(),
+                    &mut chunk,
+                )
+                .expect("seal");
+            let _ = std::hint::black_box(tag);
+        }
+    });
+    let crc = time(&mut || {
+        let mut h = crc32fast::Hasher::new();
+        for _ in 0..mib {
+            h.update(&block);
+        }
+        std::hint::black_box(h.finalize());
+    });
+    println!(
+        "\n| pass (ring / crc32fast, one core, in memory, {mib} MiB) | CPU s per GiB | MiB/s |"
+    );
+    println!("|---|---:|---:|");
+    for (name, s) in [
+        ("SHA-256", sha),
+        ("ChaCha20-Poly1305", aead),
+        ("CRC-32", crc),
+    ] {
+        println!("| {name} | {s:.3} | {:.0} |", 1024.0 / s);
+    }
+    // Three threads: reader (SHA-256), sealer (AEAD + CRC), follower (SHA-256 + CRC).
+    let per_gib = 2.0 * sha + aead + 2.0 * crc;
+    let stage = (sha + crc).max(aead + crc);
+    println!(
+        "\ncompute per GiB (2 × SHA-256 + AEAD + 2 × CRC-32): {per_gib:.2} CPU s; \
+         compute-bound ceiling on 1 core {:.0} MiB/s, on 2 cores {:.0} MiB/s (slowest thread: {stage:.2} s per GiB)",
+        1024.0 / per_gib,
+        1024.0 / (per_gib / 2.0).max(stage)
+    );
 }
 
 /// One real MP4 of about `mib` MiB, copied `n` times into `camera/DCIM`,
@@ -176,8 +263,9 @@ fn recordings(camera: &Path, mib: usize, n: usize) {
     sync(camera);
 }
 
-/// The agent config the ingest runs under (data directory `dir/data`).
-fn config(dir: &Path) -> sargs::config::Config {
+/// The agent config the ingest runs under (data directory `dir/data`), its
+/// HQ recipient and its path.
+fn config(dir: &Path) -> (sargs::config::Config, String, PathBuf) {
     let id = age::x25519::Identity::generate();
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, sargs::demo::POLICY_PRESET).expect("policy");
@@ -189,7 +277,8 @@ fn config(dir: &Path) -> sargs::config::Config {
     );
     let path = dir.join("sargs.toml");
     std::fs::write(&path, text).expect("config");
-    sargs::config::Config::load(&path).expect("bench config")
+    let config = sargs::config::Config::load(&path).expect("bench config");
+    (config, id.to_public().to_string(), path)
 }
 
 fn cp_sync(camera: &Path, out: &Path) {
@@ -211,46 +300,50 @@ fn ingest(config: &sargs::config::Config, camera: &Path) {
     assert!(f.complete && f.failed == 0, "{f:?}");
 }
 
-/// The copy engine on every recording: seal, fsync, read back; with two
-/// threads (the library) or one (here).
-fn engine(camera: &Path, out: &Path, config: &sargs::config::Config, threaded: bool) {
-    let cancel = CancellationToken::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(camera.join("DCIM"))
-        .expect("recordings")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    paths.sort();
-    for (i, p) in paths.iter().enumerate() {
-        let src = std::fs::File::open(p).expect("open");
-        let len = src.metadata().expect("meta").len();
-        let dst = out.join(format!("{i:010}.mp4.age"));
-        let file = std::fs::File::create(&dst).expect("create");
-        let mut w = AgeWriter::new(file, &config.recipients).expect("age");
-        if threaded {
-            sargs::dock::copy::seal_from(&src, len, &mut w, &cancel, &|_| {}).expect("seal");
-        } else {
-            one_thread(&src, &mut w);
-        }
-        let (file, summary) = w.finish().expect("finish");
-        file.sync_all().expect("fsync");
-        sargs::dock::copy::verify_on_disk(&dst, &summary).expect("read back");
-    }
+/// The `sargs ingest --keep` binary pinned to `cpus` with `taskset`.
+fn ingest_cli(bin: &str, config: &Path, camera: &Path, cpus: &str) {
+    let out = Command::new("taskset")
+        .args(["-c", cpus, bin, "ingest", "--keep", "--camera", CAMERA])
+        .arg("--config")
+        .arg(config)
+        .arg("--from")
+        .arg(camera)
+        .output()
+        .expect("taskset (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-/// Read, SHA-256 of the original and sealing in one loop on this thread.
-fn one_thread(mut src: &std::fs::File, w: &mut AgeWriter<std::fs::File>) {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; sargs::dock::copy::BLOCK];
-    loop {
-        let n = src.read(&mut buf).expect("read");
-        if n == 0 {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        w.write_all(&buf[..n]).expect("seal");
-    }
-    std::hint::black_box(ctx.finish());
+/// The same guarantees with standard tools, one file after another.
+fn standard_tools(recipient: &str, camera: &Path, out: &Path) {
+    let script = r#"set -e
+r="$1"; cam="$2"; out="$3"
+for f in "$cam"/DCIM/*; do
+  o="$out/$(basename "$f").age"
+  sha256sum "$f" > "$o.sha256"
+  age -r "$r" -o "$o" "$f"
+  w=$(sha256sum < "$o")
+  sync "$o"
+  dd if="$o" iflag=nocache count=0 status=none
+  b=$(sha256sum < "$o")
+  [ "$w" = "$b" ] || { echo "read-back mismatch: $o" >&2; exit 1; }
+done
+"#;
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .args([
+            "sh",
+            recipient,
+            &camera.display().to_string(),
+            &out.display().to_string(),
+        ])
+        .status()
+        .expect("sh, sha256sum, age, dd");
+    assert!(ok.success());
 }
 
 /// Reads every recording once, so that all runs start from the page cache.

@@ -16,7 +16,9 @@
 //!   the least work the format needs (the manifest carries the ciphertext's SHA-256);
 //! - `AgeWriter<io::Sink>`: the agent's writer, fed 64 KiB writes;
 //! - `AEAD ‖ SHA-256 (2nd thread)`: a prototype, here only, of hashing on a second
-//!   thread (sealed chunks handed over through a bounded channel).
+//!   thread (sealed chunks handed over through a bounded channel);
+//! - `AgeWriter<io::Sink>` with `Check::Crc32`: the dock ingest's sealer, whose
+//!   ciphertext SHA-256 is taken on another core from the bytes read back.
 //!
 //! Each round runs every variant once, starting with a different one each round.
 //! Reported: best and median throughput, CPU seconds (process user+system time,
@@ -53,7 +55,7 @@ use std::time::Instant;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::digest::{self, SHA256};
-use sargs_core::seal::age::{AgeWriter, CHUNK_SIZE};
+use sargs_core::seal::age::{AgeWriter, Check, CHUNK_SIZE};
 use sargs_core::seal::Recipient;
 
 mod common;
@@ -138,7 +140,7 @@ fn in_memory(mib: usize, rounds: usize) {
     let (_, r) = recipient();
     let recipients = [r];
     let mut data = test_data(mib << 20);
-    let variants: [Variant; 5] = [
+    let variants: [Variant; 6] = [
         (
             "ring AEAD (ChaCha20-Poly1305, in place) — anchor",
             aead_only,
@@ -152,6 +154,10 @@ fn in_memory(mib: usize, rounds: usize) {
         (
             "ring AEAD ‖ SHA-256 on a 2nd thread (prototype)",
             aead_sha_threaded,
+        ),
+        (
+            "`AgeWriter<io::Sink>`, `Check::Crc32` (the dock's sealer; SHA-256 on the read-back thread)",
+            age_writer_crc,
         ),
     ];
     println!(
@@ -235,6 +241,14 @@ fn age_writer(data: &mut [u8], recipients: &[Recipient]) {
         w.write_all(chunk).expect("write");
     }
     black_box(w.finish().expect("finish").1);
+}
+
+fn age_writer_crc(data: &mut [u8], recipients: &[Recipient]) {
+    let mut w = AgeWriter::with_check(io::sink(), recipients, Check::Crc32).expect("age header");
+    for chunk in data.chunks(CHUNK_SIZE) {
+        w.write_all(chunk).expect("write");
+    }
+    black_box(w.finish_unhashed().expect("finish").1);
 }
 
 /// Seals on this thread; a second thread hashes the sealed chunks in order.

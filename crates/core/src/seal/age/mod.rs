@@ -138,7 +138,7 @@ pub enum Check {
 }
 
 enum Hasher {
-    Sha256(digest::Context),
+    Sha256(Box<digest::Context>),
     Crc32(crc32fast::Hasher),
 }
 
@@ -231,7 +231,7 @@ impl<W: Write> AgeWriter<W> {
             filled: 0,
             counter: 0,
             hasher: match check {
-                Check::Sha256 => Hasher::Sha256(digest::Context::new(&SHA256)),
+                Check::Sha256 => Hasher::Sha256(Box::new(digest::Context::new(&SHA256))),
                 Check::Crc32 => Hasher::Crc32(crc32fast::Hasher::new()),
             },
             plaintext_len: 0,
@@ -264,7 +264,7 @@ impl<W: Write> AgeWriter<W> {
         let Hasher::Sha256(ctx) = hasher else {
             return Err(AgeError::Crypto("the stream was not hashed (Check::Crc32)"));
         };
-        let sha = ctx
+        let sha = (*ctx)
             .finish()
             .as_ref()
             .try_into()
