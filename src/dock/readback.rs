@@ -207,3 +207,66 @@ fn advise(file: &File, offset: u64, len: u64) {
         libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Writes `data` to a new file in pieces, reporting progress to a
+    /// follower, and ends by reporting `len` as the finished length.
+    fn follow_writing(data: &[u8], len: u64) -> Result<Option<ReadBack>, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sealed");
+        let mut file = File::create(&path).expect("create");
+        let progress = Progress::default();
+        std::thread::scope(|scope| {
+            let follower = scope.spawn(|| follow(&path, &progress));
+            let mut total = 0;
+            for piece in data.chunks(3 << 20) {
+                file.write_all(piece).expect("write");
+                total += piece.len() as u64;
+                progress.written(total);
+            }
+            file.sync_all().expect("fsync");
+            progress.finished(len);
+            follower.join().expect("follower")
+        })
+    }
+
+    #[test]
+    fn the_digest_is_of_the_bytes_on_disk_and_a_length_that_differs_fails() {
+        // Several steps and a partial last page.
+        let data: Vec<u8> = (0..(2 * STEP + 12_345))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let len = data.len() as u64;
+        let r = follow_writing(&data, len)
+            .expect("read back")
+            .expect("finished");
+        assert_eq!(r.bytes, len);
+        assert_eq!(r.crc32, crc32fast::hash(&data));
+        assert_eq!(
+            r.sha256[..],
+            *ring::digest::digest(&ring::digest::SHA256, &data).as_ref()
+        );
+        let short = follow_writing(&data, len + 1).expect_err("the file is shorter");
+        assert!(short.contains("ends after"), "{short}");
+        let long = follow_writing(&data, len - 1).expect_err("the file is longer");
+        assert!(long.contains("longer than"), "{long}");
+    }
+
+    #[test]
+    fn a_stopped_copy_ends_the_follower_without_a_digest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sealed");
+        std::fs::write(&path, b"partial").expect("write");
+        let progress = Progress::default();
+        std::thread::scope(|scope| {
+            let follower = scope.spawn(|| follow(&path, &progress));
+            progress.written(7);
+            progress.stop();
+            assert_eq!(follower.join().expect("follower"), Ok(None));
+        });
+    }
+}
