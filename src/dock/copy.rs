@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use sargs_core::seal::age::{AgeWriter, SealSummary, Unhashed};
 
-use super::readback::{self, Progress};
+use super::readback::{self, Progress, StopOnDrop};
 
 /// Bytes read from the camera at a time.
 pub const BLOCK: usize = 1 << 20;
@@ -92,10 +92,9 @@ pub fn seal_from(
     std::thread::scope(move |scope| {
         scope.spawn(move || read_and_hash(src, expected, &tx, &spare));
         let follower = scope.spawn(move || readback::follow(sealed, written));
+        let stop = StopOnDrop(written);
         let sealed_now = seal_blocks(&rx, &back, writer, written, cancel, progress);
-        if sealed_now.is_err() {
-            written.stop();
-        }
+        drop(stop);
         let read = follower
             .join()
             .unwrap_or_else(|_| Err("the read-back thread failed".into()));

@@ -46,6 +46,8 @@ use std::sync::{Condvar, Mutex};
 /// Bytes the read-back trails the writer by, at most, before it starts a step.
 pub const STEP: u64 = 16 << 20;
 const ALIGN: u64 = 1 << 20;
+/// Bytes read back at a time.
+const READ: usize = 1 << 20;
 
 /// What the writer has done, shared with the follower.
 #[derive(Default)]
@@ -94,11 +96,13 @@ impl Progress {
     fn next(&self, at: u64) -> Option<(u64, bool)> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if s.stop {
-                return None;
-            }
+            // A finished stream is read to its end, even if the copy is
+            // stopped afterwards (see `StopOnDrop`).
             if let Some(len) = s.done {
                 return Some((len, true));
+            }
+            if s.stop {
+                return None;
             }
             let aligned = s.written / ALIGN * ALIGN;
             if aligned >= at + STEP {
@@ -106,6 +110,17 @@ impl Progress {
             }
             s = self.moved.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// Stops the follower when dropped, so that it ends however the writer's
+/// side ends (an error, or a panic unwinding into the thread scope that
+/// waits for the follower).
+pub struct StopOnDrop<'a>(pub &'a Progress);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
@@ -124,7 +139,7 @@ pub fn follow(path: &Path, progress: &Progress) -> Result<Option<ReadBack>, Stri
     let what = |e: std::io::Error| format!("re-reading {}: {e}", path.display());
     let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
     let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; super::copy::BLOCK];
+    let mut buf = vec![0u8; READ];
     let mut at: u64 = 0;
     loop {
         let Some((end, last)) = progress.next(at) else {
