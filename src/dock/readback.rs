@@ -217,9 +217,11 @@ fn advise(file: &File, offset: u64, len: u64) {
     let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
     };
+    // The 64-bit call: `posix_fadvise` takes a 32-bit `off_t` on armv7,
+    // which would leave the pages of a file past 2 GiB in the cache.
     // SAFETY: an fd we own; the call reads no memory of ours.
     unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
+        libc::posix_fadvise64(file.as_raw_fd(), off, n, libc::POSIX_FADV_DONTNEED);
     }
 }
 
