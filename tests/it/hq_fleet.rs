@@ -269,7 +269,7 @@ fn a_fleet_over_120_simulated_days_is_accounted_for() {
     // judge a command's validity by their clocks, months ahead of HQ's:
     // the operator of this simulation asks them, in their time.
     std::thread::sleep(Duration::from_secs(5));
-    let w = Watcher::connect(
+    let mut w = Watcher::connect(
         broker.port,
         "hq-operator",
         None,
@@ -285,23 +285,35 @@ fn a_fleet_over_120_simulated_days_is_accounted_for() {
             &["demo-cctv", "demo-police-car"][..],
         ),
     ] {
-        let agent_now =
-            wall + chrono::Duration::from_std(origin.elapsed() * FACTOR).expect("duration");
-        let cmd = Command {
-            id: format!("c-resend-{agent}"),
-            issued_at: agent_now - chrono::Duration::days(1),
-            expires_at: agent_now + chrono::Duration::days(30),
-            target: Target::Agent(agent.to_owned()),
-            issuer: "HQ operator (simulation)".to_owned(),
-            action: Action::Resend {
-                receipts_from: Some(1),
-                records_from: cameras.iter().map(|c| ((*c).to_owned(), 1)).collect(),
-            },
-        };
-        w.publish(
-            &format!("sargs/agents/{agent}/commands"),
-            sargs_core::command::sign(&hq_key, &cmd),
-        );
+        // A command published before the agent is back on the restarted
+        // broker (its session was lost with the broker's state) reaches
+        // nobody: sent again until the agent answers it.
+        let id = format!("c-resend-{agent}");
+        for _ in 0..6 {
+            let agent_now =
+                wall + chrono::Duration::from_std(origin.elapsed() * FACTOR).expect("duration");
+            let cmd = Command {
+                id: id.clone(),
+                issued_at: agent_now - chrono::Duration::days(1),
+                expires_at: agent_now + chrono::Duration::days(30),
+                target: Target::Agent(agent.to_owned()),
+                issuer: "HQ operator (simulation)".to_owned(),
+                action: Action::Resend {
+                    receipts_from: Some(1),
+                    records_from: cameras.iter().map(|c| ((*c).to_owned(), 1)).collect(),
+                },
+            };
+            w.publish(
+                &format!("sargs/agents/{agent}/commands"),
+                sargs_core::command::sign(&hq_key, &cmd),
+            );
+            let answered = w.wait("/responses", Duration::from_secs(5), |v| {
+                v["command_id"] == id.as_str()
+            });
+            if answered.is_some() {
+                break;
+            }
+        }
     }
 
     // 120 days on the accelerated clocks.
