@@ -164,9 +164,19 @@ fn run(s: Setup) {
                         })
                     })
                     .collect();
+                // A session that panicked is logged; its camera's log is
+                // opened again and its files retried at the next scan.
                 running
                     .into_iter()
-                    .filter_map(|h| h.join().ok())
+                    .filter_map(|h| match h.join() {
+                        Ok(ended) => Some(ended),
+                        Err(_) => {
+                            tracing::error!(
+                                "dock: an ingest session panicked; retried at the next scan"
+                            );
+                            None
+                        }
+                    })
                     .collect::<Vec<_>>()
             });
             for (dir, body, listing, log, complete) in ended {
