@@ -118,6 +118,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        sargs_core::cli::output_may_be_cut();
+    }
     let result = match cli.command {
         Command::Run { config } => load(&config).and_then(|c| run(&c, None, Clock::system(), None)),
         Command::CheckConfig { config } => load(&config).map(|c| {

@@ -1,8 +1,70 @@
 //! The command line: check-config errors, the demo, and sargsctl.
 
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Command;
 
 use crate::harness::*;
+
+/// `sargs check-config | head -0`, and the same of `sargsctl keygen` and
+/// `sargs-hq check-config`: one-shot commands end quietly by SIGPIPE when
+/// their reader has left, never by a panic.
+#[test]
+fn a_one_shot_command_whose_reader_left_ends_by_sigpipe_not_by_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let home = Home::new();
+    home.config(60, &test_camera("cam-ok", "cctv", ""));
+    let config = home.config_path();
+    let hq_config = home.path().join("hq.toml");
+    let hq_toml =
+        "[broker]\nurl = \"mqtt://127.0.0.1:1\"\n\n[database]\nurl = \"sqlite://hq.db\"\n";
+    std::fs::write(&hq_config, hq_toml).expect("hq config");
+    let sargs = env!("CARGO_BIN_EXE_sargs");
+    let hq = Path::new(sargs).with_file_name("sargs-hq");
+    let runs: [(&str, Vec<&OsStr>); 3] = [
+        (
+            sargs,
+            vec![
+                "check-config".as_ref(),
+                "--config".as_ref(),
+                config.as_ref(),
+            ],
+        ),
+        (
+            &sargsctl_bin(),
+            ["keygen", "--out", "id.txt", "--signing-key", "sign.pk8"]
+                .map(OsStr::new)
+                .to_vec(),
+        ),
+        (
+            hq.to_str().expect("utf8"),
+            vec![
+                "--config".as_ref(),
+                hq_config.as_ref(),
+                "check-config".as_ref(),
+            ],
+        ),
+    ];
+    for (bin, args) in runs {
+        // The reader is gone before the command writes its first line.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = bin_command(bin)
+            .args(args)
+            .current_dir(home.path())
+            .stdout(writer)
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{bin}: {err}");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{bin}: {:?}: {err}",
+            out.status
+        );
+    }
+}
 
 #[test]
 fn check_config_accepts_good_and_names_file_and_key_of_bad() {

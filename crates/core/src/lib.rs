@@ -12,6 +12,7 @@
 //! no media stack. It depends on no other crate of the workspace; the agent
 //! and HQ depend on it (`docs/design.md`, "Layers and packages").
 
+pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;

@@ -148,6 +148,9 @@ fn operator() -> String {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run) {
+        sargs_core::cli::output_may_be_cut();
+    }
     let config = cli.config.clone();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -85,6 +85,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sargs_core::cli::output_may_be_cut();
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
