@@ -17,6 +17,7 @@ const CRATES: &[&str] = &[
     "crates/core/src/lib.rs",
     "crates/hq/src/lib.rs",
     "crates/hq/src/bin/sargsctl/main.rs",
+    "fuzz/src/lib.rs",
 ];
 
 /// One module of a crate: its path (`["capture", "rtsp"]`) and its file.
