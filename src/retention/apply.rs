@@ -199,7 +199,7 @@ impl Engine {
         if let Action::Erase { scope, request } = &cmd.action {
             resp.result = self.erase(cmd, scope, request.as_deref(), now)?;
         }
-        let result = self.mutate(cmd, now, sequence)?;
+        let result = self.mutate(cmd, now, sequence, &resp.result)?;
         if !result.is_null() {
             resp.result = result;
         }
@@ -353,12 +353,15 @@ impl Engine {
     }
 
     /// The index change of a state-changing command, committed together with
-    /// the journal head and the command record.
+    /// the journal head and the command record — with its outcome: the one
+    /// computed here, or `outcome`, what the command did before (an
+    /// erasure's deletions and refusals), so that a replay repeats it.
     fn mutate(
         &mut self,
         cmd: &Command,
         now: DateTime<Utc>,
         sequence: u64,
+        outcome: &Value,
     ) -> Result<Value, RetentionError> {
         let scope_json = |s: &Scope| serde_json::to_string(s).unwrap_or_default();
         let t = ms(now);
@@ -383,7 +386,7 @@ impl Engine {
             (Action::Restrict { restriction, .. }, n) => {
                 json!({"restriction": restriction, "covered_segments": n})
             }
-            _ => Value::Null,
+            _ => outcome.clone(),
         };
         let result_text = serde_json::to_string(&result).unwrap_or_default();
         self.write(|w: &Writer<'_>| {

@@ -9,45 +9,6 @@ use sargs_core::seal::manifest::RecordKind;
 
 use crate::harness::*;
 
-/// True if `bytes` look like plaintext media: MP4 boxes, or the x264 encoder's
-/// SEI banner that every H.264 stream it makes carries.
-fn looks_like_media(bytes: &[u8]) -> bool {
-    let has = |pat: &[u8]| bytes.windows(pat.len()).any(|w| w == pat);
-    has(b"ftyp") || has(b"moof") || has(b"mdat") || has(b"x264 - core")
-}
-
-/// Scans `root` for plaintext media written since `since`. The build tree is
-/// left out (it may sit under /tmp, and holds this test's own logs); the
-/// agent's home inside it is scanned on its own.
-fn assert_no_plaintext_under(root: &Path, since: SystemTime) {
-    let build_tree = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        if dir.starts_with(build_tree) && !root.starts_with(build_tree) {
-            continue;
-        }
-        let Ok(rd) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(meta) = e.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(p);
-            } else if meta.is_file() && meta.modified().map(|m| m >= since).unwrap_or(true) {
-                let Ok(bytes) = std::fs::read(&p) else {
-                    continue;
-                };
-                assert!(
-                    !looks_like_media(&bytes),
-                    "plaintext media in {}",
-                    p.display()
-                );
-            }
-        }
-    }
-}
-
 #[test]
 fn kill_9_leaves_no_plaintext_and_the_chain_continues() {
     let started = SystemTime::now() - Duration::from_secs(1);

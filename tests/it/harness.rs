@@ -510,3 +510,60 @@ pub fn hq_keygen(dir: &Path) -> String {
         .expect("command key line")
         .to_owned()
 }
+
+/// True if `bytes` look like plaintext media: an MP4 box (`ftyp`, `moov`,
+/// `moof`, `mdat` with a size that fits the bytes, or 0 or 1 as MP4 allows),
+/// or the x264 encoder's SEI banner that every H.264 stream it makes
+/// carries. The size rule keeps ciphertext and signatures, where any four
+/// letters turn up by chance (once in a few hundred MB), from looking like
+/// media.
+pub fn looks_like_media(bytes: &[u8]) -> bool {
+    if bytes.windows(11).any(|w| w == b"x264 - core") {
+        return true;
+    }
+    (4..bytes.len().saturating_sub(3)).any(|i| {
+        matches!(&bytes[i..i + 4], b"ftyp" | b"moov" | b"moof" | b"mdat") && {
+            let size = u32::from_be_bytes([bytes[i - 4], bytes[i - 3], bytes[i - 2], bytes[i - 1]]);
+            size <= 1 || (size >= 8 && size as usize <= bytes.len() - (i - 4))
+        }
+    })
+}
+
+/// The first file under `root` written since `since` that holds plaintext
+/// media. The build tree is left out (it may sit under /tmp, and holds the
+/// tests' own logs) unless `root` is inside it: an agent's home there is
+/// scanned on its own.
+pub fn plaintext_under(root: &Path, since: std::time::SystemTime) -> Option<PathBuf> {
+    let build_tree = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if dir.starts_with(build_tree) && !root.starts_with(build_tree) {
+            continue;
+        }
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(p);
+            } else if meta.is_file() && meta.modified().map(|m| m >= since).unwrap_or(true) {
+                let Ok(bytes) = std::fs::read(&p) else {
+                    continue;
+                };
+                if looks_like_media(&bytes) {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Fails naming the file if [`plaintext_under`] finds one.
+pub fn assert_no_plaintext_under(root: &Path, since: std::time::SystemTime) {
+    if let Some(p) = plaintext_under(root, since) {
+        panic!("plaintext media in {}", p.display());
+    }
+}

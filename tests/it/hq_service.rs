@@ -19,7 +19,7 @@ use crate::support::postgres::Postgres;
 
 const T: Duration = Duration::from_secs(60);
 
-fn hq_bin() -> String {
+pub fn hq_bin() -> String {
     let p = Path::new(env!("CARGO_BIN_EXE_sargs")).with_file_name("sargs-hq");
     assert!(
         p.is_file(),

@@ -10,6 +10,7 @@
 mod support;
 
 mod acl;
+mod campaign;
 mod cli;
 mod commands;
 mod crash;

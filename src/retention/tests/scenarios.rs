@@ -106,6 +106,50 @@ fn applying_the_same_command_twice_changes_nothing() {
 }
 
 #[test]
+fn an_erasure_applied_again_answers_its_original_outcome() {
+    // An erasure journaled and done whose answer was lost (a crash before
+    // the inbox's `.response`, or HQ repeating it) is answered as a replay,
+    // which repeats what it deleted and refused — not an empty result.
+    let mut f = Fixture::new();
+    let t = t0();
+    let held = f.seal(0, t, 60);
+    let asked = f.seal(0, t + D::seconds(60), 60);
+    let hold = Action::HoldPlace {
+        hold: "H".into(),
+        case: "c".into(),
+        scope: Scope::Segments(vec![held.clone()]),
+        until: None,
+    };
+    assert!(f.apply(hold, t).applied());
+    let request = Action::RequestOpen {
+        request: "R".into(),
+        scope: Scope::Segments(vec![asked.clone()]),
+        due: None,
+    };
+    assert!(f.apply(request, t).applied());
+    let cmd = f.command(
+        Action::Erase {
+            scope: Fixture::range(0, t, t + D::minutes(3)),
+            request: Some("R".into()),
+        },
+        t,
+    );
+    let bytes = f.signed(&cmd);
+    let first = f.retention.apply(&bytes, t).expect("apply");
+    assert!(first.applied(), "{first:?}");
+    assert_eq!(first.result["deleted"].as_array().map(Vec::len), Some(1));
+    assert_eq!(first.result["refused"][0]["segment_id"], held.as_str());
+    f.restart();
+    let again = f.retention.apply(&bytes, t).expect("apply");
+    assert_eq!(again.code.as_deref(), Some("replayed"));
+    assert_eq!(
+        again.result, first.result,
+        "the original outcome is repeated"
+    );
+    assert!(f.media_exists(&held) && !f.media_exists(&asked));
+}
+
+#[test]
 fn class_cap_ends_a_hold_unless_extended_and_hq_is_warned_first() {
     let mut f = Fixture::new();
     let t = t0();
