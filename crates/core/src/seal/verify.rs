@@ -5,7 +5,10 @@
 //! matches the previous payload; time does not run backwards and any hole
 //! longer than the contiguity tolerance is covered by a gap record; for a
 //! segment, the media file exists and its size and SHA-256 match the manifest
-//! — or it was deleted and a valid deletion receipt names it.
+//! — or it was deleted and a valid deletion receipt names it. Only a file
+//! beside the manifest is ever opened: a media name that is a path (`../x`,
+//! `/dev/zero`), even in a validly signed manifest, is a problem reported,
+//! not a file read.
 //!
 //! Records ingested from a docked body camera (`dock` present) follow one
 //! another in ingest order, not on the time line (`docs/format.md`, "Body
@@ -293,6 +296,14 @@ fn media_state(
     deleted: &HashSet<String>,
     check: MediaCheck,
 ) -> MediaState {
+    // The manifest names a file beside it: a name that is a path (`../x`,
+    // `/dev/zero`), even in a validly signed manifest, is never opened.
+    if !is_plain_file_name(&media.file) {
+        return MediaState::Unreadable(format!(
+            "{:?}: not a file name beside the manifest (not opened)",
+            media.file
+        ));
+    }
     let file = dir.join(&media.file);
     match std::fs::metadata(&file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -318,5 +329,64 @@ fn media_state(
             )),
             Err(e) => MediaState::Unreadable(format!("{}: {e}", media.file)),
         },
+    }
+}
+
+/// True if `name` is one file name (not empty, `.`, `..`, and without a
+/// `/` or NUL), so that joined to a directory it names an entry of it.
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn media(file: &str) -> manifest::Media {
+        serde_json::from_value(serde_json::json!({
+            "file": file, "container": "video/mp4", "codec": "h264",
+            "width": null, "height": null, "encoding": "encoded",
+            "masks": { "rects": [], "version": "sha256:00" },
+            "ciphertext_sha256": manifest::hex(&[0u8; 32]), "ciphertext_bytes": 0,
+            "recipients": [], "truncated": false,
+        }))
+        .expect("media")
+    }
+
+    #[test]
+    fn a_media_name_that_is_a_path_is_never_opened() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("cam");
+        std::fs::create_dir(&dir).expect("camera dir");
+        // Outside the camera's directory, 0 bytes as the manifests say.
+        let outside = root.path().join("outside");
+        std::fs::write(&outside, b"").expect("outside");
+        let none = HashSet::new();
+        let absolute = outside.to_str().expect("utf8");
+        for name in [
+            "../outside",
+            absolute,
+            "",
+            ".",
+            "..",
+            "sub/seg.age",
+            "seg\0.age",
+        ] {
+            match media_state(&dir, "s", &media(name), &none, MediaCheck::Size) {
+                MediaState::Unreadable(why) => {
+                    assert!(why.contains("not a file name"), "{name:?}: {why}")
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            media_state(&dir, "s", &media("seg.age"), &none, MediaCheck::Size),
+            MediaState::Missing
+        );
+        std::fs::write(dir.join("seg.age"), b"").expect("segment");
+        assert_eq!(
+            media_state(&dir, "s", &media("seg.age"), &none, MediaCheck::Size),
+            MediaState::Present
+        );
     }
 }
