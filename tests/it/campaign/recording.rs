@@ -60,14 +60,10 @@ fn next_rotation(dir: &Path) -> Option<(Instant, PathBuf)> {
         return None;
     }
     let newest = partials(dir).last()?.clone();
-    let end = Instant::now() + RECORDING;
-    while Instant::now() < end {
-        if partials(dir).last().is_some_and(|n| *n > newest) {
-            return Some((Instant::now(), dir.join(&newest)));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
+    wait_fine(RECORDING, || {
+        partials(dir).last().is_some_and(|n| *n > newest)
+    })
+    .then(|| (Instant::now(), dir.join(&newest)))
 }
 
 /// How long a seal takes here: from the next file's appearance to the
