@@ -225,10 +225,10 @@ fn pump(n: usize, mut from: TcpStream, mut to: TcpStream, dir: Dir, st: &State) 
         };
         let mut from_byte = 0;
         if let Some(h) = stall {
+            st.stalls.fetch_add(1, Ordering::SeqCst);
             if to.write_all(&buf[..1]).is_err() {
                 break;
             }
-            st.stalls.fetch_add(1, Ordering::SeqCst);
             hold(st, h);
             from_byte = 1;
         }
@@ -240,4 +240,87 @@ fn pump(n: usize, mut from: TcpStream, mut to: TcpStream, dir: Dir, st: &State) 
     st.open.lock().expect("open").retain(|(m, _, _)| *m != n);
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echo server on a free 127.0.0.1 port (for the test's lifetime).
+    fn echo() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("echo listener");
+        let port = listener.local_addr().expect("echo port").port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let Ok(mut back) = conn.try_clone() else {
+                        return;
+                    };
+                    let mut conn = conn;
+                    let _ = std::io::copy(&mut conn, &mut back);
+                });
+            }
+        });
+        port
+    }
+
+    fn connect(p: &Proxy) -> TcpStream {
+        let c = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        c
+    }
+
+    fn echoed(c: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+        c.write_all(bytes).expect("write");
+        let mut back = vec![0u8; bytes.len()];
+        c.read_exact(&mut back).expect("echo");
+        back
+    }
+
+    /// Read until the proxy closes the connection.
+    fn closed(c: &mut TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        loop {
+            match c.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
+            }
+        }
+    }
+
+    #[test]
+    fn the_proxy_stalls_mid_packet_delays_for_loss_and_cuts_without_altering_a_byte() {
+        let p = Proxy::start(echo());
+        let mut c = connect(&p);
+        assert_eq!(echoed(&mut c, b"hello"), b"hello");
+        // A stall: the first byte goes through, the rest comes after.
+        p.stall(Dir::Up, Duration::from_millis(300));
+        c.write_all(b"world!").expect("write");
+        let mut first = [0u8; 1];
+        c.read_exact(&mut first).expect("first byte");
+        assert_eq!(&first, b"w");
+        assert_eq!(p.counts().2, 1, "the stall held bytes");
+        let mut rest = [0u8; 5];
+        c.read_exact(&mut rest).expect("the rest");
+        assert_eq!(&rest, b"orld!");
+        // Loss: chunks held back, every byte delivered in order.
+        p.loss(Some(0.5), 7);
+        for i in 0..10u8 {
+            assert_eq!(echoed(&mut c, &[i; 100]), vec![i; 100]);
+        }
+        p.loss(None, 0);
+        assert!(p.counts().3 > 0, "some chunks were held back");
+        // A cut: the open connection closed, a new one closed as taken…
+        p.cut();
+        assert!(closed(&mut c), "the open connection is closed");
+        let mut during = connect(&p);
+        assert!(closed(&mut during), "a new one is closed");
+        assert_eq!(p.counts().1, 2);
+        // …until the link is back.
+        p.resume();
+        let mut after = connect(&p);
+        assert_eq!(echoed(&mut after, b"back"), b"back");
+    }
 }
