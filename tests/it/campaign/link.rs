@@ -50,7 +50,7 @@ fn arrived(w: &mut Watcher, got: &mut BTreeSet<String>, want: &BTreeSet<String>,
 }
 
 /// Whether the agent's outbox holds messages not yet sent.
-fn queued(data: &Path) -> bool {
+pub(super) fn queued(data: &Path) -> bool {
     std::fs::read_dir(data.join("outbox"))
         .map(|rd| rd.flatten().any(|e| e.path().is_file()))
         .unwrap_or(false)

@@ -18,7 +18,11 @@
 //!   timeout doubling at each loss in a row, for the round;
 //! - "restart": the broker (no persistence) killed once the command was
 //!   answered, while the burst's messages are in flight, and started again
-//!   on its port after the outage's length.
+//!   on its port after the outage's length;
+//! - "restart-away": HQ's link cut, the burst and the command's answer
+//!   sent (the agent's outbox empty: all with the broker, queued for HQ's
+//!   session), then the broker restarted as in "restart" — what it queued
+//!   for HQ is lost — and HQ's link back.
 //!
 //! Invariant (docs/RELIABILITY.md): once the link is back, HQ's ledger
 //! balances with the agent's files — every segment record that started
@@ -39,7 +43,7 @@ use chrono::{DateTime, Utc};
 use sargs_core::seal::manifest::RecordKind;
 
 use super::checks::*;
-use super::link::{enrol, hq_toml, ledger_until};
+use super::link::{enrol, hq_toml, ledger_until, queued};
 use super::{env_u64, sleep_until, Campaign};
 use crate::harness::*;
 use crate::hq_service::start_hq_with;
@@ -59,6 +63,7 @@ enum Fault {
     Stall,
     Loss,
     Restart,
+    RestartAway,
 }
 
 impl Fault {
@@ -68,6 +73,7 @@ impl Fault {
             Fault::Stall => "stall",
             Fault::Loss => "loss",
             Fault::Restart => "restart",
+            Fault::RestartAway => "restart-away",
         }
     }
 }
@@ -212,6 +218,25 @@ fn run(fault: Fault) {
                 sleep_until(Instant::now(), length);
                 broker = Broker::start_on(dir, None, port);
             }
+            Fault::RestartAway => {
+                hq_link.cut();
+                w.publish(&topic("commands"), resend);
+                issued += 1;
+                // Everything with the broker, queued for HQ's session.
+                let sent = || receipts(&data).len() >= due && !queued(&data);
+                if w.wait("/responses", limit, |v| v["command_id"] == id.as_str())
+                    .is_none()
+                    || !wait_until(limit, sent)
+                {
+                    problems.push(format!(
+                        "{id} and its burst were not sent before the restart"
+                    ));
+                }
+                broker.stop();
+                sleep_until(Instant::now(), length);
+                broker = Broker::start_on(dir, None, port);
+                hq_link.resume();
+            }
         }
         let ended = Utc::now();
         let restored = Instant::now();
@@ -296,4 +321,14 @@ fn network_links_losing_30_percent() {
 #[test]
 fn network_broker_restarted_without_persistence() {
     run(Fault::Restart);
+}
+
+/// Fails today: what the broker held for HQ is lost, and HQ asks again only
+/// for holes it sees below a later record or receipt; the burst's are the
+/// newest of their numberings, so nothing shows the hole (docs/RELIABILITY.md,
+/// "Network faults", failures found). The campaign script runs it.
+#[test]
+#[ignore = "open: a lost tail of records and receipts is not healed (docs/RELIABILITY.md)"]
+fn network_broker_restarted_while_hq_is_away() {
+    run(Fault::RestartAway);
 }
