@@ -50,7 +50,7 @@ fn arrived(w: &mut Watcher, got: &mut BTreeSet<String>, want: &BTreeSet<String>,
 }
 
 /// Whether the agent's outbox holds messages not yet sent.
-fn queued(data: &Path) -> bool {
+pub(super) fn queued(data: &Path) -> bool {
     std::fs::read_dir(data.join("outbox"))
         .map(|rd| rd.flatten().any(|e| e.path().is_file()))
         .unwrap_or(false)
@@ -155,31 +155,39 @@ fn kill_9_while_the_outbox_sends() {
     camp.finish();
 }
 
-/// `[broker]`, `[database]`… of HQ's service: SQLite in the home, no
-/// command key (so no ledger healing), the API off.
-fn hq_toml(dir: &Path, broker: &str, key: &str) -> std::path::PathBuf {
+/// `[broker]`, `[database]`… of HQ's service: SQLite in the home, the API
+/// off; with `healing`, its command key (`hq/signing.pk8`), so that it asks
+/// the agents for the holes in its ledger.
+pub(super) fn hq_toml(dir: &Path, broker: &str, key: &str, healing: bool) -> std::path::PathBuf {
     let path = dir.join("hq.toml");
+    let key_file = if healing {
+        "key_file = \"hq/signing.pk8\"\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &path,
         format!(
-            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-campaign\"\nkeep_alive_s = 5\n\n[database]\nurl = \"sqlite://hq.db\"\n\n[commands]\ntrusted_keys = [\"{key}\"]\n\n[api]\nlisten = \"\"\n\n[ledger]\ncheck_interval_s = 1\n"
+            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-campaign\"\nkeep_alive_s = 5\n\n[database]\nurl = \"sqlite://hq.db\"\n\n[commands]\ntrusted_keys = [\"{key}\"]\n{key_file}\n[api]\nlisten = \"\"\n\n[ledger]\ncheck_interval_s = 1\n"
         ),
     )
     .expect("hq.toml");
     path
 }
 
-/// The ledger's totals (segments recorded, receipts, missing), read by
-/// `sargs-hq report` (None if it failed: the message is in the failure
-/// that follows).
-fn ledger(dir: &Path) -> Option<(u64, u64, u64)> {
+/// The ledger's totals for the records that started before `to` (segments
+/// recorded, receipts, missing, gap records), read by `sargs-hq report`
+/// (None if it failed: the message is in the failure that follows).
+pub(super) fn ledger_until(dir: &Path, to: &str) -> Option<(u64, u64, u64, u64)> {
     let conf = dir.join("hq.toml").display().to_string();
     let args = [
         "report",
         "--format",
         "json",
+        "--from",
+        "2000-01-01T00:00:00Z",
         "--to",
-        "2100-01-01T00:00:00Z",
+        to,
         "--config",
         conf.as_str(),
     ];
@@ -187,7 +195,17 @@ fn ledger(dir: &Path) -> Option<(u64, u64, u64)> {
     let r: serde_json::Value = serde_json::from_str(&out).ok().filter(|_| ok)?;
     let t = &r["totals"];
     let n = |k: &str| t[k].as_u64().unwrap_or(0);
-    Some((n("recorded"), n("on_time") + n("late"), n("missing")))
+    Some((
+        n("recorded"),
+        n("on_time") + n("late"),
+        n("missing"),
+        n("gaps"),
+    ))
+}
+
+/// The whole ledger's (segments recorded, receipts, missing).
+fn ledger(dir: &Path) -> Option<(u64, u64, u64)> {
+    ledger_until(dir, "2100-01-01T00:00:00Z").map(|(rec, rcp, missing, _)| (rec, rcp, missing))
 }
 
 /// The agent's own files: (segment records, receipts).
@@ -198,6 +216,21 @@ fn on_agent(data: &Path) -> (u64, u64) {
         .filter(|m| m.record == sargs_core::seal::manifest::RecordKind::Segment)
         .count();
     (segments as u64, receipts(data).len() as u64)
+}
+
+/// Runs the agent once on the home (its device key exists then) and
+/// enrols it in HQ's ledger (`sargs-hq agent add`, the home's `hq.toml`).
+pub(super) fn enrol(home: &Home, config: &sargs::config::Config) {
+    sargs::agent::Agent::start(config)
+        .expect("agent")
+        .stop()
+        .expect("stop");
+    use base64::Engine;
+    let device_key = base64::engine::general_purpose::STANDARD.encode(home.device_key());
+    hq(
+        home.path(),
+        &["agent", "add", AGENT, "--device-key", &device_key],
+    );
 }
 
 #[test]
@@ -213,20 +246,8 @@ fn kill_9_of_the_hq_service_while_it_commits() {
         let cams =
             hq_tables(&broker.url(), &key, None) + &test_camera(OLD, "cctv", "enabled = false");
         let config = home.config_with(2, "min_free_mb = 1", &cams);
-        let conf = hq_toml(dir, &broker.url(), &key);
-        let device_key = {
-            // The agent's key exists once it has run on its data directory.
-            sargs::agent::Agent::start(&config)
-                .expect("agent")
-                .stop()
-                .expect("stop");
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(home.device_key())
-        };
-        hq(
-            dir,
-            &["agent", "add", "test-gw", "--device-key", &device_key],
-        );
+        let conf = hq_toml(dir, &broker.url(), &key, false);
+        enrol(&home, &config);
         let mut service = start_hq_with(dir, &conf, "hq.log");
         let agent = sargs::agent::Agent::start(&config).expect("agent");
         let data = dir.join("data");

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 mod checks;
 mod ingest;
 mod link;
+mod network;
 mod recording;
 mod retention;
 
