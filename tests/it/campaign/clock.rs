@@ -14,8 +14,10 @@
 //! - "ntp-step": a clock off by 30 s to 1 h, ahead or behind (drawn), and
 //!   unsynchronised, until the time daemon's first synchronisation steps
 //!   it right, inside a segment.
-//! - "drift": a free-running clock 10 % fast until NTP steps it back and
-//!   synchronises it.
+//! - "drift": a free-running clock 10 % fast, unsynchronised, until NTP
+//!   synchronises it (libfaketime keeps the time gained when the rate
+//!   ends, so the clock then runs at the real rate 2–4 s ahead, as after
+//!   a slew: no step back).
 //!
 //! Invariant checked at every point (docs/RELIABILITY.md, "Clock faults"):
 //! records 40 days old that are due are not deleted while the clock is
@@ -441,7 +443,7 @@ fn ntp_steps_the_clock_inside_a_segment() {
 fn a_free_running_clock_drifts_until_ntp_corrects_it() {
     scenario("drift", |camp| {
         // 10 % fast: 3 s ahead after half a minute, never 2 s between two
-        // readings seconds apart.
+        // readings seconds apart; the gain is kept when the rate ends.
         let drifting = Duration::from_secs(20) + camp.rng.within(Duration::from_secs(20));
         let what = format!("corrected after {} s of drift", drifting.as_secs());
         let mut p = Point::new();
