@@ -56,6 +56,7 @@ impl Fleet {
             end,
             duration_ms: 60_000,
             clock: sargs_core::clock::SyncState::Synchronised,
+            clock_fault: None,
             purpose: self.purpose.clone(),
             notice: self.notice.clone(),
             policy: self.policy.clone(),

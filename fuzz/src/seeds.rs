@@ -202,6 +202,7 @@ fn manifest_list() -> Vec<Manifest> {
         end: at(start + 1),
         duration_ms: 3_600_000,
         clock: SyncState::Synchronised,
+        clock_fault: None,
         purpose: json!({"id": "public-order", "title": "Public order"}),
         notice: json!({"controller": "Jekabpils municipality"}),
         policy: PolicyRef {

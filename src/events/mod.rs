@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 pub use dock::{DockEvent, FileDone, Finished};
 use sargs_core::retention::receipt::Receipt;
-use sargs_core::seal::manifest::{self, Manifest, RecordKind};
+use sargs_core::seal::manifest::{self, ClockFault, Manifest, RecordKind};
 use sargs_core::seal::sign::Envelope;
 
 /// Something HQ should hear about (the MQTT link forwards these; without it
@@ -158,6 +158,10 @@ pub struct Sealed {
     pub ciphertext_sha256: String,
     pub ciphertext_bytes: u64,
     pub truncated: bool,
+    /// The manifest's `clock_fault`, when the agent cannot vouch for the
+    /// record's times (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_fault: Option<ClockFault>,
 }
 
 impl Sealed {
@@ -176,6 +180,7 @@ impl Sealed {
             ciphertext_sha256: media.ciphertext_sha256.clone(),
             ciphertext_bytes: media.ciphertext_bytes,
             truncated: media.truncated,
+            clock_fault: m.clock_fault,
         })
     }
 }
@@ -194,6 +199,9 @@ pub struct GapRecord {
     pub delete_after: DateTime<Utc>,
     /// Of the manifest payload, as in the chain.
     pub manifest_sha256: String,
+    /// As for [`Sealed`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_fault: Option<ClockFault>,
 }
 
 impl GapRecord {
@@ -210,6 +218,7 @@ impl GapRecord {
             class: m.retention.class.clone(),
             delete_after: m.retention.delete_after,
             manifest_sha256: manifest::sha256_hex(payload.as_bytes()),
+            clock_fault: m.clock_fault,
         })
     }
 }

@@ -346,7 +346,14 @@ impl Engine {
             end: m.end,
             sealed_at: m.sealed_at,
             class: m.retention.class.clone(),
-            delete_after: m.retention.delete_after,
+            // A record whose times the agent could not vouch for keeps the
+            // deadline it states, but is deleted by one counted from the
+            // first trusted sweep that sees it (`sweep::rebase_pending`).
+            delete_after: if m.clock_fault.is_some() {
+                sweep::pending_deadline()
+            } else {
+                m.retention.delete_after
+            },
             cap_at,
             bytes,
             manifest_sha256: payload_sha,

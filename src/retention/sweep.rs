@@ -12,7 +12,13 @@
 //!   monotonic time since (before any trusted reading: the newest sealed
 //!   record) — so a clock that jumps ahead cannot make a hold look expired,
 //!   not even between a jump and the sweep that notices it;
-//! - every sweep first indexes what the cameras sealed while it was busy.
+//! - every sweep first indexes what the cameras sealed while it was busy;
+//! - a record sealed with a `clock_fault` (its times mix clocks or are
+//!   impossible) is never due by the deadline its manifest states: it is
+//!   indexed with a pending deadline, which the first sweep that trusts the
+//!   clock sets to that instant plus its class's period. A clock that was
+//!   wrong therefore neither deletes what it stamped in the past (a board
+//!   at 1970) nor keeps for years what it stamped in the future.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,6 +33,13 @@ use sargs_core::retention::receipt::Reason;
 const BATCH: usize = 256;
 /// HQ is warned this long before a hold reaches its class cap.
 pub const CAP_WARNING_DAYS: i64 = 30;
+
+/// The deadline a record with a clock fault is indexed with until a
+/// trusted sweep sets its own: 9999-12-31T23:59:59Z, never due.
+pub(crate) fn pending_deadline() -> DateTime<Utc> {
+    DateTime::from_timestamp(PENDING_S, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+const PENDING_S: i64 = 253_402_300_799;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +96,7 @@ impl Engine {
                     self.note(Event::ClockTrusted);
                 }
                 self.last_trusted = Some((now.wall, std::time::Instant::now()));
+                self.rebase_pending(now.wall)?;
                 report.expired = self.delete_due(now.wall)?;
                 report.cap_warnings = self.warn_caps(now.wall)?;
             }
@@ -105,6 +119,39 @@ impl Engine {
         let state = serde_json::to_string(&report).unwrap_or_default();
         self.write(|w| w.set_meta("last_sweep", &state))?;
         Ok(report)
+    }
+
+    /// Gives each record indexed with a pending deadline (see the module's
+    /// invariant) its own: `now` plus its class's period.
+    fn rebase_pending(&mut self, now: DateTime<Utc>) -> Result<(), RetentionError> {
+        let pending = ms(pending_deadline());
+        let classes: Vec<String> = {
+            let mut stmt = self
+                .index
+                .conn()
+                .prepare_cached(
+                    "SELECT DISTINCT class FROM records WHERE delete_after_ms = ?1 AND deleted_ms IS NULL",
+                )
+                .map_err(self.db_err())?;
+            let rows = stmt
+                .query_map([pending], |r| r.get(0))
+                .map_err(self.db_err())?;
+            rows.collect::<Result<_, _>>().map_err(self.db_err())?
+        };
+        for class in classes {
+            let Some(deadline) = self.policy.class(&class).and_then(|c| c.keep.add_to(now)) else {
+                continue;
+            };
+            let n = self.write(|w| {
+                w.tx.execute(
+                    "UPDATE records SET delete_after_ms = ?1 WHERE delete_after_ms = ?2 AND class = ?3 AND deleted_ms IS NULL",
+                    rusqlite::params![ms(deadline), pending, class],
+                )
+            })?;
+            tracing::info!(%class, records = n, %deadline,
+                "records sealed with a clock fault get their deadline from the trusted clock");
+        }
+        Ok(())
     }
 
     fn delete_due(&mut self, now: DateTime<Utc>) -> Result<u64, RetentionError> {

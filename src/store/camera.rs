@@ -10,6 +10,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ use sargs_core::layout::{CONTIGUITY_TOLERANCE_MS, MEDIA_EXT, PARTIAL_EXT};
 use sargs_core::policy::Policy;
 use sargs_core::seal::age::{AgeWriter, Check, SealSummary};
 use sargs_core::seal::manifest::{
-    self, Gap, Manifest, Masks, Media, PolicyRef, RecordKind, Retention, GENESIS,
+    self, ClockFault, Gap, Manifest, Masks, Media, PolicyRef, RecordKind, Retention, GENESIS,
 };
 use sargs_core::seal::sign::{DeviceKey, Envelope};
 use sargs_core::seal::Recipient;
@@ -128,6 +129,9 @@ pub struct OpenSegment {
     sequence: u64,
     partial: PathBuf,
     writer: Option<AgeWriter<File>>,
+    /// When it was opened, on the monotonic clock: a step of the wall clock
+    /// after it flags the record (`crate::clock::fault`).
+    opened: Instant,
 }
 
 impl OpenSegment {
@@ -172,6 +176,9 @@ pub struct CameraLog {
     /// gap from that instant, so its downtime is never silence.
     opened: DateTime<Utc>,
     failed: bool,
+    /// When `head` was committed by this process, on the monotonic clock:
+    /// a gap record from its end is flagged if the wall clock stepped since.
+    head_at: Option<Instant>,
 }
 
 impl CameraLog {
@@ -210,6 +217,7 @@ impl CameraLog {
             }),
             opened: crate::clock::now(),
             failed: false,
+            head_at: None,
         };
         log.recover()?;
         Ok(log)
@@ -250,6 +258,7 @@ impl CameraLog {
             sequence: seq,
             partial,
             writer: Some(writer),
+            opened: Instant::now(),
         })
     }
 
@@ -312,6 +321,7 @@ impl CameraLog {
             return Err(self.out_of_order(seq));
         }
         let mut m = self.manifest_base(seq, RecordKind::Gap, from, until);
+        m.clock_fault = self.timeline_fault(from, self.head_at);
         m.gap = Some(Gap {
             reason: reason.clone(),
         });
@@ -340,7 +350,7 @@ impl CameraLog {
         })?;
         file.sync_all().map_err(StoreError::io(&seg.partial))?;
         drop(file);
-        self.commit_media(seg.sequence, info, &summary, truncated)
+        self.commit_media(seg.sequence, info, &summary, truncated, Some(seg.opened))
     }
 
     fn commit_media(
@@ -349,12 +359,14 @@ impl CameraLog {
         info: &SegmentInfo,
         summary: &SealSummary,
         truncated: bool,
+        opened: Option<Instant>,
     ) -> Result<(), StoreError> {
         if seq != self.head.sequence + 1 {
             return Err(self.out_of_order(seq));
         }
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
+        m.clock_fault = self.timeline_fault(info.start, opened);
         m.media = Some(Media {
             codec: info.media.codec.clone(),
             width: info.media.width,
@@ -433,7 +445,20 @@ impl CameraLog {
         let bytes = serde_json::to_vec(&head).unwrap_or_else(|_| unreachable!("plain data"));
         fsutil::write_atomic(&path, &bytes, 0o600).map_err(StoreError::io(&path))?;
         self.head = head;
+        self.head_at = Some(Instant::now());
         Ok(())
+    }
+
+    /// The clock fault of a record of the live time line starting at
+    /// `start`, opened at `opened`: what the clock watch says, or
+    /// [`ClockFault::Stepped`] when it starts before the previous record
+    /// ends (the clock went back, perhaps while the agent was not running).
+    fn timeline_fault(&self, start: DateTime<Utc>, opened: Option<Instant>) -> Option<ClockFault> {
+        let behind = self
+            .head
+            .end
+            .is_some_and(|end| (end - start).num_milliseconds() > CONTIGUITY_TOLERANCE_MS);
+        crate::clock::fault(opened).or(behind.then_some(ClockFault::Stepped))
     }
 
     fn manifest_base(
@@ -458,6 +483,7 @@ impl CameraLog {
             end,
             duration_ms: (end - start).num_milliseconds().max(0) as u64,
             clock: crate::clock::sync_state(),
+            clock_fault: None,
             purpose: serde_json::to_value(&cam.purpose).unwrap_or_default(),
             notice: serde_json::to_value(&policy.controller).unwrap_or_default(),
             policy: PolicyRef {

@@ -435,8 +435,14 @@ impl Drop for Spawned {
 /// Starts `sargs run` on the home's config as a separate process, logging
 /// beside the home (`<home>.log`).
 pub fn spawn_agent(home: &Home) -> Spawned {
-    let child = bin_command(env!("CARGO_BIN_EXE_sargs"))
-        .args(["run", "--config"])
+    spawn_agent_with(home, |_| {})
+}
+
+/// [`spawn_agent`], with `setup` given the command before it starts (an
+/// environment to run in).
+pub fn spawn_agent_with(home: &Home, setup: impl FnOnce(&mut Command)) -> Spawned {
+    let mut cmd = bin_command(env!("CARGO_BIN_EXE_sargs"));
+    cmd.args(["run", "--config"])
         .arg(home.config_path())
         .env("SARGS_LOG", "info")
         .stdout(Stdio::null())
@@ -446,10 +452,9 @@ pub fn spawn_agent(home: &Home) -> Spawned {
                 .append(true)
                 .open(home.path().with_extension("log"))
                 .expect("log file"),
-        )
-        .spawn()
-        .expect("sargs binary");
-    Spawned(child)
+        );
+    setup(&mut cmd);
+    Spawned(cmd.spawn().expect("sargs binary"))
 }
 
 /// Seals `n` one-minute segments of `camera` starting `days_ago`, in process,

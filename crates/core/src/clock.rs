@@ -34,6 +34,18 @@ pub fn sync_state() -> SyncState {
     }
 }
 
+/// The earliest instant a record of sargs can be true: 2026-01-01T00:00:00Z,
+/// before this software's first release. A clock that reads earlier (a
+/// board that booted at 1970 without a real-time clock) is certainly wrong,
+/// and a record stamped earlier is flagged
+/// ([`ClockFault::Impossible`](crate::seal::manifest::ClockFault)).
+pub const TIME_FLOOR_UNIX_S: i64 = 1_767_225_600;
+
+/// [`TIME_FLOOR_UNIX_S`] as an instant.
+pub fn time_floor() -> DateTime<Utc> {
+    DateTime::from_timestamp(TIME_FLOOR_UNIX_S, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// The current UTC time.
 pub fn now() -> DateTime<Utc> {
     Utc::now()

@@ -1,6 +1,7 @@
 //! The engine against a real store on disk: real chains sealed by
 //! `CameraLog`, real SQLite, real receipts; only time is chosen by the test.
 
+mod clock;
 mod model;
 mod recovery;
 mod resend;

@@ -43,6 +43,7 @@ impl CameraLog {
             sequence: seq,
             partial: path,
             writer: Some(writer),
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -76,6 +77,9 @@ impl CameraLog {
         }
         let end = info.end.max(info.start);
         let mut m = self.manifest_base(seq, RecordKind::Segment, info.start, end);
+        // Not on the live time line: only the gateway's clock as it is now
+        // (its `start` may be the ingest time) can be faulted.
+        m.clock_fault = crate::clock::fault(Some(std::time::Instant::now()));
         m.media = Some(Media {
             container: info.container,
             codec: info.codec,

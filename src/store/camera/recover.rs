@@ -147,7 +147,7 @@ impl CameraLog {
         };
         tracing::warn!(camera = %self.camera.id, sequence = seq, bytes = meta.len(),
             "kept a segment interrupted by an unclean stop; committing it as truncated");
-        self.commit_media(seq, &info, &summary, true)
+        self.commit_media(seq, &info, &summary, true, None)
     }
 }
 

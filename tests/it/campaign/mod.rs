@@ -1,6 +1,9 @@
 //! The kill -9 campaign: the real agent (or the real HQ service) killed with
 //! SIGKILL at random instants inside one operation per scenario, restarted
-//! on the same data directory, and checked after every kill.
+//! on the same data directory, and checked after every kill. The clock
+//! campaign (`clock`) shares its plan, seed and report: the agent's wall
+//! clock faulted at random instants instead of killed (its own invariant
+//! is in its module).
 //!
 //! Scenarios (one test each): recording with several cameras, sealing (the
 //! kill inside a segment's seal), the retention sweep, holds and erasures
@@ -29,6 +32,7 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod checks;
+mod clock;
 mod ingest;
 mod link;
 mod network;
@@ -103,13 +107,20 @@ fn mix(seed: u64, name: &str) -> u64 {
 impl Campaign {
     /// The plan for `scenario` from the environment; prints the seed.
     pub fn new(scenario: &'static str) -> Campaign {
+        Campaign::with_short(scenario, SHORT_POINTS)
+    }
+
+    /// [`Campaign::new`], with `short` points when `SARGS_CAMPAIGN_POINTS`
+    /// is not set (a scenario whose points take minutes runs fewer in the
+    /// test suite).
+    pub fn with_short(scenario: &'static str, short: usize) -> Campaign {
         let seed = env_u64("SARGS_CAMPAIGN_SEED").unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(1)
         });
-        let points = env_u64("SARGS_CAMPAIGN_POINTS").map_or(SHORT_POINTS, |p| p as usize);
+        let points = env_u64("SARGS_CAMPAIGN_POINTS").map_or(short, |p| p as usize);
         let until = env_u64("SARGS_CAMPAIGN_UNTIL").map(|s| UNIX_EPOCH + Duration::from_secs(s));
         eprintln!(
             "campaign {scenario}: seed {seed} (SARGS_CAMPAIGN_SEED={seed} replays its instants), {points} point(s)"

@@ -12,7 +12,9 @@
 //! Chain invariant: record `n` carries `sequence = n` and
 //! `prev_manifest_sha256` = SHA-256 of record `n-1`'s payload bytes (64 zeros
 //! for the first record); `start` never precedes the previous record's `end`
-//! by more than a frame's jitter. A verifier that holds the device key can
+//! by more than a frame's jitter — unless the record is flagged with a
+//! `clock_fault` (the agent's wall clock went back or stepped: its times
+//! cannot be vouched for, and the flag says so). A verifier that holds the device key can
 //! therefore prove for any time range: recorded, or an explicit gap.
 //!
 //! Ingested recordings (`dock` present) are the exception to the time rule:
@@ -62,6 +64,13 @@ pub struct Manifest {
     pub duration_ms: u64,
     /// Whether the agent's clock was disciplined when the record was sealed.
     pub clock: SyncState,
+    /// Present when the agent cannot vouch for the record's times, with
+    /// why ([`ClockFault`]): the wall clock stepped while the record was
+    /// open or since, had not been synchronised again after a step, ran
+    /// back behind the previous record, or reads an impossible date.
+    /// Absent otherwise (and in every record written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_fault: Option<ClockFault>,
     /// Purpose of the recording, verbatim from the policy (id, text, legal basis, reference).
     pub purpose: serde_json::Value,
     /// The controller notice, verbatim from the policy.
@@ -80,6 +89,20 @@ pub struct Manifest {
     pub prev_manifest_sha256: String,
     pub agent_version: String,
     pub sealed_at: DateTime<Utc>,
+}
+
+/// Why a record's times cannot be vouched for (`docs/format.md`, "Clock
+/// faults").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockFault {
+    /// The wall clock stepped against the monotonic clock while the record
+    /// was open, or had not been synchronised again since a step, or the
+    /// record starts before its predecessor ends: its times mix clocks.
+    Stepped,
+    /// The record's time is earlier than [`crate::clock::time_floor`]: a
+    /// board that booted without a real-time clock.
+    Impossible,
 }
 
 /// Which policy the purpose and retention come from.

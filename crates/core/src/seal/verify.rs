@@ -259,7 +259,7 @@ impl Chain {
                     dock.original_name, dock.original_sha256
                 ));
             }
-        } else if let Some(prev_end) = self.prev_end {
+        } else if let (Some(prev_end), None) = (self.prev_end, m.clock_fault) {
             let hole = (m.start - prev_end).num_milliseconds();
             if hole < -CONTIGUITY_TOLERANCE_MS {
                 v.chain.push(format!(
@@ -351,6 +351,83 @@ mod tests {
             "recipients": [], "truncated": false,
         }))
         .expect("media")
+    }
+
+    /// A gap record of `start..end` chained after `prev`, signed with `key`,
+    /// written as record `seq` in `dir`; returns its payload's SHA-256.
+    fn gap(
+        dir: &Path,
+        key: &super::super::sign::DeviceKey,
+        seq: u64,
+        (start, end): (i64, i64),
+        fault: Option<manifest::ClockFault>,
+        prev: &str,
+    ) -> String {
+        let t = |s: i64| chrono::DateTime::from_timestamp(s, 0).expect("instant");
+        let m = Manifest {
+            v: 1,
+            record: RecordKind::Gap,
+            segment_id: format!("gw/cam/{seq}"),
+            agent_id: "gw".into(),
+            camera_id: "cam".into(),
+            camera_kind: "stationary".into(),
+            sequence: seq,
+            start: t(start),
+            end: t(end),
+            duration_ms: ((end - start) * 1000).max(0) as u64,
+            clock: crate::clock::SyncState::Synchronised,
+            clock_fault: fault,
+            purpose: serde_json::json!({}),
+            notice: serde_json::json!({}),
+            policy: manifest::PolicyRef {
+                id: "p".into(),
+                reference: "r".into(),
+            },
+            retention: manifest::Retention {
+                class: "cctv".into(),
+                keep: "30 days".into(),
+                delete_after: t(end),
+            },
+            media: None,
+            gap: Some(manifest::Gap {
+                reason: "test".into(),
+            }),
+            dock: None,
+            prev_manifest_sha256: prev.into(),
+            agent_version: "0".into(),
+            sealed_at: t(end),
+        };
+        let payload = m.to_payload();
+        let path = dir.join(format!("{seq:010}.json"));
+        std::fs::write(path, key.sign(&payload).to_bytes()).expect("record");
+        manifest::sha256_hex(payload.as_bytes())
+    }
+
+    #[test]
+    fn time_may_run_back_only_at_a_record_flagged_with_a_clock_fault() {
+        let key = super::super::sign::DeviceKey::generate().expect("key");
+        let now = 1_796_000_000;
+        let ten_years = 10 * 365 * 86_400;
+        for fault in [None, Some(manifest::ClockFault::Stepped)] {
+            let root = tempfile::tempdir().expect("tempdir");
+            let dir = root.path();
+            let h1 = gap(dir, &key, 1, (now, now + 60), None, GENESIS);
+            // The clock stepped ten years back: the next record starts
+            // before the first one ends.
+            let back = (now + 60 - ten_years, now + 120 - ten_years);
+            let h2 = gap(dir, &key, 2, back, fault, &h1);
+            gap(dir, &key, 3, (back.1, back.1 + 60), None, &h2);
+            let r = verify_camera(dir, &key.public_key()).expect("readable");
+            match fault {
+                None => assert!(
+                    r.problems.len() == 1
+                        && r.problems[0].contains("before the previous record ends"),
+                    "{:?}",
+                    r.problems
+                ),
+                Some(_) => assert!(r.ok(), "{:?}", r.problems),
+            }
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ fn manifest_of(c: &Camera, seq: u64, prev: &str) -> Manifest {
         end: t(start + c.step),
         duration_ms: c.step as u64,
         clock: SyncState::Synchronised,
+        clock_fault: None,
         purpose: json!({}),
         notice: json!({}),
         policy: PolicyRef {
