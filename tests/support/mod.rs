@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests (`mod support;` in a test file).
 pub mod camfs;
+pub mod garage;
 pub mod mosquitto;
 pub mod postgres;
 pub mod rtsp;
