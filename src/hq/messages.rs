@@ -107,6 +107,7 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
             json!({"camera": camera, "reason": reason}),
         ),
         Event::Dock(d) => (d.kind(), serde_json::to_value(d).unwrap_or_default()),
+        Event::SegmentOffloaded(o) => ("segment.offloaded", json!({ "offload": o })),
     };
     let mut v = json!({"v": 1, "agent": agent, "event": kind, "at": at});
     if let (Some(obj), Value::Object(b)) = (v.as_object_mut(), body) {

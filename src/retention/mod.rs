@@ -26,6 +26,7 @@ pub mod audit;
 pub mod clockguard;
 pub mod inbox;
 pub mod journal;
+mod offloads;
 mod originals;
 pub mod resend;
 pub mod status;

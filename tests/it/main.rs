@@ -27,6 +27,7 @@ mod hq_service;
 mod mqtt;
 mod mqtt5;
 mod mqtt_envelopes;
+mod offload;
 mod postgres;
 mod record;
 mod retention;

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS originals(
 CREATE INDEX IF NOT EXISTS originals_name ON originals(camera, name, bytes);
 CREATE TABLE IF NOT EXISTS commands(
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, applied_ms INTEGER NOT NULL, response TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offloads(
+  camera INTEGER NOT NULL, seq INTEGER NOT NULL, store TEXT NOT NULL, manifest_key TEXT NOT NULL,
+  manifest_sha256 BLOB NOT NULL, media_key TEXT, media_sha256 BLOB, bytes INTEGER NOT NULL,
+  verified_ms INTEGER NOT NULL, PRIMARY KEY(camera, seq)) WITHOUT ROWID;
 ";
 
 /// A position in deadline order: `(delete_after_ms, camera, seq)`.
@@ -456,7 +460,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn camera_id(&self, name: &str) -> Result<i64> {
+    pub(crate) fn camera_id(&self, name: &str) -> Result<i64> {
         self.tx
             .execute("INSERT OR IGNORE INTO cameras(name) VALUES (?1)", [name])?;
         self.tx
