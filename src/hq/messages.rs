@@ -151,3 +151,32 @@ impl EventSink for OutboxEvents {
         crate::events::LogEvents.emit_all(events);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offloaded_record_is_reported_with_its_keys_and_digests() {
+        let e = Event::SegmentOffloaded(Box::new(crate::events::Offloaded {
+            segment_id: "gw/cam-a/7".into(),
+            camera_id: "cam-a".into(),
+            sequence: 7,
+            store: "https://s3.example.lv/evidence".into(),
+            manifest_key: "gw/cam-a/0000000007.json".into(),
+            manifest_object_sha256: "ab".repeat(32),
+            media_key: Some("gw/cam-a/0000000007.mp4.age".into()),
+            ciphertext_sha256: Some("cd".repeat(32)),
+            bytes: 1234,
+        }));
+        let v = event("gw", &e, crate::clock::now());
+        assert_eq!(v["event"], "segment.offloaded");
+        assert_eq!(v["agent"], "gw");
+        let o = &v["offload"];
+        assert_eq!(o["segment_id"], "gw/cam-a/7");
+        assert_eq!(o["store"], "https://s3.example.lv/evidence");
+        assert_eq!(o["media_key"], "gw/cam-a/0000000007.mp4.age");
+        assert_eq!(o["ciphertext_sha256"], "cd".repeat(32));
+        assert_eq!(o["bytes"], 1234);
+    }
+}

@@ -103,6 +103,22 @@ impl Reader {
         }
     }
 
+    /// The object's ETag (a multipart upload's ends in `-<parts>`).
+    fn etag(&self, key: &str) -> String {
+        let url = self
+            .bucket
+            .head_object(Some(&self.creds), key)
+            .sign(Duration::from_secs(600));
+        let resp = self.http.head(url.as_str()).call().expect("HEAD");
+        assert_eq!(resp.status().as_u16(), 200, "HEAD {key}");
+        resp.headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .expect("ETag")
+            .trim_matches('"')
+            .to_owned()
+    }
+
     fn get(&self, key: &str) -> Vec<u8> {
         let url = self
             .bucket
@@ -482,8 +498,8 @@ fn a_large_object_goes_in_parts_and_reads_back_whole() {
             .expect("the object"),
         (manifest::sha256(&bytes), bytes.len() as u64)
     );
-    assert_eq!(
-        Reader::new(&g, &key).get("gw/cam/0000000001.mp4.age"),
-        bytes
-    );
+    let reader = Reader::new(&g, &key);
+    assert_eq!(reader.get("gw/cam/0000000001.mp4.age"), bytes);
+    let etag = reader.etag("gw/cam/0000000001.mp4.age");
+    assert!(etag.ends_with("-3"), "three parts went: ETag {etag}");
 }
