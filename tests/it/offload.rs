@@ -83,7 +83,13 @@ impl Reader {
 
     /// Every key in the bucket.
     fn list(&self) -> BTreeSet<String> {
-        let mut keys = BTreeSet::new();
+        self.list_modified().into_keys().collect()
+    }
+
+    /// Every key in the bucket, with when it was last written (as the
+    /// store lists it, to the millisecond).
+    fn list_modified(&self) -> std::collections::BTreeMap<String, Option<String>> {
+        let mut keys = std::collections::BTreeMap::new();
         let mut token: Option<String> = None;
         loop {
             let mut action = self.bucket.list_objects_v2(Some(&self.creds));
@@ -95,7 +101,12 @@ impl Reader {
             assert_eq!(resp.status().as_u16(), 200, "LIST answered");
             let text = resp.body_mut().read_to_string().expect("LIST body");
             let parsed = rusty_s3::actions::ListObjectsV2::parse_response(&text).expect("LIST XML");
-            keys.extend(parsed.contents.into_iter().map(|c| c.key));
+            keys.extend(
+                parsed
+                    .contents
+                    .into_iter()
+                    .map(|c| (c.key, c.last_modified)),
+            );
             match parsed.next_continuation_token {
                 Some(t) => token = Some(t),
                 None => return keys,
@@ -502,4 +513,67 @@ fn a_large_object_goes_in_parts_and_reads_back_whole() {
     assert_eq!(reader.get("gw/cam/0000000001.mp4.age"), bytes);
     let etag = reader.etag("gw/cam/0000000001.mp4.age");
     assert!(etag.ends_with("-3"), "three parts went: ETag {etag}");
+}
+
+/// The crash window between an upload and the index commit, made on
+/// purpose: objects already in the store with the record's bytes are read
+/// back and recorded without a second upload; an object under a record's key
+/// with other bytes is never overwritten, and that record is not counted.
+#[test]
+fn objects_found_in_the_store_are_verified_not_sent_again_and_never_overwritten() {
+    let (g, key, home, table) = site();
+    // Recorded before offload was switched on for the camera.
+    let config = home.config(2, &(test_camera("cam-f", "cctv", "") + &table));
+    record_sealed(&config, &["cam-f"], 3);
+    let dir = home.camera_dir("cam-f");
+    let store = client(&g, &key, BUCKET, 8);
+    // Record 1 as a run killed after its upload left it.
+    for name in ["0000000001.mp4.age", "0000000001.json"] {
+        store
+            .put_file(&format!("test-gw/cam-f/{name}"), &dir.join(name))
+            .expect("upload");
+    }
+    // Record 2's media key holds other bytes.
+    let foreign = home.path().join("foreign.bin");
+    std::fs::write(&foreign, b"not the sealed segment").expect("file");
+    store
+        .put_file("test-gw/cam-f/0000000002.mp4.age", &foreign)
+        .expect("upload");
+    let reader = Reader::new(&g, &key);
+    let before = reader.list_modified();
+    // The store lists instants to the millisecond: a second upload now
+    // would show another one.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let config = home.config(2, &(offloading_camera("cam-f") + &table));
+    record_until(&config, RECORDING, "records 1 and 3 offloaded", || {
+        let idx = index(&home);
+        [1, 3]
+            .iter()
+            .all(|s| idx.offloaded("cam-f", *s).ok().flatten().is_some())
+    });
+    let after = reader.list_modified();
+    for k in before.keys() {
+        assert_eq!(before[k], after[k], "{k} was not written again");
+    }
+    assert_eq!(
+        reader.get("test-gw/cam-f/0000000002.mp4.age"),
+        b"not the sealed segment",
+        "an object with other bytes is never overwritten"
+    );
+    assert!(index(&home).offloaded("cam-f", 2).expect("read").is_none());
+    // Everything counted is verified; record 2's foreign media object aside,
+    // the store holds nothing else.
+    let rows = offloaded(&home);
+    assert!(rows.iter().any(|(_, s, _)| *s == 1));
+    let expected: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|(_, _, o)| {
+            std::iter::once(o.manifest_key.clone()).chain(o.media.iter().map(|(k, _)| k.clone()))
+        })
+        .chain(std::iter::once(
+            "test-gw/cam-f/0000000002.mp4.age".to_owned(),
+        ))
+        .collect();
+    assert_eq!(reader.list(), expected);
 }
