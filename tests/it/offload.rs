@@ -1,9 +1,12 @@
 //! Offload to a real Garage on 127.0.0.1 (`tests/support/garage.rs`): what
 //! a real agent seals reaches the store byte for byte, is verified before the
 //! index counts it, opens with the age CLI; a store that is down holds
-//! nothing up; kill -9 mid-upload loses nothing and stores nothing twice.
-//! The store is read here with a client of the test's own (rusty-s3 and
-//! ureq, listing and GET), never through the agent's.
+//! nothing up; kill -9 of an offloading agent loses nothing and stores
+//! nothing twice, and what a killed run left in the store is recorded
+//! without a second upload.
+//! What the store holds is checked with a client of the test's own (rusty-s3
+//! and ureq: listing, HEAD, GET); the agent's client (`sargs::offload::s3`)
+//! is used here only as a gateway uses it, to write and read back.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -310,10 +313,12 @@ fn a_store_that_is_down_holds_nothing_up_and_the_queue_drains_when_it_is_back() 
 }
 
 #[test]
-fn kill_9_while_uploading_loses_nothing_and_stores_nothing_twice() {
+fn kill_9_of_an_offloading_agent_loses_nothing_and_stores_nothing_twice() {
     let (g, key, home, table) = site();
-    // Noise at a high bitrate: each segment is several age chunks, so the
-    // uploader is busy most of the time.
+    // Noise at a high bitrate: larger objects, a wider window for the kill
+    // to land inside an upload. Where exactly it lands is not controlled;
+    // the window between an upload and its index commit is made on purpose
+    // in `objects_found_in_the_store_…` below.
     let cam = offloading_camera("cam-k")
         .replace("pattern = \"smpte\"", "pattern = \"snow\"")
         .replace("bitrate_kbps = 400", "bitrate_kbps = 4000");
