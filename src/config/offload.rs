@@ -43,6 +43,7 @@ pub(super) struct RawOffload {
     #[serde(default)]
     pub allow_regions: Vec<String>,
     pub part_size_mb: Option<u64>,
+    pub local: Option<String>,
 }
 
 /// How object URLs are formed.
@@ -145,6 +146,10 @@ pub struct OffloadSettings {
     pub allow: Allow,
     /// Objects larger than this go as a multipart upload of parts this size.
     pub part_size: u64,
+    /// `local = "free"`: the local media is deleted (with a receipt naming
+    /// the object) once verified in the store; `"keep"` (default): it stays
+    /// until its own deadline.
+    pub free_local: bool,
 }
 
 pub(super) fn offload(
@@ -231,7 +236,19 @@ pub(super) fn offload(
             ),
         );
     }
+    let free_local = match raw.local.as_deref() {
+        None | Some("keep") => false,
+        Some("free") => true,
+        Some(other) => {
+            v.invalid(
+                "offload.local",
+                format!("{other:?} is not \"keep\" or \"free\""),
+            );
+            false
+        }
+    };
     Some(OffloadSettings {
+        free_local,
         endpoint: endpoint?,
         region: raw.region.clone(),
         bucket: raw.bucket.clone(),

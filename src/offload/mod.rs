@@ -28,6 +28,11 @@
 //!   commit, never during I/O; a store that is down or refuses is retried
 //!   with a back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
 //!
+//! - **Freed only when verified.** With `[offload] local = "free"` a
+//!   record's local media is deleted only after the index records its
+//!   verified object, by the retention engine, with a signed receipt of
+//!   reason `offloaded` naming that object; a protected record is kept.
+//!
 //! Object keys read like the gateway's chains: `{agent}/{camera}/{seq:010}.json`
 //! (the manifest) and `{agent}/{camera}/{seq:010}.mp4.age` (the media), so a
 //! listing sorted by key is each camera's chain in order.
@@ -46,6 +51,7 @@ use crate::config::{Config, OffloadMode, OffloadSettings};
 use crate::retention::Retention;
 use s3::{S3Error, Store};
 use sargs_core::retention::offloads::{Offloaded, Pending, Waiting};
+use sargs_core::retention::receipt::StoredObject;
 use sargs_core::seal::manifest::{self, Manifest};
 use sargs_core::seal::sign::Envelope;
 
@@ -292,7 +298,23 @@ impl Uploader {
         };
         s.retention
             .mark_offloaded(&p.camera, p.seq, &offloaded)
-            .map_err(|e| Failure::Record(e.to_string()))
+            .map_err(|e| Failure::Record(e.to_string()))?;
+        if let (true, Some((key, sha))) = (s.settings.free_local, &offloaded.media) {
+            let object = StoredObject {
+                store: offloaded.store.clone(),
+                key: key.clone(),
+                sha256: manifest::hex(sha),
+            };
+            // A failure leaves the local copy until its own deadline.
+            if let Err(e) =
+                s.retention
+                    .free_offloaded(&p.camera, p.seq, &object, crate::clock::now())
+            {
+                tracing::error!(camera = %p.camera, sequence = p.seq, error = %e,
+                    "offload: freeing the local copy failed; it stays until its deadline");
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure `key` holds exactly the bytes of `path`, whose SHA-256 is

@@ -423,6 +423,7 @@ mod tests {
                 regions: vec!["garage".into()],
             },
             part_size: 8 << 20,
+            free_local: false,
         };
         let store = Store::new(&settings).expect("client");
         let file = tempfile::NamedTempFile::new().expect("file");

@@ -493,6 +493,19 @@ impl Engine {
         command: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Receipt>, RetentionError> {
+        self.delete_naming(rows, reason, command, None, now)
+    }
+
+    /// [`Engine::delete`], each receipt naming `offloaded` (the verified
+    /// object in the evidence store) if given.
+    pub(crate) fn delete_naming(
+        &mut self,
+        rows: &[Row],
+        reason: Reason,
+        command: Option<&str>,
+        offloaded: Option<&sargs_core::retention::receipt::StoredObject>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Receipt>, RetentionError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -519,6 +532,7 @@ impl Engine {
                 deleted_at: now,
                 reason,
                 command_id: command.map(str::to_owned),
+                offloaded: offloaded.cloned(),
                 clock: sync,
                 prev_receipt_sha256: String::new(),
             })

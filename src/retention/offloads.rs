@@ -1,9 +1,13 @@
 //! The engine's side of offload: the records that wait for the evidence
 //! store, read from the index, and the record of a verified object written
 //! into it — by the engine, the index's one writer, in one transaction, with
-//! the `segment.offloaded` event handed over after the commit.
+//! the `segment.offloaded` event handed over after the commit; and, with
+//! `[offload] local = "free"`, the local media freed by a deletion whose
+//! signed receipt names the verified object, never of a protected record.
 
+use chrono::{DateTime, Utc};
 use sargs_core::retention::offloads::{Offloaded, Pending, Waiting};
+use sargs_core::retention::receipt::{Reason, StoredObject};
 use sargs_core::seal::manifest::hex;
 
 use super::{Retention, RetentionError};
@@ -53,6 +57,36 @@ impl Retention {
                     bytes: o.bytes,
                 })));
             Ok(())
+        })
+    }
+
+    /// Frees the local media of `camera`'s record `seq` once `object` (its
+    /// media, verified in the store) holds it: a deletion with a signed
+    /// receipt of reason `offloaded` naming the object, in the same order as
+    /// every deletion (receipt, media, index). A record that a hold, request
+    /// or restriction protects, or that is already gone, is left alone.
+    /// Returns whether it was freed.
+    pub fn free_offloaded(
+        &self,
+        camera: &str,
+        seq: u64,
+        object: &StoredObject,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RetentionError> {
+        self.run(|e| {
+            let Some(row) = e.index.record(camera, seq).map_err(e.db_err())? else {
+                return Ok(false);
+            };
+            if row.gap || row.deleted.is_some() {
+                return Ok(false);
+            }
+            let protections = e.index.protections().map_err(e.db_err())?;
+            let id = row.segment_id(&e.agent);
+            if protections.protector(&row.facts(&id), now, None).is_some() {
+                return Ok(false);
+            }
+            e.delete_naming(&[row], Reason::Offloaded, None, Some(object), now)?;
+            Ok(true)
         })
     }
 }

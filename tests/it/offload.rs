@@ -22,11 +22,11 @@ use sargs_core::seal::sign::Envelope;
 use crate::harness::*;
 use crate::support::garage::{Garage, Key, REGION};
 
-const BUCKET: &str = "evidence";
+pub(crate) const BUCKET: &str = "evidence";
 
 /// Writes the gateway's credentials file (0600) and returns the
 /// `[offload]` table for `g`.
-fn offload_table(home: &Home, g: &Garage, key: &Key) -> String {
+pub(crate) fn offload_table(home: &Home, g: &Garage, key: &Key) -> String {
     let creds = home.path().join("offload.credentials");
     std::fs::write(
         &creds,
@@ -47,7 +47,7 @@ fn offload_table(home: &Home, g: &Garage, key: &Key) -> String {
 
 /// A Garage with the bucket, the gateway's key, and an agent home whose
 /// `[offload]` table names them.
-fn site() -> (Garage, Key, Home, String) {
+pub(crate) fn site() -> (Garage, Key, Home, String) {
     let g = Garage::start();
     let key = g.bucket_with_key(BUCKET);
     let home = Home::new();
@@ -55,19 +55,19 @@ fn site() -> (Garage, Key, Home, String) {
     (g, key, home, table)
 }
 
-fn offloading_camera(id: &str) -> String {
+pub(crate) fn offloading_camera(id: &str) -> String {
     test_camera(id, "cctv", "offload = \"all\"\n")
 }
 
 /// The test's own view of the bucket.
-struct Reader {
+pub(crate) struct Reader {
     http: ureq::Agent,
     bucket: rusty_s3::Bucket,
     creds: rusty_s3::Credentials,
 }
 
 impl Reader {
-    fn new(g: &Garage, key: &Key) -> Reader {
+    pub(crate) fn new(g: &Garage, key: &Key) -> Reader {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build();
@@ -85,7 +85,7 @@ impl Reader {
     }
 
     /// Every key in the bucket.
-    fn list(&self) -> BTreeSet<String> {
+    pub(crate) fn list(&self) -> BTreeSet<String> {
         self.list_modified().into_keys().collect()
     }
 
@@ -133,7 +133,7 @@ impl Reader {
             .to_owned()
     }
 
-    fn get(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn get(&self, key: &str) -> Vec<u8> {
         let url = self
             .bucket
             .get_object(Some(&self.creds), key)
@@ -148,12 +148,12 @@ impl Reader {
     }
 }
 
-fn index(home: &Home) -> Index {
+pub(crate) fn index(home: &Home) -> Index {
     Index::open_read_only(&home.path().join("data/index.sqlite")).expect("index")
 }
 
 /// Every record the index counts as offloaded: (camera, sequence, where).
-fn offloaded(home: &Home) -> Vec<(String, u64, Offloaded)> {
+pub(crate) fn offloaded(home: &Home) -> Vec<(String, u64, Offloaded)> {
     let idx = index(home);
     let mut st = idx
         .conn()
@@ -172,7 +172,7 @@ fn offloaded(home: &Home) -> Vec<(String, u64, Offloaded)> {
         .collect()
 }
 
-fn offloaded_count(home: &Home) -> usize {
+pub(crate) fn offloaded_count(home: &Home) -> usize {
     let path = home.path().join("data/index.sqlite");
     if !path.exists() {
         return 0;
@@ -186,7 +186,7 @@ fn offloaded_count(home: &Home) -> usize {
 }
 
 /// Decrypts `bytes` with the age CLI and HQ's identity, through pipes.
-fn age_cli_decrypt(home: &Home, bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn age_cli_decrypt(home: &Home, bytes: &[u8]) -> Vec<u8> {
     piped(
         Command::new("age")
             .arg("-d")
@@ -200,7 +200,7 @@ fn age_cli_decrypt(home: &Home, bytes: &[u8]) -> Vec<u8> {
 /// Checks every record the index counts as offloaded against the store and
 /// the data directory, and that the store holds those objects and nothing
 /// else; returns how many records were checked.
-fn assert_store_matches_index(home: &Home, reader: &Reader, decrypt: bool) -> usize {
+pub(crate) fn assert_store_matches_index(home: &Home, reader: &Reader, decrypt: bool) -> usize {
     let key = home.device_key();
     let rows = offloaded(home);
     let mut expected = BTreeSet::new();
@@ -356,12 +356,12 @@ fn kill_9_of_an_offloading_agent_loses_nothing_and_stores_nothing_twice() {
 }
 
 /// What a spawned agent logged so far.
-fn agent_log(home: &Home) -> String {
+pub(crate) fn agent_log(home: &Home) -> String {
     std::fs::read_to_string(home.path().with_extension("log")).unwrap_or_default()
 }
 
 /// Stops a spawned agent with SIGTERM (a clean stop) and waits for it.
-fn stop_cleanly(agent: &mut Spawned) {
+pub(crate) fn stop_cleanly(agent: &mut Spawned) {
     // SAFETY: kill(2) with a child's pid has no memory-safety preconditions.
     unsafe {
         libc::kill(agent.id() as i32, libc::SIGTERM);
@@ -431,7 +431,12 @@ fn an_endpoint_off_the_allow_list_and_a_readable_credentials_file_are_refused_at
 }
 
 /// The agent's client against `g` with `key`, on `bucket`.
-fn client(g: &Garage, key: &Key, bucket: &str, part_mb: u64) -> sargs::offload::s3::Store {
+pub(crate) fn client(
+    g: &Garage,
+    key: &Key,
+    bucket: &str,
+    part_mb: u64,
+) -> sargs::offload::s3::Store {
     use sargs::config::offload::{Addressing, Allow, Credentials, OffloadSettings};
     sargs::offload::s3::Store::new(&OffloadSettings {
         endpoint: g.endpoint().parse().expect("endpoint"),
@@ -448,6 +453,7 @@ fn client(g: &Garage, key: &Key, bucket: &str, part_mb: u64) -> sargs::offload::
             regions: vec![REGION.into()],
         },
         part_size: part_mb << 20,
+        free_local: false,
     })
     .expect("client")
 }

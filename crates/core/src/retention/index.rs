@@ -149,11 +149,12 @@ fn hash(blob: Option<Vec<u8>>) -> Option<[u8; 32]> {
     blob.and_then(|b| b.try_into().ok())
 }
 
-const ROW_COLUMNS: &str = "c.name, r.seq, r.gap, r.start_ms, r.end_ms, r.sealed_ms, r.class, \
+pub(crate) const ROW_COLUMNS: &str =
+    "c.name, r.seq, r.gap, r.start_ms, r.end_ms, r.sealed_ms, r.class, \
     r.delete_after_ms, r.cap_ms, r.bytes, r.manifest_sha256, r.ciphertext_sha256, r.truncated, \
     r.deleted_ms, r.receipt, r.reason";
 
-fn row(r: &rusqlite::Row<'_>) -> Result<Row> {
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> Result<Row> {
     let deleted_ms: Option<i64> = r.get(13)?;
     Ok(Row {
         camera: r.get(0)?,

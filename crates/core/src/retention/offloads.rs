@@ -59,6 +59,22 @@ fn names(cameras: &[String]) -> String {
 }
 
 impl Index {
+    /// `camera`'s record `seq`, if indexed.
+    pub fn record(&self, camera: &str, seq: u64) -> Result<Option<super::index::Row>> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {} FROM records r JOIN cameras c ON c.id = r.camera \
+                     WHERE c.name = ?1 AND r.seq = ?2",
+                    super::index::ROW_COLUMNS
+                ),
+                params![camera, seq as i64],
+                super::index::row,
+            )
+            .optional()
+    }
+
     /// Up to `limit` records of `cameras` not yet offloaded, oldest sealed
     /// first.
     pub fn offload_pending(&self, cameras: &[String], limit: usize) -> Result<Vec<Pending>> {
