@@ -143,6 +143,11 @@ root_domain = ".s3.garage.localhost"
             .open(self.dir.path().join("garage.log"))
             .expect("garage.log");
         let err = log.try_clone().expect("garage.log");
+        // Ready once this run says it listens on its S3 port: a port found
+        // free may be taken by another test's server before garage binds
+        // it, and then that server would answer the probes below.
+        let listening = format!("server listening on http://127.0.0.1:{}", self.s3_port);
+        let before = self.log().matches(&listening).count();
         let child = Command::new(binary())
             .arg("-c")
             .arg(self.config())
@@ -159,8 +164,9 @@ root_domain = ".s3.garage.localhost"
                 self.child = None;
                 return Err(format!("garage exited ({status}):\n{}", self.log()));
             }
-            if self.cli(&["status"]).status.success()
+            if self.log().matches(&listening).count() > before
                 && std::net::TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok()
+                && self.cli(&["status"]).status.success()
             {
                 return Ok(());
             }
