@@ -11,6 +11,11 @@
 //! be taken or a key that cannot be read stops start-up with the reason; a
 //! camera that cannot record only affects that camera.
 //!
+//! With `[offload]` and a camera that offloads, an uploader thread
+//! ([`crate::offload`]) starts after the retention engine and stops after
+//! the cameras; it only reads files and the engine, so recording never
+//! waits for it.
+//!
 //! Beside the cameras runs one retention thread: it applies commands handed
 //! over through the inbox (as soon as one lands there) and sweeps every
 //! `retention.sweep_interval`. It is stopped after the cameras, so every
@@ -68,6 +73,9 @@ pub struct Agent {
     dock: Option<JoinHandle<()>>,
     retention: Arc<Retention>,
     sweeper: Option<JoinHandle<()>>,
+    /// The uploader thread, if this agent offloads.
+    offload: Option<JoinHandle<()>>,
+    stop_offload: CancellationToken,
     link: Option<Link>,
     /// Stops the retention thread (after the cameras).
     stop_sweeper: CancellationToken,
@@ -94,6 +102,30 @@ impl Agent {
             key.clone(),
             events.clone(),
         ))?);
+        let stop_offload = CancellationToken::new();
+        let offload_cameras = crate::offload::cameras(config);
+        let offload = match &config.offload {
+            Some(settings) if !offload_cameras.is_empty() => {
+                let setup = crate::offload::Setup {
+                    settings: settings.clone(),
+                    agent: config.agent.id.clone(),
+                    data_dir: config.agent.data_dir.clone(),
+                    device_key: key.public_key(),
+                    cameras: offload_cameras,
+                    retention: retention.clone(),
+                    cancel: stop_offload.clone(),
+                };
+                let (handle, stats) =
+                    crate::offload::spawn(setup).map_err(|source| StartError::Thread {
+                        camera: "offload".into(),
+                        source,
+                    })?;
+                Some((handle, stats))
+            }
+            _ => None,
+        };
+        let offload_stats = offload.as_ref().map(|(_, s)| s.clone());
+        let offload = offload.map(|(h, _)| h);
         let ctx = Arc::new(SealContext::of(config, key, Some(retention.clone())));
         // Cameras report up/down through this sink; telemetry reads the states.
         let states = Arc::new(CameraStates::default());
@@ -117,7 +149,8 @@ impl Agent {
                         .collect(),
                     states,
                     clock,
-                );
+                )
+                .with_offload(offload_stats);
                 match Link::start(
                     settings,
                     &config.agent.id,
@@ -236,6 +269,8 @@ impl Agent {
             link,
             sweeper: Some(sweeper),
             stop_sweeper,
+            offload,
+            stop_offload,
             cancel,
             liveness,
         })
@@ -272,6 +307,12 @@ impl Agent {
         if let Some(h) = self.dock.take() {
             if h.join().is_err() {
                 tracing::error!("dock thread panicked");
+            }
+        }
+        self.stop_offload.cancel();
+        if let Some(h) = self.offload.take() {
+            if h.join().is_err() {
+                tracing::error!("offload thread panicked");
             }
         }
         self.stop_sweeper.cancel();

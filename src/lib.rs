@@ -19,6 +19,7 @@ pub mod dock;
 pub mod events;
 pub mod hq;
 pub mod liveness;
+pub mod offload;
 pub mod retention;
 pub mod service;
 pub mod store;

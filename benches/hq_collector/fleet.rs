@@ -172,6 +172,7 @@ impl Fleet {
             deleted_at: m.retention.delete_after + chrono::Duration::seconds(31),
             reason: Reason::RetentionExpired,
             command_id: None,
+            offloaded: None,
             clock: sargs_core::clock::SyncState::Synchronised,
             prev_receipt_sha256: manifest::GENESIS.into(),
         };

@@ -298,6 +298,7 @@ fn receipt_list() -> Vec<Receipt> {
                 Reason::Erasure
             },
             command_id: (i != 0).then(|| "c-2026-0010".into()),
+            offloaded: None,
             clock: SyncState::Synchronised,
             prev_receipt_sha256: manifest::GENESIS.into(),
         })

@@ -35,6 +35,7 @@ pub(super) fn dock(
     policy: Option<&Policy>,
     segment: Duration,
     taken: &dyn Fn(&str) -> Option<String>,
+    store: bool,
 ) -> DockSettings {
     let mut paths = Vec::with_capacity(raw.paths.len());
     for (i, p) in raw.paths.iter().enumerate() {
@@ -118,6 +119,7 @@ pub(super) fn dock(
             _ => key(k),
         };
         let (purpose, class) = purpose_and_class(v, &keyed, purpose_id, class_id, policy);
+        let offload = super::offload::mode(v, &key("offload"), cam.offload.as_deref(), store);
         if let (Some(purpose), Some(class)) = (purpose, class) {
             cameras.push(BodyCamera {
                 serial: cam.serial.clone(),
@@ -130,6 +132,7 @@ pub(super) fn dock(
                     enabled: true,
                     segment,
                     masks: Vec::new(),
+                    offload,
                     source: SourceConfig::Dock {
                         serial: cam.serial.clone(),
                     },

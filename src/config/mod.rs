@@ -17,6 +17,8 @@
 //! - every privacy mask lies inside the frame it is burnt into, and masks are
 //!   refused where no frame is decoded (a passthrough RTSP stream);
 //! - video parameters, segment lengths and back-off times are in range;
+//! - an `[offload]` store outside its allow-list, or a credentials file
+//!   others may read, is refused ([`offload`]);
 //! - a password inside an RTSP URL never appears in an error or in `Debug`
 //!   output ([`redact_userinfo`]).
 //!
@@ -26,6 +28,7 @@
 mod dock;
 mod fields;
 pub mod link;
+pub mod offload;
 mod raw;
 mod source;
 #[cfg(test)]
@@ -39,6 +42,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use offload::{OffloadMode, OffloadSettings};
 pub use sargs_core::config::{check, error, ConfigError};
 pub use sargs_core::link::TlsFiles;
 pub use sargs_core::seal::manifest::MaskRect;
@@ -68,6 +72,8 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     /// Body cameras ingested at this gateway's dock (`[dock]`), if any.
     pub dock: Option<DockSettings>,
+    /// The evidence store sealed records are offloaded to (`[offload]`), if any.
+    pub offload: Option<OffloadSettings>,
     pub policy: Arc<Policy>,
 }
 
@@ -228,6 +234,8 @@ pub struct CameraConfig {
     /// Privacy masks in pixels of the encoded frame; empty for a passthrough
     /// RTSP source (enforced).
     pub masks: Vec<MaskRect>,
+    /// Which of its records go to the evidence store by themselves.
+    pub offload: OffloadMode,
     pub source: SourceConfig,
 }
 

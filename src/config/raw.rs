@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub retention: Option<RawRetention>,
     pub hq: Option<RawHq>,
     pub dock: Option<RawDock>,
+    pub offload: Option<super::offload::RawOffload>,
     #[serde(default)]
     pub camera: Vec<RawCamera>,
 }
@@ -45,6 +46,7 @@ pub(super) struct RawBodyCamera {
     pub officer: String,
     pub purpose: Option<String>,
     pub class: Option<String>,
+    pub offload: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +111,7 @@ pub(super) struct RawCamera {
     pub segment_seconds: Option<u32>,
     #[serde(default)]
     pub masks: Vec<RawMask>,
+    pub offload: Option<String>,
     pub source: RawSource,
 }
 

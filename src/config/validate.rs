@@ -66,6 +66,11 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         .hq
         .as_ref()
         .and_then(|hq| super::link::link(&mut v, hq, &base));
+    let offload = raw
+        .offload
+        .as_ref()
+        .and_then(|o| super::offload::offload(&mut v, o, &base));
+    let store = raw.offload.is_some();
 
     // The policy file: its own errors name it.
     let policy = match &policy_file {
@@ -98,13 +103,13 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         } else {
             ids.insert(&cam.id, i);
         }
-        if let Some(c) = camera(&mut v, i, cam, &base, policy.as_deref(), segment) {
+        if let Some(c) = camera(&mut v, i, cam, &base, policy.as_deref(), segment, store) {
             cameras.push(c);
         }
     }
     let dock = raw.dock.as_ref().map(|d| {
         let taken = |id: &str| ids.get(id).map(|i| format!("camera[{i}]"));
-        super::dock::dock(&mut v, d, &base, policy.as_deref(), segment, &taken)
+        super::dock::dock(&mut v, d, &base, policy.as_deref(), segment, &taken, store)
     });
 
     v.finish()?;
@@ -126,6 +131,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
             link,
             cameras,
             dock,
+            offload,
             policy,
         }),
         // Every `None` above recorded an error, so `finish` returned it.
@@ -317,6 +323,7 @@ fn camera(
     base: &Path,
     policy: Option<&Policy>,
     default_segment: Duration,
+    store: bool,
 ) -> Option<CameraConfig> {
     let key = |k: &str| format!("camera[{i}].{k}");
     v.check(key("id"), &raw.id, check::id);
@@ -327,6 +334,7 @@ fn camera(
 
     let (purpose, class) = purpose_and_class(v, &key, &raw.purpose, &raw.class, policy);
 
+    let offload = super::offload::mode(v, &key("offload"), raw.offload.as_deref(), store);
     let (source, masks) = source::build(v, &format!("camera[{i}]"), &raw.source, &raw.masks, base)?;
     Some(CameraConfig {
         id: raw.id.clone(),
@@ -336,6 +344,7 @@ fn camera(
         enabled: raw.enabled.unwrap_or(true),
         segment: segment?,
         masks,
+        offload,
         source,
     })
 }

@@ -77,6 +77,28 @@ pub enum Event {
     /// A docked body camera's ingest: started, a file done, a file that is
     /// not video, finished, or a camera the config does not know.
     Dock(Box<DockEvent>),
+    /// A record is in the evidence store, read back and verified, and the
+    /// index says so (`crate::offload`).
+    SegmentOffloaded(Box<Offloaded>),
+}
+
+/// What HQ hears of an offloaded record: where its objects are and the
+/// digests they were verified against.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Offloaded {
+    pub segment_id: String,
+    pub camera_id: String,
+    pub sequence: u64,
+    /// The store: endpoint and bucket.
+    pub store: String,
+    pub manifest_key: String,
+    /// SHA-256 of the manifest object (the manifest file's bytes).
+    pub manifest_object_sha256: String,
+    /// The media object; `None` for a gap record or media already deleted.
+    pub media_key: Option<String>,
+    /// The ciphertext SHA-256 the manifest signs, which the object matched.
+    pub ciphertext_sha256: Option<String>,
+    pub bytes: u64,
 }
 
 /// What an event states of a signed record, with the record's envelope.
@@ -254,6 +276,8 @@ impl EventSink for LogEvents {
             }
             // The dock logs its own progress as it goes.
             Event::Dock(_) => {}
+            Event::SegmentOffloaded(o) => tracing::info!(segment = %o.segment_id,
+                store = %o.store, key = %o.manifest_key, "offloaded and verified"),
             other => tracing::info!(event = ?other, "retention"),
         }
     }

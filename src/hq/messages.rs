@@ -107,6 +107,7 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
             json!({"camera": camera, "reason": reason}),
         ),
         Event::Dock(d) => (d.kind(), serde_json::to_value(d).unwrap_or_default()),
+        Event::SegmentOffloaded(o) => ("segment.offloaded", json!({ "offload": o })),
     };
     let mut v = json!({"v": 1, "agent": agent, "event": kind, "at": at});
     if let (Some(obj), Value::Object(b)) = (v.as_object_mut(), body) {
@@ -148,5 +149,34 @@ impl EventSink for OutboxEvents {
             tracing::error!(error = %err, events = batch.len(), "outbox: could not queue events");
         }
         crate::events::LogEvents.emit_all(events);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offloaded_record_is_reported_with_its_keys_and_digests() {
+        let e = Event::SegmentOffloaded(Box::new(crate::events::Offloaded {
+            segment_id: "gw/cam-a/7".into(),
+            camera_id: "cam-a".into(),
+            sequence: 7,
+            store: "https://s3.example.lv/evidence".into(),
+            manifest_key: "gw/cam-a/0000000007.json".into(),
+            manifest_object_sha256: "ab".repeat(32),
+            media_key: Some("gw/cam-a/0000000007.mp4.age".into()),
+            ciphertext_sha256: Some("cd".repeat(32)),
+            bytes: 1234,
+        }));
+        let v = event("gw", &e, crate::clock::now());
+        assert_eq!(v["event"], "segment.offloaded");
+        assert_eq!(v["agent"], "gw");
+        let o = &v["offload"];
+        assert_eq!(o["segment_id"], "gw/cam-a/7");
+        assert_eq!(o["store"], "https://s3.example.lv/evidence");
+        assert_eq!(o["media_key"], "gw/cam-a/0000000007.mp4.age");
+        assert_eq!(o["ciphertext_sha256"], "cd".repeat(32));
+        assert_eq!(o["bytes"], 1234);
     }
 }

@@ -1,6 +1,7 @@
 //! Periodic telemetry: counts and identifiers only (`docs/design.md`, "MQTT:
 //! the HQ link"): CPU, memory, disk, temperature, storage per class against its limit, holds, requests,
-//! outbox depth, clock state. Published at QoS 0 and not queued: while HQ is
+//! outbox depth, clock state, and the offload queue (records and bytes
+//! waiting, last success, failures). Published at QoS 0 and not queued: while HQ is
 //! unreachable telemetry is dropped, and the next sample replaces it.
 //!
 //! Sampling runs on the link's thread, so it touches nothing that can hang:
@@ -78,6 +79,7 @@ pub struct Telemetry {
     states: Arc<CameraStates>,
     clock: Clock,
     sys: Option<System>,
+    offload: Option<Arc<crate::offload::Stats>>,
 }
 
 impl Telemetry {
@@ -99,7 +101,14 @@ impl Telemetry {
             states,
             clock,
             sys: System::new().ok(),
+            offload: None,
         }
+    }
+
+    /// Telemetry also shows the uploader's queue and progress.
+    pub fn with_offload(mut self, stats: Option<Arc<crate::offload::Stats>>) -> Telemetry {
+        self.offload = stats;
+        self
     }
 
     pub fn sample(&mut self) -> Value {
@@ -132,7 +141,7 @@ impl Telemetry {
             .status(now)
             .ok()
             .and_then(|s| serde_json::to_value(s).ok());
-        json!({
+        let mut sample = json!({
             "v": 1,
             "agent": self.agent,
             "at": now,
@@ -144,7 +153,23 @@ impl Telemetry {
             "cameras": self.cameras.iter().map(|(id, on)| self.camera(id, *on)).collect::<Vec<_>>(),
             "outbox": {"depth": self.outbox.depth(), "dropped": self.outbox.dropped()},
             "clock": self.clock.sync(),
-        })
+        });
+        // Only an agent that offloads says how its queue stands.
+        if let (Some(stats), Some(obj)) = (&self.offload, sample.as_object_mut()) {
+            let (waiting, p) = stats.snapshot();
+            obj.insert(
+                "offload".into(),
+                json!({
+                    "queue_records": waiting.map(|w| w.records),
+                    "bytes_waiting": waiting.map(|w| w.bytes),
+                    "offloaded": p.offloaded,
+                    "last_success": p.last_success,
+                    "failures": p.failures,
+                    "last_error": p.last_error,
+                }),
+            );
+        }
+        sample
     }
 
     /// `{"id","enabled","state","since"?}`; `state` is `disabled`, `starting`

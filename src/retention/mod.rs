@@ -26,6 +26,7 @@ pub mod audit;
 pub mod clockguard;
 pub mod inbox;
 pub mod journal;
+mod offloads;
 mod originals;
 pub mod resend;
 pub mod status;
@@ -499,6 +500,19 @@ impl Engine {
         command: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Receipt>, RetentionError> {
+        self.delete_naming(rows, reason, command, None, now)
+    }
+
+    /// [`Engine::delete`], each receipt naming `offloaded` (the verified
+    /// object in the evidence store) if given.
+    pub(crate) fn delete_naming(
+        &mut self,
+        rows: &[Row],
+        reason: Reason,
+        command: Option<&str>,
+        offloaded: Option<&sargs_core::retention::receipt::StoredObject>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Receipt>, RetentionError> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -525,6 +539,7 @@ impl Engine {
                 deleted_at: now,
                 reason,
                 command_id: command.map(str::to_owned),
+                offloaded: offloaded.cloned(),
                 clock: sync,
                 prev_receipt_sha256: String::new(),
             })

@@ -235,8 +235,8 @@ pub struct Probe {
 
 /// Runs `ffprobe` on `media` via stdin (nothing is written to disk).
 pub fn probe(media: &[u8]) -> Probe {
-    let mut child = Command::new("ffprobe")
-        .args([
+    let out = piped(
+        Command::new("ffprobe").args([
             "-v",
             "error",
             "-count_frames",
@@ -246,25 +246,11 @@ pub fn probe(media: &[u8]) -> Probe {
             "json",
             "-i",
             "pipe:0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ffprobe is installed (scripts/install-deps --test)");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let data = media.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("ffprobe runs");
-    let _ = writer.join();
-    assert!(
-        out.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        "ffprobe is installed (scripts/install-deps --test)",
+        media,
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ffprobe json");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("ffprobe json");
     let s = &v["streams"][0];
     Probe {
         codec: s["codec_name"].as_str().unwrap_or_default().to_owned(),
@@ -280,8 +266,8 @@ pub fn probe(media: &[u8]) -> Probe {
 
 /// Decodes the first frame of `media` to 8-bit grey pixels with ffmpeg (via pipes).
 pub fn first_frame_grey(media: &[u8]) -> Vec<u8> {
-    let mut child = Command::new("ffmpeg")
-        .args([
+    piped(
+        Command::new("ffmpeg").args([
             "-v",
             "error",
             "-i",
@@ -293,22 +279,33 @@ pub fn first_frame_grey(media: &[u8]) -> Vec<u8> {
             "-pix_fmt",
             "gray",
             "pipe:1",
-        ])
+        ]),
+        "ffmpeg is installed",
+        media,
+    )
+}
+
+/// Runs `cmd` with `input` on its standard input and returns its standard
+/// output, through pipes only (nothing is written to disk); fails with its
+/// standard error if it fails, and with `installed` if it cannot start.
+pub fn piped(cmd: &mut Command, installed: &str, input: &[u8]) -> Vec<u8> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("ffmpeg is installed");
+        .expect(installed);
     let mut stdin = child.stdin.take().expect("stdin");
-    let data = media.to_vec();
+    let data = input.to_vec();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&data);
     });
-    let out = child.wait_with_output().expect("ffmpeg runs");
+    let out = child.wait_with_output().expect("the child runs");
     let _ = writer.join();
     assert!(
         out.status.success(),
-        "ffmpeg failed: {}",
+        "{:?} failed: {}",
+        cmd.get_program(),
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout

@@ -27,6 +27,8 @@ mod hq_service;
 mod mqtt;
 mod mqtt5;
 mod mqtt_envelopes;
+mod offload;
+mod offload_free;
 mod postgres;
 mod record;
 mod retention;

@@ -2,6 +2,7 @@
 pub mod camfs;
 pub mod fakeclock;
 pub mod faultproxy;
+pub mod garage;
 pub mod mosquitto;
 pub mod postgres;
 pub mod rtsp;

@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 mod dock;
+mod offload;
 
 const EXAMPLE: &str = include_str!("../../../deploy/sargs.toml");
 const PRESET: &str = include_str!("../../../deploy/policy/lv-jekabpils-2022.toml");

@@ -3,6 +3,7 @@
 
 mod clock;
 mod model;
+mod offload;
 mod recovery;
 mod resend;
 mod scenarios;
@@ -43,6 +44,17 @@ impl EventSink for Events {
 impl Events {
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *crate::sync::lock(&self.0))
+    }
+
+    /// The deletion receipts among the events so far (taking all events).
+    pub fn take_receipts(&self) -> Vec<sargs_core::retention::receipt::Receipt> {
+        self.take()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::SegmentDeleted(r) => Some(r.fields),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -42,6 +42,7 @@ fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
                 deleted_at: t + day(31),
                 reason: Reason::RetentionExpired,
                 command_id: None,
+                offloaded: None,
                 clock: SyncState::Synchronised,
                 prev_receipt_sha256: String::new(),
             })
@@ -62,12 +63,9 @@ fn deletions_interrupted_after_their_receipts_are_completed_at_start() {
     // start-up queues them (again).
     let mut resent: Vec<String> = f
         .events
-        .take()
+        .take_receipts()
         .into_iter()
-        .filter_map(|e| match e {
-            Event::SegmentDeleted(r) => Some(r.segment_id.clone()),
-            _ => None,
-        })
+        .map(|r| r.segment_id)
         .collect();
     resent.sort();
     let mut ids = vec![a.clone(), b.clone()];

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS originals(
 CREATE INDEX IF NOT EXISTS originals_name ON originals(camera, name, bytes);
 CREATE TABLE IF NOT EXISTS commands(
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, applied_ms INTEGER NOT NULL, response TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offloads(
+  camera INTEGER NOT NULL, seq INTEGER NOT NULL, store TEXT NOT NULL, manifest_key TEXT NOT NULL,
+  manifest_sha256 BLOB NOT NULL, media_key TEXT, media_sha256 BLOB, bytes INTEGER NOT NULL,
+  verified_ms INTEGER NOT NULL, PRIMARY KEY(camera, seq)) WITHOUT ROWID;
 ";
 
 /// A position in deadline order: `(delete_after_ms, camera, seq)`.
@@ -145,11 +149,12 @@ fn hash(blob: Option<Vec<u8>>) -> Option<[u8; 32]> {
     blob.and_then(|b| b.try_into().ok())
 }
 
-const ROW_COLUMNS: &str = "c.name, r.seq, r.gap, r.start_ms, r.end_ms, r.sealed_ms, r.class, \
+pub(crate) const ROW_COLUMNS: &str =
+    "c.name, r.seq, r.gap, r.start_ms, r.end_ms, r.sealed_ms, r.class, \
     r.delete_after_ms, r.cap_ms, r.bytes, r.manifest_sha256, r.ciphertext_sha256, r.truncated, \
     r.deleted_ms, r.receipt, r.reason";
 
-fn row(r: &rusqlite::Row<'_>) -> Result<Row> {
+pub(crate) fn row(r: &rusqlite::Row<'_>) -> Result<Row> {
     let deleted_ms: Option<i64> = r.get(13)?;
     Ok(Row {
         camera: r.get(0)?,
@@ -456,7 +461,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn camera_id(&self, name: &str) -> Result<i64> {
+    pub(crate) fn camera_id(&self, name: &str) -> Result<i64> {
         self.tx
             .execute("INSERT OR IGNORE INTO cameras(name) VALUES (?1)", [name])?;
         self.tx

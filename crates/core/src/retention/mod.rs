@@ -5,8 +5,10 @@
 //!   facts (pure functions, no I/O).
 //! - [`receipt`]: signed, chained deletion receipts and their verification.
 //! - [`index`]: the SQLite index of a data directory, written by the agent's
-//!   retention engine and read by HQ's export.
+//!   retention engine and read by HQ's export; [`offloads`], its record of
+//!   what is verified in the evidence store.
 
 pub mod index;
+pub mod offloads;
 pub mod receipt;
 pub mod rules;

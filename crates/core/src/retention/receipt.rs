@@ -32,6 +32,9 @@ pub enum Reason {
     DiskPressure,
     /// An `erase` command from HQ.
     Erasure,
+    /// The local copy, once verified in the evidence store (`offloaded`
+    /// names the object), with `[offload] local = "free"`.
+    Offloaded,
 }
 
 impl Reason {
@@ -40,8 +43,19 @@ impl Reason {
             Reason::RetentionExpired => "retention-expired",
             Reason::DiskPressure => "disk-pressure",
             Reason::Erasure => "erasure",
+            Reason::Offloaded => "offloaded",
         }
     }
+}
+
+/// Where a freed segment's media is: the evidence store (endpoint and
+/// bucket), the object key, and the SHA-256 it was read back with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredObject {
+    pub store: String,
+    pub key: String,
+    pub sha256: String,
 }
 
 /// The signed statement that one segment was deleted.
@@ -68,6 +82,9 @@ pub struct Receipt {
     /// The command that caused it (erasure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
+    /// The verified object in the evidence store (reason `offloaded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offloaded: Option<StoredObject>,
     /// Whether the clock was synchronised when the receipt was written.
     pub clock: crate::clock::SyncState,
     pub prev_receipt_sha256: String,

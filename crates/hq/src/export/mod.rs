@@ -247,7 +247,7 @@ pub struct ReceiptRef {
     /// The copied receipt envelope, relative to the export folder.
     pub file: String,
     pub deleted_at: DateTime<Utc>,
-    /// `retention-expired`, `disk-pressure` or `erasure`.
+    /// `retention-expired`, `disk-pressure`, `erasure` or `offloaded`.
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,

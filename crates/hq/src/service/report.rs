@@ -4,7 +4,7 @@
 //! Each segment record whose start falls in `[from, to)` is counted once as
 //! `recorded` and, by its state at the report's instant, as at most one of:
 //! - `on_time`: a verified receipt, deleted within the deadline plus the
-//!   deletion bound, or early (disk pressure, erasure);
+//!   deletion bound, or early (disk pressure, erasure, freed after a verified offload);
 //! - `late`: a verified receipt past that bound (named, with by how much);
 //! - `protected`: past its deadline with no receipt, covered by a hold,
 //!   request or restriction an agent applied and has not ended;

@@ -267,6 +267,7 @@ pub(super) fn fleet(keys: &BTreeMap<&str, DeviceKey>) -> Vec<Msg> {
                 deleted_at: t(*at),
                 reason: *why,
                 command_id: None,
+                offloaded: None,
                 clock: SyncState::Synchronised,
                 prev_receipt_sha256: prev.clone(),
             };

@@ -1,0 +1,184 @@
+//! `[offload]`: a store outside the allow-list and a credentials file others
+//! may read are refused with an error naming the key; the secret never
+//! appears in an error or in `Debug` output.
+
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+use crate::config::offload::{Addressing, Allow};
+
+const SECRET: &str = "s3cr3t-never-shown-0123456789abcdef";
+
+/// Writes the credentials file `offload.credentials` with `mode`.
+fn credentials(d: &Dir, text: &str, mode: u32) {
+    let p = d.dir.path().join("offload.credentials");
+    std::fs::write(&p, text).expect("write credentials");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn good_credentials(d: &Dir, mode: u32) {
+    credentials(
+        d,
+        &format!("access_key_id = \"GK0123\"\nsecret_access_key = \"{SECRET}\"\n"),
+        mode,
+    );
+}
+
+/// `minimal` with `offload = "all"` on its camera and this `[offload]`.
+fn with_offload(d: &Dir, endpoint: &str, region: &str, extra: &str) -> String {
+    format!(
+        "{}\n[offload]\nendpoint = \"{endpoint}\"\nregion = \"{region}\"\nbucket = \"evidence\"\n\
+         credentials_file = \"offload.credentials\"\n\
+         allow_endpoints = [\"http://127.0.0.1:3900\", \"https://s3.evidence.example.lv\"]\n\
+         allow_regions = [\"garage\", \"lv-1\"]\n{extra}",
+        d.minimal("offload = \"all\"\n", "")
+    )
+}
+
+#[test]
+fn an_allowed_store_loads_and_debug_output_hides_the_secret() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let c = d
+        .load(&with_offload(&d, "http://127.0.0.1:3900", "garage", ""))
+        .expect("valid");
+    let o = c.offload.as_ref().expect("offload");
+    assert_eq!(o.endpoint.as_str(), "http://127.0.0.1:3900/");
+    assert_eq!(
+        (o.region.as_str(), o.bucket.as_str()),
+        ("garage", "evidence")
+    );
+    assert_eq!(o.addressing, Addressing::Path);
+    assert_eq!(o.part_size, 8 << 20);
+    assert_eq!(o.credentials.access_key_id, "GK0123");
+    assert_eq!(o.credentials.secret_access_key, SECRET);
+    assert_eq!(c.cameras[0].offload, OffloadMode::All);
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(SECRET), "secret in Debug output: {shown}");
+    assert!(shown.contains("GK0123"));
+    // 0400 is as private as 0600.
+    good_credentials(&d, 0o400);
+    d.load(&with_offload(&d, "http://127.0.0.1:3900", "garage", ""))
+        .expect("0400 is accepted");
+}
+
+#[test]
+fn an_endpoint_outside_the_allow_list_is_refused_naming_the_key() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let e = d.err(&with_offload(
+        &d,
+        "http://s3.us-east-1.amazonaws.com",
+        "lv-1",
+        "",
+    ));
+    d.names(&e, "offload.endpoint");
+    let msg = e.to_string();
+    assert!(msg.contains("http://s3.us-east-1.amazonaws.com"), "{msg}");
+    assert!(msg.contains("EU/EEA"), "{msg}");
+    assert!(!msg.contains(SECRET), "{msg}");
+    // Another port of an allowed host is another endpoint.
+    let e = d.err(&with_offload(&d, "http://127.0.0.1:3901", "garage", ""));
+    d.names(&e, "offload.endpoint");
+}
+
+#[test]
+fn a_region_outside_the_allow_list_is_refused_naming_the_key() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let e = d.err(&with_offload(&d, "http://127.0.0.1:3900", "us-east-1", ""));
+    d.names(&e, "offload.region");
+    assert!(e.to_string().contains("\"us-east-1\""), "{e}");
+}
+
+#[test]
+fn an_empty_allow_list_is_refused() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let text = with_offload(&d, "http://127.0.0.1:3900", "garage", "").replace(
+        "allow_endpoints = [\"http://127.0.0.1:3900\", \"https://s3.evidence.example.lv\"]",
+        "allow_endpoints = []",
+    );
+    let e = d.err(&text);
+    d.names(&e, "offload.allow_endpoints");
+}
+
+#[test]
+fn a_credentials_file_others_may_read_is_refused_and_never_quoted() {
+    let d = Dir::new();
+    good_credentials(&d, 0o644);
+    let e = d.err(&with_offload(&d, "http://127.0.0.1:3900", "garage", ""));
+    d.names(&e, "offload.credentials_file");
+    let msg = e.to_string();
+    assert!(msg.contains("0644"), "{msg}");
+    assert!(msg.contains("offload.credentials"), "{msg}");
+    assert!(!msg.contains(SECRET), "{msg}");
+    // A file that does not parse is not quoted either (toml's own error
+    // would show the line holding the secret).
+    credentials(
+        &d,
+        &format!("access_key_id = \"GK0123\"\nsecret_access_key = {SECRET}\n"),
+        0o600,
+    );
+    let e = d.err(&with_offload(&d, "http://127.0.0.1:3900", "garage", ""));
+    d.names(&e, "offload.credentials_file");
+    assert!(!e.to_string().contains(SECRET), "{e}");
+}
+
+#[test]
+fn a_camera_that_offloads_needs_the_store() {
+    let d = Dir::new();
+    let e = d.err(&d.minimal("offload = \"all\"\n", ""));
+    d.names(&e, "camera[0].offload");
+    let e = d.err(&d.minimal("offload = \"some\"\n", ""));
+    d.names(&e, "camera[0].offload");
+}
+
+#[test]
+fn https_needs_a_ca_and_virtual_host_a_host_name() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let e = d.err(&with_offload(
+        &d,
+        "https://s3.evidence.example.lv",
+        "lv-1",
+        "",
+    ));
+    d.names(&e, "offload.ca_file");
+    let e = d.err(&with_offload(
+        &d,
+        "http://127.0.0.1:3900",
+        "garage",
+        "addressing = \"virtual-host\"\n",
+    ));
+    d.names(&e, "offload.addressing");
+}
+
+#[test]
+fn the_allow_list_is_asked_of_each_request_url() {
+    let allow = Allow {
+        endpoints: vec!["https://s3.evidence.example.lv".into()],
+        regions: vec!["lv-1".into()],
+    };
+    let url = |u: &str| url::Url::parse(u).expect("url");
+    let ok = |u: &str, region: &str| allow.check(&url(u), "evidence", region).is_ok();
+    assert!(ok(
+        "https://s3.evidence.example.lv/evidence/gw/cam/0000000001.json",
+        "lv-1"
+    ));
+    // Virtual-host addressing: the bucket before an allowed host.
+    assert!(ok(
+        "https://evidence.s3.evidence.example.lv/gw/cam/1.json",
+        "lv-1"
+    ));
+    assert!(!ok("https://other.s3.evidence.example.lv/x", "lv-1"));
+    assert!(!ok("http://s3.evidence.example.lv/evidence/x", "lv-1"));
+    assert!(!ok(
+        "https://s3.evidence.example.lv.attacker.example/evidence/x",
+        "lv-1"
+    ));
+    assert!(!ok(
+        "https://s3.evidence.example.lv/evidence/x",
+        "us-east-1"
+    ));
+}

@@ -1,0 +1,92 @@
+//! The engine's side of offload: the records that wait for the evidence
+//! store, read from the index, and the record of a verified object written
+//! into it — by the engine, the index's one writer, in one transaction, with
+//! the `segment.offloaded` event handed over after the commit; and, with
+//! `[offload] local = "free"`, the local media freed by a deletion whose
+//! signed receipt names the verified object, never of a protected record.
+
+use chrono::{DateTime, Utc};
+use sargs_core::retention::offloads::{Offloaded, Pending, Waiting};
+use sargs_core::retention::receipt::{Reason, StoredObject};
+use sargs_core::seal::manifest::hex;
+
+use super::{Retention, RetentionError};
+use crate::events::{self, Event};
+
+impl Retention {
+    /// Up to `limit` records of `cameras` that are not yet offloaded, oldest
+    /// sealed first.
+    pub fn offload_pending(
+        &self,
+        cameras: &[String],
+        limit: usize,
+    ) -> Result<Vec<Pending>, RetentionError> {
+        self.run(|e| e.index.offload_pending(cameras, limit).map_err(e.db_err()))
+    }
+
+    /// How much of `cameras` waits for the store.
+    pub fn offload_waiting(&self, cameras: &[String]) -> Result<Waiting, RetentionError> {
+        self.run(|e| e.index.offload_waiting(cameras).map_err(e.db_err()))
+    }
+
+    /// Where `camera`'s record `seq` is in the store, if verified there.
+    pub fn offloaded(&self, camera: &str, seq: u64) -> Result<Option<Offloaded>, RetentionError> {
+        self.run(|e| e.index.offloaded(camera, seq).map_err(e.db_err()))
+    }
+
+    /// Records `camera`'s record `seq` as offloaded to `o`. The caller has
+    /// read every object back and matched it (see `crate::offload`).
+    pub fn mark_offloaded(
+        &self,
+        camera: &str,
+        seq: u64,
+        o: &Offloaded,
+    ) -> Result<(), RetentionError> {
+        self.run(|e| {
+            e.write(|w| w.mark_offloaded(camera, seq, o))?;
+            e.pending
+                .push(Event::SegmentOffloaded(Box::new(events::Offloaded {
+                    segment_id: format!("{}/{camera}/{seq}", e.agent),
+                    camera_id: camera.to_owned(),
+                    sequence: seq,
+                    store: o.store.clone(),
+                    manifest_key: o.manifest_key.clone(),
+                    manifest_object_sha256: hex(&o.manifest_sha256),
+                    media_key: o.media.as_ref().map(|(k, _)| k.clone()),
+                    ciphertext_sha256: o.media.as_ref().map(|(_, h)| hex(h)),
+                    bytes: o.bytes,
+                })));
+            Ok(())
+        })
+    }
+
+    /// Frees the local media of `camera`'s record `seq` once `object` (its
+    /// media, verified in the store) holds it: a deletion with a signed
+    /// receipt of reason `offloaded` naming the object, in the same order as
+    /// every deletion (receipt, media, index). A record that a hold, request
+    /// or restriction protects, or that is already gone, is left alone.
+    /// Returns whether it was freed.
+    pub fn free_offloaded(
+        &self,
+        camera: &str,
+        seq: u64,
+        object: &StoredObject,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RetentionError> {
+        self.run(|e| {
+            let Some(row) = e.index.record(camera, seq).map_err(e.db_err())? else {
+                return Ok(false);
+            };
+            if row.gap || row.deleted.is_some() {
+                return Ok(false);
+            }
+            let protections = e.index.protections().map_err(e.db_err())?;
+            let id = row.segment_id(&e.agent);
+            if protections.protector(&row.facts(&id), now, None).is_some() {
+                return Ok(false);
+            }
+            e.delete_naming(&[row], Reason::Offloaded, None, Some(object), now)?;
+            Ok(true)
+        })
+    }
+}
