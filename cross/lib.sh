@@ -62,7 +62,9 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-# Installs the host's missing Debian packages among "$@" (apt-get update first).
+# Installs the host's missing Debian packages among "$@" (apt-get update
+# first), through scripts/apt-install: one apt at a time, since CI runs
+# stages beside each other.
 apt_install() {
   local missing=() p
   for p in "$@"; do
@@ -70,8 +72,7 @@ apt_install() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "== installing Debian packages: ${missing[*]}" >&2
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  as_root "$ROOT/scripts/apt-install" "${missing[@]}"
 }
 
 # What the host needs to build for the target and to run its programs.
