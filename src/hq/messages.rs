@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::outbox::{Entry, Outbox};
+use super::outbox::{Entry, Numbered, Outbox};
 use crate::events::{Event, EventSink};
 
 /// The topics of one agent under a prefix.
@@ -116,13 +116,35 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
     v
 }
 
-/// `events` as outbox messages on `topic`, stamped now.
+/// `events` as outbox messages on `topic`, stamped now, each naming the
+/// record or receipt it reports.
 pub fn event_entries(agent: &str, topic: &str, events: &[Event]) -> Vec<Entry> {
     let now = crate::clock::now();
     events
         .iter()
-        .map(|e| Entry::new(topic, event(agent, e, now).to_string()))
+        .map(|e| Entry {
+            numbered: numbered(e),
+            ..Entry::new(topic, event(agent, e, now).to_string())
+        })
         .collect()
+}
+
+/// The record or receipt an event reports.
+fn numbered(e: &Event) -> Option<Numbered> {
+    match e {
+        Event::SegmentSealed(s) => Some(Numbered::Record {
+            camera: s.camera_id.clone(),
+            sequence: s.sequence,
+        }),
+        Event::GapRecorded(g) => Some(Numbered::Record {
+            camera: g.camera_id.clone(),
+            sequence: g.sequence,
+        }),
+        Event::SegmentDeleted(r) => Some(Numbered::Receipt {
+            sequence: r.sequence,
+        }),
+        _ => None,
+    }
 }
 
 /// Events go to the durable outbox (and the log); a failure to queue is

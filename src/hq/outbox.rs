@@ -20,12 +20,21 @@
 //! a batch whose rest was not, is sent again: at least once; every payload
 //! carries its own id, so HQ drops duplicates).
 //!
+//! A message that reports a numbered thing — a camera's record, a deletion
+//! receipt — says so ([`Numbered`]), and the outbox keeps, from the
+//! broker's acknowledgements, the highest number of each that the broker
+//! has taken ([`Outbox::acknowledged`]). Telemetry reports it: HQ compares
+//! it with its ledger, and a record the broker acknowledged but lost (a
+//! broker restarted without persistence) is found even when nothing later
+//! follows it.
+//!
 //! Bounded by `hq.outbox_max` files. When full, the **oldest** file is
 //! dropped and counted, and the count is reported in telemetry and logged:
 //! deletion receipts stay on disk in `receipts/` regardless, so HQ can fetch
 //! what an overflow dropped; commands' responses are re-sent if HQ repeats the
 //! command (a replay answers with the original result).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -41,6 +50,9 @@ pub struct Entry {
     /// MQTT 5 correlation data (Base64) of the command a response answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<String>,
+    /// The numbered thing the message reports, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numbered: Option<Numbered>,
 }
 
 impl Entry {
@@ -49,6 +61,40 @@ impl Entry {
             topic: topic.to_owned(),
             payload,
             correlation: None,
+            numbered: None,
+        }
+    }
+}
+
+/// What a message reports of the agent's numberings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Numbered {
+    /// A record (segment or gap) of a camera's chain.
+    Record { camera: String, sequence: u64 },
+    /// A deletion receipt of the agent's receipt chain.
+    Receipt { sequence: u64 },
+}
+
+/// The highest number of each numbering the broker has acknowledged since
+/// the agent started: per camera its records, and the receipts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Acknowledged {
+    pub records: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipts: Option<u64>,
+}
+
+impl Acknowledged {
+    fn note(&mut self, n: &Numbered) {
+        match n {
+            Numbered::Record { camera, sequence } => {
+                let top = self.records.entry(camera.clone()).or_default();
+                *top = (*top).max(*sequence);
+            }
+            Numbered::Receipt { sequence } => {
+                self.receipts = Some(self.receipts.unwrap_or(0).max(*sequence));
+            }
         }
     }
 }
@@ -83,6 +129,7 @@ struct State {
     /// How many messages of `head` the broker has acknowledged.
     acked: usize,
     dropped: u64,
+    acknowledged: Acknowledged,
 }
 
 /// The outbox directory.
@@ -120,6 +167,7 @@ impl Outbox {
                 head: None,
                 acked: 0,
                 dropped: 0,
+                acknowledged: Acknowledged::default(),
             }),
             wake: tokio::sync::Notify::new(),
         })
@@ -244,12 +292,17 @@ impl Outbox {
         if pos.file != st.first {
             return Ok(()); // dropped by overflow meanwhile
         }
-        let len = match &st.head {
-            Some((seq, m)) if *seq == pos.file => m.len(),
+        let (len, numbered) = match &st.head {
+            Some((seq, m)) if *seq == pos.file => {
+                (m.len(), m.get(pos.index).and_then(|e| e.numbered.clone()))
+            }
             _ => return Ok(()),
         };
         if pos.index == st.acked {
             st.acked += 1;
+            if let Some(n) = numbered {
+                st.acknowledged.note(&n);
+            }
         }
         if st.acked >= len {
             self.remove(pos.file)?;
@@ -262,6 +315,11 @@ impl Outbox {
     pub fn depth(&self) -> u64 {
         let st = self.lock();
         st.next - st.first
+    }
+
+    /// The highest numbers the broker has acknowledged since start.
+    pub fn acknowledged(&self) -> Acknowledged {
+        self.lock().acknowledged.clone()
     }
 
     /// Entries dropped because the outbox was full, since start.
@@ -376,6 +434,45 @@ mod tests {
         assert!(
             out.join("000000000008.corrupt").exists(),
             "an unreadable file is set aside, not deleted"
+        );
+    }
+
+    #[test]
+    fn the_broker_acknowledged_numbers_are_kept_per_camera_and_for_receipts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(dir.path(), 10).expect("open");
+        let numbered = |n: Numbered| Entry {
+            numbered: Some(n),
+            ..entry("numbered")
+        };
+        let record = |camera: &str, sequence| Numbered::Record {
+            camera: camera.into(),
+            sequence,
+        };
+        o.push_batch(&[
+            numbered(record("cam-a", 7)),
+            numbered(Numbered::Receipt { sequence: 3 }),
+        ])
+        .expect("batch");
+        o.push_batch(&[numbered(record("cam-a", 6)), numbered(record("cam-b", 2))])
+            .expect("batch");
+        // Queued and even sent is not acknowledged.
+        let (first, _) = o.peek().expect("peek").expect("entry");
+        assert_eq!(o.acknowledged(), Acknowledged::default());
+        o.ack(first).expect("ack");
+        assert_eq!(o.acknowledged().records["cam-a"], 7);
+        drop(o);
+        // The numbering survives in the files: after a restart the
+        // acknowledgements of what was left still count.
+        let o = Outbox::open(dir.path(), 10).expect("reopen");
+        drain(&o);
+        let a = o.acknowledged();
+        assert_eq!(a.records["cam-a"], 7, "the highest, not the last");
+        assert_eq!(a.records["cam-b"], 2);
+        assert_eq!(a.receipts, Some(3));
+        assert_eq!(
+            serde_json::to_value(&a).expect("json"),
+            serde_json::json!({"records": {"cam-a": 7, "cam-b": 2}, "receipts": 3})
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Periodic telemetry: counts and identifiers only (`docs/design.md`, "MQTT:
 //! the HQ link"): CPU, memory, disk, temperature, storage per class against its limit, holds, requests,
-//! outbox depth, clock state, and the offload queue (records and bytes
+//! outbox depth and the highest record and receipt numbers the broker has
+//! acknowledged (HQ finds what a broker lost by them), clock state, and the offload queue (records and bytes
 //! waiting, last success, failures). Published at QoS 0 and not queued: while HQ is
 //! unreachable telemetry is dropped, and the next sample replaces it.
 //!
@@ -151,7 +152,11 @@ impl Telemetry {
             "temperature_c": temperature,
             "storage": storage,
             "cameras": self.cameras.iter().map(|(id, on)| self.camera(id, *on)).collect::<Vec<_>>(),
-            "outbox": {"depth": self.outbox.depth(), "dropped": self.outbox.dropped()},
+            "outbox": {
+                "depth": self.outbox.depth(),
+                "dropped": self.outbox.dropped(),
+                "acknowledged": self.outbox.acknowledged(),
+            },
             "clock": self.clock.sync(),
         });
         // Only an agent that offloads says how its queue stands.

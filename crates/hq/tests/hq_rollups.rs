@@ -208,7 +208,10 @@ mod hq_rollups {
                 .filter(|r| r.0 == agent)
                 .map(|r| r.1)
                 .collect();
-            let got = heal::holes(&db.pool, agent).await.expect("holes");
+            // No claim counts: the holes below the ledger's highest.
+            let got = heal::holes(&db.pool, agent, DateTime::<Utc>::MIN_UTC)
+                .await
+                .expect("holes");
             assert_eq!(
                 got,
                 (want, first_missing(mine)),
@@ -287,6 +290,91 @@ mod hq_rollups {
 
     fn set(keys: &[&str]) -> BTreeSet<String> {
         keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    /// A telemetry sample of gw-a says its broker acknowledged two records
+    /// of cam-1 and a receipt beyond the ledger's highest, and a record of
+    /// a camera the ledger has never seen. From `claim_grace` after HQ
+    /// first heard it (and not before), healing asks from the number after
+    /// the ledger's highest, or from a lower hole; a claim the ledger has
+    /// reached asks for nothing, and the same claim heard again later
+    /// keeps its first instant.
+    async fn tails_claimed(db: &Db) {
+        let top = |sql: &'static str| {
+            let pool = db.pool.clone();
+            async move {
+                let (n,): (i64,) = sqlx::query_as(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("highest number");
+                u64::try_from(n).expect("positive")
+            }
+        };
+        let cam = top(
+            "SELECT max_sequence FROM ledger_cameras WHERE agent = 'gw-a' AND camera = 'cam-1'",
+        )
+        .await;
+        let rcp = top("SELECT max_sequence FROM ledger_receipt_chains WHERE agent = 'gw-a'").await;
+        let below = heal::holes(&db.pool, "gw-a", DateTime::<Utc>::MIN_UTC)
+            .await
+            .expect("holes");
+        let telemetry = |agent: &str, at: i64, cam_1: u64, receipts: u64| {
+            serde_json::json!({"v": 1, "agent": agent, "at": t(at),
+                "outbox": {"depth": 0, "dropped": 0,
+                    "acknowledged": {"records": {"cam-1": cam_1, "cam-new": 2}, "receipts": receipts}}})
+            .to_string()
+        };
+        let heard = NOW + HOUR;
+        for (agent, at, payload) in [
+            ("gw-a", heard, telemetry("gw-a", heard, cam + 2, rcp + 1)),
+            (
+                "gw-a",
+                heard + HOUR,
+                telemetry("gw-a", heard + HOUR, cam + 2, rcp + 1),
+            ),
+            ("gw-b", heard, telemetry("gw-b", heard, 1, 0)),
+        ] {
+            let mut tx = sargs_hq::service::db::write(&db.pool).await.expect("begin");
+            let o = ingest::ingest(
+                &mut tx,
+                &rules(),
+                &format!("sargs/agents/{agent}/telemetry"),
+                payload.as_bytes(),
+                t(at),
+            )
+            .await
+            .expect("telemetry");
+            assert!(matches!(o, Outcome::Kept), "{o:?}");
+            tx.commit().await.expect("commit");
+        }
+        let before = heal::holes(&db.pool, "gw-a", t(heard - 1))
+            .await
+            .expect("holes");
+        assert_eq!(before, below, "within the grace nothing more is asked");
+        let (cameras, receipts) = heal::holes(&db.pool, "gw-a", t(heard))
+            .await
+            .expect("holes");
+        let from = |lower: Option<u64>, next: u64| lower.map_or(next, |l| l.min(next));
+        assert_eq!(
+            cameras["cam-1"],
+            from(below.0.get("cam-1").copied(), cam + 1)
+        );
+        assert_eq!(
+            cameras["cam-new"], 1,
+            "a camera the ledger never saw: from 1"
+        );
+        assert_eq!(receipts, Some(from(below.1, rcp + 1)));
+        let b_below = heal::holes(&db.pool, "gw-b", DateTime::<Utc>::MIN_UTC)
+            .await
+            .expect("holes");
+        let (b_cameras, b_receipts) = heal::holes(&db.pool, "gw-b", t(heard))
+            .await
+            .expect("holes");
+        assert_eq!(
+            (b_cameras.get("cam-1"), b_receipts),
+            (b_below.0.get("cam-1"), b_below.1),
+            "gw-b's claims are below its ledger's highest"
+        );
     }
 
     /// The whole story on one database.
@@ -377,6 +465,7 @@ mod hq_rollups {
         assert_eq!(open_alarms(&db, "chain.break").await, set(&new));
         assert_eq!(open_alarms(&db, "receipt.mismatch").await, set(&[]));
         reports_agree(&db, "phase 4").await;
+        tails_claimed(&db).await;
 
         let kept = rollups(&db).await;
         let db = backfill(db, url).await;

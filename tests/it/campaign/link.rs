@@ -168,7 +168,7 @@ pub(super) fn hq_toml(dir: &Path, broker: &str, key: &str, healing: bool) -> std
     std::fs::write(
         &path,
         format!(
-            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-campaign\"\nkeep_alive_s = 5\n\n[database]\nurl = \"sqlite://hq.db\"\n\n[commands]\ntrusted_keys = [\"{key}\"]\n{key_file}\n[api]\nlisten = \"\"\n\n[ledger]\ncheck_interval_s = 1\n"
+            "[broker]\nurl = \"{broker}\"\nclient_id = \"hq-campaign\"\nkeep_alive_s = 5\n\n[database]\nurl = \"sqlite://hq.db\"\n\n[commands]\ntrusted_keys = [\"{key}\"]\n{key_file}\n[api]\nlisten = \"\"\n\n[ledger]\ncheck_interval_s = 1\nclaim_grace_s = 3\n"
         ),
     )
     .expect("hq.toml");

@@ -318,22 +318,18 @@ fn network_links_losing_30_percent() {
     run(Fault::Loss);
 }
 
-/// Fails at times, as "restart-away" does every time: what the broker had
-/// acknowledged to the agent and not yet delivered to HQ when it went down
-/// is lost, and is the newest of its numbering (docs/RELIABILITY.md). The
-/// campaign script runs it.
+/// What the broker had acknowledged to the agent and not yet delivered to
+/// HQ when it went down is lost, and is the newest of its numbering: HQ
+/// finds it by the agent's telemetry (`outbox.acknowledged`).
 #[test]
-#[ignore = "open: a lost tail of records and receipts is not healed (docs/RELIABILITY.md)"]
 fn network_broker_restarted_without_persistence() {
     run(Fault::Restart);
 }
 
-/// Fails today: what the broker held for HQ is lost, and HQ asks again only
-/// for holes it sees below a later record or receipt; the burst's are the
-/// newest of their numberings, so nothing shows the hole (docs/RELIABILITY.md,
-/// "Network faults", failures found). The campaign script runs it.
+/// What the broker held for HQ is lost, the burst's records and receipts
+/// the newest of their numberings: no later one shows the hole, the
+/// agent's telemetry does.
 #[test]
-#[ignore = "open: a lost tail of records and receipts is not healed (docs/RELIABILITY.md)"]
 fn network_broker_restarted_while_hq_is_away() {
     run(Fault::RestartAway);
 }

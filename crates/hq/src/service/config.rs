@@ -20,6 +20,7 @@
 //! [ledger]
 //! grace_hours = 24        # past a deadline this long with no receipt: overdue
 //! offline_after_s = 900   # no status or telemetry this long: offline alarm
+//! claim_grace_s = 120     # acknowledged by the broker, not here this long: ask again
 //! ```
 //!
 //! Every error names the file, the key and the reason (the same
@@ -149,6 +150,12 @@ pub struct Ledger {
     /// silent agents.
     #[serde(default = "default_check")]
     pub check_interval_s: u64,
+    /// How long after an agent's telemetry first says the broker has
+    /// acknowledged a record or receipt the ledger may still lack it before
+    /// HQ asks for it again (the broker lost it): the time a message the
+    /// broker holds takes to reach the service, with room to spare.
+    #[serde(default = "default_claim_grace")]
+    pub claim_grace_s: u64,
 }
 
 impl Default for Ledger {
@@ -158,6 +165,7 @@ impl Default for Ledger {
             grace_hours: default_grace(),
             offline_after_s: default_offline(),
             check_interval_s: default_check(),
+            claim_grace_s: default_claim_grace(),
         }
     }
 }
@@ -168,6 +176,9 @@ impl Default for Database {
     }
 }
 
+fn default_claim_grace() -> u64 {
+    120
+}
 fn default_prefix() -> String {
     "sargs".into()
 }
@@ -285,6 +296,12 @@ impl HqConfig {
             });
         if raw.ledger.check_interval_s == 0 {
             invalid("ledger.check_interval_s", "at least 1 second".into());
+        }
+        if !(1..=86_400).contains(&raw.ledger.claim_grace_s) {
+            invalid(
+                "ledger.claim_grace_s",
+                format!("{}: from 1 to 86400 seconds", raw.ledger.claim_grace_s),
+            );
         }
         let mut api = raw.api;
         if !api.listen.is_empty() {

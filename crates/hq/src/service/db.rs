@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "status",
         include_str!("../../migrations/0005_status.sql"),
     ),
+    (
+        6,
+        "claims",
+        include_str!("../../migrations/0006_claims.sql"),
+    ),
 ];
 
 /// Begins a transaction that will write. On SQLite it takes the write lock

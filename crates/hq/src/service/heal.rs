@@ -1,7 +1,13 @@
 //! Healing what a broker lost: HQ finds the holes in each enrolled agent's
 //! numbering — a camera's records, the agent's receipts — and asks the
 //! agent, with a signed `resend`, to publish again from its own files
-//! everything from the first hole on. Each hole is asked about once
+//! everything from the first hole on. A hole is a run of numbers below the
+//! highest the ledger holds (`ledger_holes`, `ledger_receipt_holes`), or
+//! the end of a numbering: the numbers above the ledger's highest up to
+//! what the agent's telemetry says its broker acknowledged
+//! (`ledger_claims`), once that claim is older than `ledger.claim_grace_s`
+//! — a broker that lost the last records of a burst leaves no later record
+//! to show the hole. Each hole is asked about once
 //! while the agent has applied the request or may still answer it
 //! (`heal_requests`): what the agent no longer has stays named as missing
 //! in the report, rather than being asked for at every check; a request
@@ -23,10 +29,13 @@ const REASK: Duration = Duration::minutes(10);
 
 /// The first missing sequence of each camera of `agent`, and of its
 /// receipts (`None` without holes): the lowest hole of each numbering, from
-/// the holes the collector keeps (`ledger_holes`, `ledger_receipt_holes`).
+/// the holes the collector keeps (`ledger_holes`, `ledger_receipt_holes`)
+/// and the claims heard before `claimed_before` that the ledger's highest
+/// number has not reached (`ledger_claims`).
 pub async fn holes(
     pool: &AnyPool,
     agent: &str,
+    claimed_before: DateTime<Utc>,
 ) -> Result<(BTreeMap<String, u64>, Option<u64>), sqlx::Error> {
     let first: Vec<(String, i64)> = sqlx::query_as(
         "SELECT camera, MIN(first_seq) FROM ledger_holes WHERE agent = $1 GROUP BY camera",
@@ -40,26 +49,62 @@ pub async fn holes(
             .bind(agent)
             .fetch_optional(pool)
             .await?;
-    Ok((
-        first
-            .into_iter()
-            .map(|(camera, from)| (camera, from.max(1) as u64))
-            .collect(),
-        receipts
-            .and_then(|(n,)| n)
-            .and_then(|n| u64::try_from(n).ok())
-            .filter(|n| *n > 0),
-    ))
+    // Claims past the ledger's end: asked from the number after its highest.
+    let tails: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT c.camera, COALESCE(l.max_sequence, 0) FROM ledger_claims c
+         LEFT JOIN ledger_cameras l ON l.agent = c.agent AND l.camera = c.camera
+         WHERE c.agent = $1 AND c.camera <> '' AND c.claimed_at <= $2
+           AND c.sequence > COALESCE(l.max_sequence, 0)",
+    )
+    .bind(agent)
+    .bind(ms(claimed_before))
+    .fetch_all(pool)
+    .await?;
+    let receipt_tail: Option<(i64,)> = sqlx::query_as(
+        "SELECT COALESCE(l.max_sequence, 0) FROM ledger_claims c
+         LEFT JOIN ledger_receipt_chains l ON l.agent = c.agent
+         WHERE c.agent = $1 AND c.camera = '' AND c.claimed_at <= $2
+           AND c.sequence > COALESCE(l.max_sequence, 0)",
+    )
+    .bind(agent)
+    .bind(ms(claimed_before))
+    .fetch_optional(pool)
+    .await?;
+    let number = |n: i64| u64::try_from(n).ok().map(|n| n.max(1));
+    let mut cameras: BTreeMap<String, u64> = BTreeMap::new();
+    let below = first.into_iter().filter_map(|(c, n)| Some((c, number(n)?)));
+    let after = tails
+        .into_iter()
+        .filter_map(|(c, top)| Some((c, number(top.checked_add(1)?)?)));
+    for (camera, from) in below.chain(after) {
+        let e = cameras.entry(camera).or_insert(from);
+        *e = (*e).min(from);
+    }
+    let receipts = [
+        receipts.and_then(|(n,)| n).and_then(number),
+        receipt_tail.and_then(|(top,)| number(top.checked_add(1)?)),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    Ok((cameras, receipts))
 }
 
 /// Asks every enrolled agent with a hole not asked about before to resend.
-pub async fn ask(pool: &AnyPool, issuer: &Issuer, now: DateTime<Utc>) -> anyhow::Result<()> {
+/// `claim_grace`: how long a claimed number may be missing before it is
+/// asked for (`ledger.claim_grace_s`).
+pub async fn ask(
+    pool: &AnyPool,
+    issuer: &Issuer,
+    now: DateTime<Utc>,
+    claim_grace: Duration,
+) -> anyhow::Result<()> {
     let agents: Vec<(String,)> =
         sqlx::query_as("SELECT id FROM agents WHERE state = 'enrolled' ORDER BY id")
             .fetch_all(pool)
             .await?;
     for (agent,) in agents {
-        let (cameras, receipts) = holes(pool, &agent).await?;
+        let (cameras, receipts) = holes(pool, &agent, now - claim_grace).await?;
         let mut wanted: Vec<(String, u64)> = cameras.into_iter().collect();
         if let Some(r) = receipts {
             wanted.push(("receipts".into(), r));

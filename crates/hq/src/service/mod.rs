@@ -84,7 +84,9 @@ pub async fn run(cfg: config::HqConfig, stop: watch::Receiver<bool>) -> anyhow::
                     tracing::warn!(error = %e, "ledger check");
                 }
                 if let Some(issuer) = &issuer {
-                    if let Err(e) = heal::ask(&pool, issuer, now).await {
+                    // At most a day (checked when the config is read).
+                    let grace = chrono::Duration::seconds(ledger.claim_grace_s.min(86_400) as i64);
+                    if let Err(e) = heal::ask(&pool, issuer, now, grace).await {
                         tracing::warn!(error = %e, "asking agents to resend");
                     }
                 }

@@ -132,6 +132,7 @@ pub(super) async fn telemetry(
     .bind(text)
     .execute(&mut *tx)
     .await?;
+    claims(tx, agent, v, now).await?;
     let dropped = v
         .pointer("/outbox/dropped")
         .and_then(Value::as_u64)
@@ -148,4 +149,48 @@ pub(super) async fn telemetry(
         .await?;
     }
     Ok(Ok(false))
+}
+
+/// Most numberings one telemetry sample may claim (cameras and receipts).
+const MAX_CLAIMS: usize = 1024;
+
+/// Keeps the numbers the sample says the broker acknowledged
+/// (`outbox.acknowledged`), each with when HQ first heard of it: a number
+/// claimed again keeps its first instant, a higher one starts its own.
+/// Camera `''` stands for the receipts.
+async fn claims(
+    tx: &mut AnyConnection,
+    agent: &str,
+    v: &Value,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let Some(acked) = v.pointer("/outbox/acknowledged") else {
+        return Ok(());
+    };
+    let records = acked
+        .get("records")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(camera, _)| !camera.is_empty())
+        .map(|(camera, n)| (camera.as_str(), n));
+    let receipts = acked.get("receipts").map(|n| ("", n));
+    for (camera, n) in records.chain(receipts).take(MAX_CLAIMS) {
+        let Some(n) = n.as_u64().and_then(|n| i64::try_from(n).ok()) else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO ledger_claims (agent, camera, sequence, claimed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (agent, camera) DO UPDATE
+             SET sequence = excluded.sequence, claimed_at = excluded.claimed_at
+             WHERE excluded.sequence > ledger_claims.sequence",
+        )
+        .bind(agent)
+        .bind(camera)
+        .bind(n)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
