@@ -174,6 +174,10 @@ pub struct RetentionSettings {
     /// A wall-clock step larger than this (against the monotonic clock)
     /// pauses deletions until the clock is synchronised again.
     pub clock_jump: Duration,
+    /// After such a step, how long the clock must stay synchronised without
+    /// another step before deadline deletions resume (default the sweep
+    /// interval, at least 60 s).
+    pub clock_settle: Duration,
     /// Delete on deadline even while the kernel reports the clock as not
     /// synchronised. Off by default: a board without RTC may boot far in the
     /// future and must not delete everything.
@@ -186,6 +190,7 @@ impl Default for RetentionSettings {
             sweep_interval: Duration::from_secs(60),
             free_space_floor_bytes: 1024 << 20,
             clock_jump: Duration::from_secs(120),
+            clock_settle: Duration::from_secs(60),
             trust_unsynchronised_clock: false,
         }
     }

@@ -55,6 +55,7 @@ pub(super) struct RawRetention {
     pub sweep_interval_s: Option<u64>,
     pub free_space_floor_mb: Option<u64>,
     pub clock_jump_s: Option<u64>,
+    pub clock_settle_s: Option<u64>,
     pub trust_unsynchronised_clock: Option<bool>,
 }
 

@@ -248,16 +248,23 @@ fn retention(
     };
     let Some(raw) = raw else { return default };
     let mut out = default;
-    if let Some(s) = raw.sweep_interval_s {
-        if (1..=3600).contains(&s) {
-            out.sweep_interval = Duration::from_secs(s);
+    let mut seconds = |key: &str, s: Option<u64>, max: u64| {
+        let s = s?;
+        if (1..=max).contains(&s) {
+            Some(Duration::from_secs(s))
         } else {
-            v.invalid(
-                "retention.sweep_interval_s",
-                format!("{s} is out of range 1..=3600 (seconds)"),
-            );
+            v.invalid(key, format!("{s} is out of range 1..={max} (seconds)"));
+            None
         }
+    };
+    if let Some(d) = seconds("retention.sweep_interval_s", raw.sweep_interval_s, 3600) {
+        out.sweep_interval = d;
     }
+    if let Some(d) = seconds("retention.clock_jump_s", raw.clock_jump_s, 86_400) {
+        out.clock_jump = d;
+    }
+    out.clock_settle = seconds("retention.clock_settle_s", raw.clock_settle_s, 86_400)
+        .unwrap_or(out.sweep_interval.max(Duration::from_secs(60)));
     if let Some(mb) = raw.free_space_floor_mb {
         let bytes = mb.saturating_mul(1 << 20);
         if bytes < min_free_bytes {
@@ -270,16 +277,6 @@ fn retention(
             );
         } else {
             out.free_space_floor_bytes = bytes;
-        }
-    }
-    if let Some(s) = raw.clock_jump_s {
-        if (1..=86_400).contains(&s) {
-            out.clock_jump = Duration::from_secs(s);
-        } else {
-            v.invalid(
-                "retention.clock_jump_s",
-                format!("{s} is out of range 1..=86400 (seconds)"),
-            );
         }
     }
     if let Some(t) = raw.trust_unsynchronised_clock {

@@ -190,10 +190,6 @@ impl Retention {
         };
         let receipts = ReceiptLog::open(&setup.data_dir).map_err(io(&setup.data_dir))?;
         let journal = Journal::open(&setup.data_dir).map_err(io(&setup.data_dir))?;
-        let settle = setup
-            .settings
-            .sweep_interval
-            .max(std::time::Duration::from_secs(60));
         let device_key = setup.key.public_key_b64();
         let mut engine = Engine {
             agent: setup.agent_id,
@@ -208,7 +204,7 @@ impl Retention {
             policy: setup.policy,
             guard: ClockGuard::new(
                 setup.settings.clock_jump,
-                settle,
+                setup.settings.clock_settle,
                 setup.settings.trust_unsynchronised_clock,
             ),
             settings: setup.settings,

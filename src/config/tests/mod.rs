@@ -535,3 +535,23 @@ fn error_hq_protocol_and_keep_alive() {
     d.names(&e, "hq.keep_alive_s");
     assert!(e.to_string().contains("5..=3600"), "{e}");
 }
+
+#[test]
+fn the_clock_settling_period_defaults_to_the_sweep_interval_and_at_least_a_minute() {
+    let d = Dir::new();
+    let with = |retention: &str| format!("{}\n[retention]\n{retention}\n", d.minimal("", ""));
+    let settle = |retention: &str| {
+        d.load(&with(retention))
+            .expect("valid")
+            .retention
+            .clock_settle
+    };
+    assert_eq!(settle("sweep_interval_s = 1"), Duration::from_secs(60));
+    assert_eq!(settle("sweep_interval_s = 600"), Duration::from_secs(600));
+    assert_eq!(settle("clock_settle_s = 5"), Duration::from_secs(5));
+    for bad in ["clock_settle_s = 0", "clock_settle_s = 86401"] {
+        let e = d.err(&with(bad));
+        d.names(&e, "retention.clock_settle_s");
+        assert!(e.to_string().contains("out of range 1..=86400"), "{e}");
+    }
+}
