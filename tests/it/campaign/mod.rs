@@ -7,8 +7,9 @@
 //!
 //! Scenarios (one test each): recording with several cameras, sealing (the
 //! kill inside a segment's seal), the retention sweep, holds and erasures
-//! being applied, dock ingest, the outbox sending to a real Mosquitto, and
-//! the HQ service committing the fleet's messages to its ledger.
+//! being applied, dock ingest, the outbox sending to a real Mosquitto,
+//! offload to a real Garage with the local media freed, and the HQ
+//! service committing the fleet's messages to its ledger.
 //!
 //! Invariant checked at every point (docs/RELIABILITY.md): after the kill,
 //! `sargs verify` passes or names only the records whose operation the kill
@@ -36,6 +37,7 @@ mod clock;
 mod ingest;
 mod link;
 mod network;
+mod offload;
 mod recording;
 mod retention;
 
