@@ -37,7 +37,7 @@ use super::refusal::refuse;
 use super::rollup_batch;
 use super::rows::{ReceiptRow, RecordRow};
 
-/// Rows per multi-row statement (17 values each at most: far below both
+/// Rows per multi-row statement (18 values each at most: far below both
 /// databases' limits on bound values).
 const ROWS: usize = 200;
 
@@ -190,9 +190,9 @@ async fn insert_records(
         let sql = format!(
             "INSERT INTO records (agent, camera, sequence, segment_id, kind, start_ms, end_ms, class,
                 delete_after_ms, manifest_sha256, prev_manifest_sha256, ciphertext_sha256, bytes,
-                truncated, gap_reason, envelope, received_at)
+                truncated, gap_reason, envelope, received_at, clock_fault)
              VALUES {} ON CONFLICT DO NOTHING RETURNING agent, camera, sequence",
-            marks.tuples(1, chunk.len(), 17)
+            marks.tuples(1, chunk.len(), 18)
         );
         let mut q = sqlx::query_as::<_, (String, String, i64)>(AssertSqlSafe(sql));
         for r in chunk {
@@ -213,7 +213,8 @@ async fn insert_records(
                 .bind(r.truncated)
                 .bind(r.gap_reason.as_deref())
                 .bind(&r.envelope)
-                .bind(ms(now));
+                .bind(ms(now))
+                .bind(r.clock_fault);
         }
         inserted.extend(q.fetch_all(&mut *tx).await?);
     }

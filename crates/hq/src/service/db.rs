@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "claims",
         include_str!("../../migrations/0006_claims.sql"),
     ),
+    (
+        7,
+        "clock_fault",
+        include_str!("../../migrations/0007_clock_fault.sql"),
+    ),
 ];
 
 /// Begins a transaction that will write. On SQLite it takes the write lock

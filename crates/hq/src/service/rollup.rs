@@ -5,7 +5,10 @@
 //!
 //! - `records.deleted_at_ms`, `records.deletion_reason`: the record's
 //!   deletion, from the receipt that names it (the lowest-numbered one,
-//!   should several), NULL while none has arrived;
+//!   should several), NULL while none has arrived; for a record with a
+//!   clock fault, `records.delete_after_ms` too: the deadline that receipt
+//!   states (the agent's, from a trusted clock) replaces the pending one
+//!   ([`CLOCK_FAULT_DEADLINE`]);
 //! - `ledger_days`: per agent, class and UTC day of the start
 //!   ([`day_of`]), the segment records, the gap records, and the segment
 //!   records with a receipt of any reason;
@@ -127,6 +130,15 @@ async fn first_receipt(
     .await
 }
 
+/// The `SET` clause that gives a record with a clock fault the deadline
+/// its lowest-numbered receipt states, in the statement that sets its
+/// deletion (the receipt is in `receipts` by then).
+pub(super) const CLOCK_FAULT_DEADLINE: &str = "delete_after_ms = CASE
+    WHEN records.clock_fault IS NULL THEN records.delete_after_ms
+    ELSE COALESCE((SELECT r.delete_after_ms FROM receipts r
+                   WHERE r.agent = records.agent AND r.segment_id = records.segment_id
+                   ORDER BY r.sequence LIMIT 1), records.delete_after_ms) END";
+
 pub(super) async fn set_deletion(
     tx: &mut AnyConnection,
     agent: &str,
@@ -135,17 +147,18 @@ pub(super) async fn set_deletion(
     at: i64,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE records SET deleted_at_ms = $4, deletion_reason = $5
-         WHERE agent = $1 AND camera = $2 AND sequence = $3",
-    )
-    .bind(agent)
-    .bind(camera)
-    .bind(sequence)
-    .bind(at)
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
+    let sql = format!(
+        "UPDATE records SET deleted_at_ms = $4, deletion_reason = $5, {CLOCK_FAULT_DEADLINE}
+         WHERE agent = $1 AND camera = $2 AND sequence = $3"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(agent)
+        .bind(camera)
+        .bind(sequence)
+        .bind(at)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -210,9 +210,10 @@ async fn set_deletions(
             .collect();
         let sql = format!(
             "WITH v (agent, camera, sequence, at, reason) AS (VALUES {})
-             UPDATE records SET deleted_at_ms = v.at, deletion_reason = v.reason FROM v
+             UPDATE records SET deleted_at_ms = v.at, deletion_reason = v.reason, {} FROM v
              WHERE records.agent = v.agent AND records.camera = v.camera AND records.sequence = v.sequence",
-            values.join(", ")
+            values.join(", "),
+            rollup::CLOCK_FAULT_DEADLINE
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for (r, camera, sequence) in chunk {

@@ -5,11 +5,16 @@
 //! the agent's enrolled key, and only when the document names that agent.
 
 use sargs_core::retention::receipt::Receipt;
-use sargs_core::seal::manifest::{self, Manifest, RecordKind};
+use sargs_core::seal::manifest::{self, ClockFault, Manifest, RecordKind};
 
 use super::db::ms;
 use super::prepare::Signed;
 use super::refusal::{refuse, Refusal};
+
+/// The deadline of a record with a clock fault until its receipt says the
+/// agent's: 9999-12-31T23:59:59Z, never due (the agent's own pending
+/// deadline). Its manifest's deadline came from the clock that was wrong.
+pub const PENDING_MS: i64 = 253_402_300_799_000;
 
 /// A record's row, from its signed manifest.
 pub struct RecordRow {
@@ -21,7 +26,12 @@ pub struct RecordRow {
     pub start_ms: i64,
     pub end_ms: i64,
     pub class: String,
+    /// The deadline the ledger judges by: the manifest's, or for a record
+    /// with a clock fault [`PENDING_MS`] until its receipt brings the
+    /// agent's.
     pub delete_after_ms: i64,
+    /// The manifest's `clock_fault`, if any.
+    pub clock_fault: Option<&'static str>,
     pub sha: String,
     pub prev: String,
     pub ciphertext_sha256: Option<String>,
@@ -54,7 +64,14 @@ impl RecordRow {
             start_ms: ms(m.start),
             end_ms: ms(m.end),
             class: m.retention.class.clone(),
-            delete_after_ms: ms(m.retention.delete_after),
+            delete_after_ms: match m.clock_fault {
+                None => ms(m.retention.delete_after),
+                Some(_) => PENDING_MS,
+            },
+            clock_fault: m.clock_fault.map(|f| match f {
+                ClockFault::Stepped => "stepped",
+                ClockFault::Impossible => "impossible",
+            }),
             sha: manifest::sha256_hex(env.payload.as_bytes()),
             prev: m.prev_manifest_sha256.clone(),
             ciphertext_sha256: media.map(|x| x.ciphertext_sha256.clone()),

@@ -8,18 +8,35 @@ use sargs_hq::service::report::{Counts, Named, Report, Row};
 
 use super::fleet::{t, BOUND, GRACE, NOW};
 
-pub(super) type RecordRow = (String, String, i64, String, String, i64, String, i64);
-pub(super) type ReceiptRow = (String, i64, String, i64, String);
+/// `(agent, camera, sequence, segment_id, kind, start_ms, class,
+/// delete_after_ms, clock_fault)`.
+pub(super) type RecordRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    i64,
+    Option<String>,
+);
+/// `(agent, sequence, segment_id, deleted_at_ms, reason, delete_after_ms)`.
+pub(super) type ReceiptRow = (String, i64, String, i64, String, i64);
+
+/// A flagged record's deadline until a receipt states the agent's.
+const PENDING_MS: i64 = 253_402_300_799_000;
 
 /// The raw rows: records, and the receipts.
 pub(super) async fn raw(db: &Db) -> (Vec<RecordRow>, Vec<ReceiptRow>) {
-    let records = sqlx::query_as("SELECT agent, camera, sequence, segment_id, kind, start_ms, class, delete_after_ms FROM records")
+    let records = sqlx::query_as("SELECT agent, camera, sequence, segment_id, kind, start_ms, class, delete_after_ms, clock_fault FROM records")
         .fetch_all(&db.pool).await.expect("records");
-    let receipts =
-        sqlx::query_as("SELECT agent, sequence, segment_id, deleted_at_ms, reason FROM receipts")
-            .fetch_all(&db.pool)
-            .await
-            .expect("receipts");
+    let receipts = sqlx::query_as(
+        "SELECT agent, sequence, segment_id, deleted_at_ms, reason, delete_after_ms FROM receipts",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .expect("receipts");
     (records, receipts)
 }
 
@@ -32,11 +49,13 @@ pub(super) fn brute_force(
     agent: Option<&str>,
 ) -> Report {
     // Each record's deletion: its lowest-numbered receipt.
-    let mut deletion: BTreeMap<(&str, &str), (i64, i64, &str)> = BTreeMap::new();
-    for (a, number, seg, at, why) in receipts {
-        let e = deletion.entry((a, seg)).or_insert((*number, *at, why));
+    let mut deletion: BTreeMap<(&str, &str), (i64, i64, &str, i64)> = BTreeMap::new();
+    for (a, number, seg, at, why, stated) in receipts {
+        let e = deletion
+            .entry((a, seg))
+            .or_insert((*number, *at, why, *stated));
         if *number < e.0 {
-            *e = (*number, *at, why);
+            *e = (*number, *at, why, *stated);
         }
     }
     let wanted = |a: &str, start: i64| start >= from && start < to && agent.is_none_or(|x| x == a);
@@ -50,9 +69,16 @@ pub(super) fn brute_force(
         delete_after: Some(t(deadline)),
         by_s: Some(by / 1000),
     };
-    for (i, (a, cam, seq, seg, kind, start, class, deadline)) in
+    for (i, (a, cam, seq, seg, kind, start, class, deadline, fault)) in
         sorted.iter().map(|r| (*r).clone()).enumerate()
     {
+        // A record with a clock fault is judged by the deadline its receipt
+        // states (the agent's), and is never overdue before one comes.
+        let deadline = match (fault, deletion.get(&(a.as_str(), seg.as_str()))) {
+            (None, _) => deadline,
+            (Some(_), Some(d)) => d.3,
+            (Some(_), None) => PENDING_MS,
+        };
         if !wanted(&a, start) {
             continue;
         }
@@ -77,7 +103,7 @@ pub(super) fn brute_force(
         }
         c.recorded += 1;
         match deletion.get(&(a.as_str(), seg.as_str())) {
-            Some((_, at, why)) if *why == "retention-expired" && at - deadline > BOUND => {
+            Some((_, at, why, _)) if *why == "retention-expired" && at - deadline > BOUND => {
                 c.late += 1;
                 late.push(named(&seg, &class, deadline, at - deadline));
             }

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use sargs_core::clock::SyncState;
 use sargs_core::retention::receipt::{Reason, Receipt};
-use sargs_core::seal::manifest::{self, Gap, Manifest, Masks, Media, PolicyRef, RecordKind};
+use sargs_core::seal::manifest::{
+    self, ClockFault, Gap, Manifest, Masks, Media, PolicyRef, RecordKind,
+};
 use sargs_core::seal::sign::DeviceKey;
 
 pub(super) const DAY: i64 = 86_400_000;
@@ -95,6 +97,18 @@ const CAMERAS: &[Camera] = &[
     },
 ];
 
+/// Records sealed with a clock fault, on the camera around 1970: the
+/// deadline their manifests state is the wrong clock's. The first is
+/// deleted on time by the deadline the agent set once it trusted its clock
+/// (its receipt states it); the second has no receipt yet, and is not
+/// overdue whatever its manifest says.
+const FLAGGED: [(&str, &str, u64, ClockFault); 2] = [
+    ("gw-b", "cam-1", 2, ClockFault::Impossible),
+    ("gw-b", "cam-1", 3, ClockFault::Stepped),
+];
+/// The deadline the agent gave the first flagged record.
+const REBASED: i64 = NOW - DAY;
+
 /// A camera whose first record arrives last, alone.
 const LATE_CAMERA: Camera = Camera {
     agent: "gw-a",
@@ -174,7 +188,9 @@ pub(super) fn fleet(keys: &BTreeMap<&str, DeviceKey>) -> Vec<Msg> {
     let mut rng = Rng(0x5eed_0f5a_6500);
     let mut out = Vec::new();
     // Per agent, the receipts to make: (manifest, its SHA-256, deleted at, why).
-    let mut deletions: BTreeMap<&str, Vec<(Manifest, String, i64, Reason)>> = BTreeMap::new();
+    // (manifest, its SHA-256, deleted at, why, the deadline the receipt states).
+    type Deletion = (Manifest, String, i64, Reason, DateTime<Utc>);
+    let mut deletions: BTreeMap<&str, Vec<Deletion>> = BTreeMap::new();
     for c in CAMERAS {
         let mut prev = manifest::GENESIS.to_owned();
         for seq in 1..=c.count {
@@ -182,12 +198,21 @@ pub(super) fn fleet(keys: &BTreeMap<&str, DeviceKey>) -> Vec<Msg> {
             if (c.agent, c.camera, seq) == ("gw-a", "cam-1", 40) {
                 m.prev_manifest_sha256 = "f".repeat(64);
             }
+            let flagged = FLAGGED
+                .iter()
+                .find(|f| (f.0, f.1, f.2) == (c.agent, c.camera, seq));
+            m.clock_fault = flagged.map(|f| f.3);
             let payload = m.to_payload();
             let sha = manifest::sha256_hex(payload.as_bytes());
             prev = sha.clone();
-            let deadline = c.first + (seq as i64 - 1) * c.step + c.keep;
+            let mut deadline = c.first + (seq as i64 - 1) * c.step + c.keep;
             if m.record == RecordKind::Segment {
                 let deletion = match seq % 11 {
+                    _ if flagged.is_some() => {
+                        deadline = REBASED;
+                        (flagged == FLAGGED.first())
+                            .then_some((REBASED + 30_000, Reason::RetentionExpired))
+                    }
                     _ if deadline >= NOW => seq
                         .is_multiple_of(13)
                         .then_some((NOW - DAY, Reason::DiskPressure)),
@@ -198,10 +223,13 @@ pub(super) fn fleet(keys: &BTreeMap<&str, DeviceKey>) -> Vec<Msg> {
                     _ => Some((deadline + 30_000, Reason::RetentionExpired)),
                 };
                 if let Some((at, why)) = deletion {
-                    deletions
-                        .entry(c.agent)
-                        .or_default()
-                        .push((m.clone(), sha, at, why));
+                    deletions.entry(c.agent).or_default().push((
+                        m.clone(),
+                        sha,
+                        at,
+                        why,
+                        t(deadline),
+                    ));
                 }
             }
             if c.withheld.contains(&seq) {
@@ -237,10 +265,10 @@ pub(super) fn fleet(keys: &BTreeMap<&str, DeviceKey>) -> Vec<Msg> {
                 .find(|d| d.0.segment_id == "gw-a/cam-1/10")
                 .expect("has one")
                 .clone();
-            list.push((m.0, m.1, NOW - HOUR, Reason::RetentionExpired));
+            list.push((m.0, m.1, NOW - HOUR, Reason::RetentionExpired, m.4));
         }
         let mut prev = manifest::GENESIS.to_owned();
-        for (i, (m, sha, at, why)) in list.iter().enumerate() {
+        for (i, (m, sha, at, why, deadline)) in list.iter().enumerate() {
             let number = i as u64 + 1;
             let r = Receipt {
                 v: 1,
@@ -252,7 +280,7 @@ pub(super) fn fleet(keys: &BTreeMap<&str, DeviceKey>) -> Vec<Msg> {
                 segment_start: m.start,
                 segment_end: m.end,
                 class: m.retention.class.clone(),
-                delete_after: m.retention.delete_after,
+                delete_after: *deadline,
                 manifest_sha256: if m.segment_id == "gw-a/cam-2/4" {
                     "0".repeat(64)
                 } else {
