@@ -14,9 +14,12 @@
 //!   signed ciphertext SHA-256, the manifest object its file's bytes. The
 //!   `segment.offloaded` event goes out after that commit.
 //! - **The queue loses nothing at kill -9.** The queue is the index itself:
-//!   every record of an offloading camera without an `offloads` row
-//!   ([`sargs_core::retention::offloads`]), and the index is rebuilt from the
-//!   chains at every start. A crash anywhere leaves the record queued; the
+//!   every record without an `offloads` row of a camera that offloads all it
+//!   seals, or that a scope HQ asked to offload covers (an `offload` command,
+//!   a hold with `offload = true`; [`sargs_core::retention::offloads`]). The
+//!   index is brought up to date from the chains and the command journal at
+//!   every start, and a command is journaled and committed before it is
+//!   answered, so what HQ asked for survives a crash right after. A crash anywhere leaves the record queued; the
 //!   next attempt finds an object already there (an S3 object appears whole
 //!   or not at all), reads it back and records it without a second upload.
 //!   Object keys are fixed by the record, so a record is at most one object
@@ -71,7 +74,8 @@ pub struct Setup {
     pub data_dir: PathBuf,
     /// The device public key every manifest must be signed with.
     pub device_key: [u8; 32],
-    /// The cameras (and body cameras) whose records go.
+    /// The cameras (and body cameras) all of whose records go; others'
+    /// go when HQ asks.
     pub cameras: Vec<String>,
     pub retention: Arc<Retention>,
     pub cancel: CancellationToken,

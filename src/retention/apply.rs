@@ -175,6 +175,17 @@ impl Engine {
             }
             _ => {}
         }
+        // Only when HQ asks: a journaled command is replayed whatever the
+        // config says now (a hold must never be lost to a config change).
+        if envelope.is_some() && cmd.action.offloads() && !self.offload_store {
+            let rej = Rejection::Refused(
+                "this agent has no [offload] section: there is no evidence store to offload to \
+                 (docs/config.md, [offload]); nothing was changed"
+                    .into(),
+            );
+            let r = self.reject(&cmd.id, kind, &rej, now);
+            return self.remember(cmd, r, now);
+        }
         if let Err(Refused(reason)) = self.check(cmd, now)? {
             let rej = Rejection::Refused(reason);
             let r = self.reject(&cmd.id, kind, &rej, now);
@@ -345,6 +356,7 @@ impl Engine {
                 }
             }
             Action::Erase { .. }
+            | Action::Offload { .. }
             | Action::Inventory { .. }
             | Action::Status
             | Action::Resend { .. } => {}
@@ -373,8 +385,24 @@ impl Engine {
             | Action::Restrict { scope, .. } => Some(self.count_present(scope)?),
             _ => None,
         };
+        let offload = match &cmd.action {
+            Action::Offload { scope }
+            | Action::HoldPlace {
+                scope,
+                offload: true,
+                ..
+            } => {
+                let (n, done) = self
+                    .index
+                    .offload_covered(scope, &self.agent)
+                    .map_err(self.db_err())?;
+                Some((scope.clone(), n, done))
+            }
+            _ => None,
+        };
         let action = cmd.action.clone();
         let issuer = cmd.issuer.clone();
+        let agent = self.agent.clone();
         let result = match (&action, covered) {
             (Action::RequestOpen { request, due, .. }, n) => {
                 let due = due
@@ -382,7 +410,17 @@ impl Engine {
                     .unwrap_or(now);
                 json!({"request": request, "due": due, "covered_segments": n})
             }
-            (Action::HoldPlace { hold, .. }, n) => json!({"hold": hold, "covered_segments": n}),
+            (Action::HoldPlace { hold, .. }, n) => match &offload {
+                Some((_, records, done)) => json!({"hold": hold, "covered_segments": n,
+                    "offload": {"covered_records": records, "queued": records - done,
+                    "already_offloaded": done}}),
+                None => json!({"hold": hold, "covered_segments": n}),
+            },
+            (Action::Offload { .. }, _) => match &offload {
+                Some((_, records, done)) => json!({"covered_records": records,
+                    "queued": records - done, "already_offloaded": done}),
+                None => Value::Null,
+            },
             (Action::Restrict { restriction, .. }, n) => {
                 json!({"restriction": restriction, "covered_segments": n})
             }
@@ -392,7 +430,7 @@ impl Engine {
         self.write(|w: &Writer<'_>| {
             let tx = w.tx;
             match &action {
-                Action::HoldPlace { hold, case, scope, until } => {
+                Action::HoldPlace { hold, case, scope, until, .. } => {
                     tx.execute(
                         "INSERT INTO holds(id, command, case_ref, issuer, scope, placed_ms, until_ms) VALUES (?1,?2,?3,?4,?5,?6,?7)",
                         rusqlite::params![hold, id, case, issuer, scope_json(scope), t, until.map(ms)],
@@ -432,7 +470,10 @@ impl Engine {
                 Action::Unrestrict { restriction } => {
                     tx.execute("UPDATE restrictions SET lifted_ms = ?2 WHERE id = ?1", rusqlite::params![restriction, t])?;
                 }
-                Action::Erase { .. } | Action::Inventory { .. } | Action::Status | Action::Resend { .. } => {}
+                Action::Erase { .. } | Action::Offload { .. } | Action::Inventory { .. } | Action::Status | Action::Resend { .. } => {}
+            }
+            if let Some((scope, _, _)) = &offload {
+                w.want_offload(&id, scope, &agent)?;
             }
             w.set_meta("journal_head", &sequence.to_string())?;
             w.record_command(&id, kind, now, &result_text)
@@ -506,14 +547,21 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Value, RetentionError> {
         let (rows, prot) = self.scoped(scope)?;
+        let offloaded = rows
+            .iter()
+            .map(|r| self.index.offloaded(&r.camera, r.seq).map(|o| o.is_some()))
+            .collect::<Result<Vec<bool>, _>>()
+            .map_err(self.db_err())?;
         let records: Vec<Value> = rows
             .iter()
-            .map(|r| {
+            .zip(offloaded)
+            .map(|(r, offloaded)| {
                 let id = r.segment_id(&self.agent);
                 let f = r.facts(&id);
                 let mut v = json!({
                     "segment_id": id, "camera": r.camera, "record": if r.gap {"gap"} else {"segment"},
                     "start": r.start, "end": r.end, "class": r.class, "delete_after": r.delete_after,
+                    "offloaded": offloaded,
                 });
                 if !r.gap {
                     let state = match &r.deleted {

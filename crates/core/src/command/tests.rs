@@ -28,12 +28,14 @@ fn all_actions() -> Vec<Action> {
             case: "KP 11-2026/88".into(),
             scope: range(),
             until: Some(at(20)),
+            offload: true,
         },
         Action::HoldPlace {
             hold: "H-18".into(),
             case: "c".into(),
             scope: Scope::Segments(vec!["gw-01/cam-1/42".into()]),
             until: None,
+            offload: false,
         },
         Action::HoldRelease {
             hold: "H-17".into(),
@@ -56,6 +58,9 @@ fn all_actions() -> Vec<Action> {
             request: "DSR-1".into(),
         },
         Action::Inventory { scope: range() },
+        Action::Offload {
+            scope: Scope::Segments(vec!["gw-01/cam-1/42".into()]),
+        },
         Action::Restrict {
             restriction: "X-1".into(),
             scope: range(),
@@ -384,13 +389,15 @@ fn arb_action() -> impl Strategy<Value = Action> {
             arb_id(),
             text,
             arb_scope(),
-            proptest::option::of(arb_time())
+            proptest::option::of(arb_time()),
+            any::<bool>()
         )
-            .prop_map(|(hold, case, scope, until)| Action::HoldPlace {
+            .prop_map(|(hold, case, scope, until, offload)| Action::HoldPlace {
                 hold,
                 case,
                 scope,
-                until
+                until,
+                offload
             }),
         arb_id().prop_map(|hold| Action::HoldRelease { hold }),
         (arb_id(), arb_time()).prop_map(|(hold, t)| Action::HoldExtend {
@@ -407,6 +414,7 @@ fn arb_action() -> impl Strategy<Value = Action> {
         ),
         (arb_id(), arb_time()).prop_map(|(request, due)| Action::RequestExtend { request, due }),
         arb_scope().prop_map(|scope| Action::Inventory { scope }),
+        arb_scope().prop_map(|scope| Action::Offload { scope }),
         (arb_id(), arb_scope(), text).prop_map(|(restriction, scope, reason)| Action::Restrict {
             restriction,
             scope,
