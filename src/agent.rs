@@ -115,6 +115,7 @@ impl Agent {
                     device_key: key.public_key(),
                     cameras: offload_cameras,
                     retention: retention.clone(),
+                    events: events.clone(),
                     cancel: stop_offload.clone(),
                 };
                 let (handle, stats) =

@@ -30,6 +30,10 @@
 //!   takes the retention engine's lock only for one short query or one
 //!   commit, never during I/O; a store that is down or refuses is retried
 //!   with a back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
+//! - **Failures are seen.** Every failed attempt is counted in telemetry
+//!   (failures, in a row, the last error, the back-off) and reported to HQ
+//!   as `offload.failed`, naming the store, the object key and the error,
+//!   at most once per kind every [`FAILED_EVENT_EVERY`] ([`failures`]).
 //!
 //! - **Freed only when verified.** With `[offload] local = "free"` a
 //!   record's local media is deleted only after the index records its
@@ -40,6 +44,7 @@
 //! (the manifest) and `{agent}/{camera}/{seq:010}.mp4.age` (the media), so a
 //! listing sorted by key is each camera's chain in order.
 
+pub mod failures;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -51,7 +56,10 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, OffloadMode, OffloadSettings};
+use crate::events::{self, Event, EventSink};
 use crate::retention::Retention;
+pub use failures::FAILED_EVENT_EVERY;
+use failures::{Kind, Limiter};
 use s3::{S3Error, Store};
 use sargs_core::retention::offloads::{Offloaded, Pending, Waiting};
 use sargs_core::retention::receipt::StoredObject;
@@ -78,6 +86,9 @@ pub struct Setup {
     /// go when HQ asks.
     pub cameras: Vec<String>,
     pub retention: Arc<Retention>,
+    /// Where `offload.failed` goes (`segment.offloaded` goes through the
+    /// retention engine with its commit).
+    pub events: Arc<dyn EventSink>,
     pub cancel: CancellationToken,
 }
 
@@ -104,7 +115,12 @@ pub struct Progress {
     pub last_success: Option<DateTime<Utc>>,
     /// Failed attempts since the agent started.
     pub failures: u64,
+    /// Failed attempts since the last success.
+    pub failures_in_a_row: u64,
+    pub last_failure: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// While the store fails: seconds until the next attempt.
+    pub retry_in_s: Option<u64>,
 }
 
 /// The uploader's progress, shared with telemetry.
@@ -121,16 +137,23 @@ impl Stats {
         (waiting, crate::sync::lock(&self.progress).clone())
     }
 
-    fn note(&self, result: Result<(), &str>) {
+    fn note(&self, result: Result<(), (&str, Option<Duration>)>) {
         let mut p = crate::sync::lock(&self.progress);
         match result {
             Ok(()) => {
                 p.offloaded += 1;
                 p.last_success = Some(crate::clock::now());
+                p.failures_in_a_row = 0;
+                p.retry_in_s = None;
             }
-            Err(e) => {
+            Err((e, store_retry)) => {
                 p.failures += 1;
+                p.failures_in_a_row += 1;
+                p.last_failure = Some(crate::clock::now());
                 p.last_error = Some(e.to_owned());
+                if let Some(wait) = store_retry {
+                    p.retry_in_s = Some(wait.as_secs());
+                }
             }
         }
     }
@@ -168,6 +191,7 @@ pub fn spawn(setup: Setup) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<
                 stats: shared,
                 runtime,
                 later: HashMap::new(),
+                limiter: Limiter::default(),
             }
             .run()
         })?;
@@ -181,6 +205,7 @@ struct Uploader {
     runtime: tokio::runtime::Runtime,
     /// Records that failed by themselves, and when to try each again.
     later: HashMap<(String, u64), (Instant, Duration)>,
+    limiter: Limiter,
 }
 
 impl Uploader {
@@ -219,12 +244,15 @@ impl Uploader {
                     Ok(()) => {
                         backoff = BACKOFF_MIN;
                         self.stats.note(Ok(()));
+                        self.limiter.succeeded();
                     }
                     Err(Failure::Store(e)) => {
                         // The store, not the record: everything waits.
                         tracing::warn!(error = %e, retry_in_s = backoff.as_secs(),
                             "offload: the store failed; retrying");
-                        self.stats.note(Err(e.to_string().as_str()));
+                        let error = e.to_string();
+                        self.stats.note(Err((&error, Some(backoff))));
+                        self.report(Kind::Store, e.key(), None, error, backoff);
                         self.pause(backoff);
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                         break;
@@ -237,11 +265,40 @@ impl Uploader {
                             .map_or(BACKOFF_MIN, |(_, w)| (*w * 2).min(BACKOFF_MAX));
                         tracing::error!(camera = %p.camera, sequence = p.seq, error = %e,
                             retry_in_s = wait.as_secs(), "offload: record not offloaded");
-                        self.stats.note(Err(e.as_str()));
+                        self.stats.note(Err((e.as_str(), None)));
+                        let object =
+                            format!("{}/{}/{:010}.json", self.setup.agent, p.camera, p.seq);
+                        let id = format!("{}/{}/{}", self.setup.agent, p.camera, p.seq);
+                        self.report(Kind::Record, object, Some(id), e, wait);
                         self.later.insert(key, (Instant::now() + wait, wait));
                     }
                 }
             }
+        }
+    }
+
+    /// Tells HQ of a failure, if its kind's event is due ([`failures`]).
+    fn report(
+        &mut self,
+        kind: Kind,
+        key: String,
+        segment_id: Option<String>,
+        error: String,
+        retry: Duration,
+    ) {
+        if let Some(due) = self.limiter.failed(kind, Instant::now()) {
+            self.setup
+                .events
+                .emit(Event::OffloadFailed(Box::new(events::OffloadFailed {
+                    kind: kind.as_str(),
+                    store: self.store.label().to_owned(),
+                    key,
+                    segment_id,
+                    error,
+                    failures: due.failures,
+                    unreported: due.unreported,
+                    retry_in_s: retry.as_secs(),
+                })));
         }
     }
 

@@ -83,6 +83,18 @@ pub struct Store {
     label: String,
 }
 
+impl S3Error {
+    /// The object key of the request, or the file, that failed.
+    pub fn key(&self) -> String {
+        match self {
+            S3Error::Transport { key, .. }
+            | S3Error::Status { key, .. }
+            | S3Error::Refused { key, .. } => key.clone(),
+            S3Error::Io { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
 impl Store {
     /// A client for `s`; the error names the key of `[offload]` at fault.
     pub fn new(s: &OffloadSettings) -> Result<Store, String> {
