@@ -45,6 +45,7 @@
 //! listing sorted by key is each camera's chain in order.
 
 pub mod failures;
+pub mod pace;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -172,7 +173,9 @@ enum Failure {
 
 /// Starts the uploader thread.
 pub fn spawn(setup: Setup) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<Stats>)> {
-    let store = Store::new(&setup.settings).map_err(std::io::Error::other)?;
+    let store = Store::new(&setup.settings)
+        .map_err(std::io::Error::other)?
+        .stop_on(setup.cancel.clone());
     let stats = Arc::new(Stats {
         cameras: setup.cameras.clone(),
         retention: setup.retention.clone(),
@@ -246,6 +249,7 @@ impl Uploader {
                         self.stats.note(Ok(()));
                         self.limiter.succeeded();
                     }
+                    Err(Failure::Store(_)) if self.setup.cancel.is_cancelled() => return,
                     Err(Failure::Store(e)) => {
                         // The store, not the record: everything waits.
                         tracing::warn!(error = %e, retry_in_s = backoff.as_secs(),
