@@ -236,6 +236,12 @@ fn schema_errors_name_the_field() {
         "args.scope.from",
     );
     case(
+        &format!(r#"{{"hold":"H","case":"c","scope":{scope},"offload":"yes"}}"#),
+        "",
+        "invalid",
+        "args.offload",
+    );
+    case(
         &format!(r#"{{"hold":"H 1!","case":"c","scope":{scope}}}"#),
         "",
         "invalid",
@@ -251,6 +257,41 @@ fn schema_errors_name_the_field() {
         r#"{"v":2,"id":"c","kind":"status","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{"fleet":true},"issuer":"x"}"#,
     );
     assert_eq!(reject(&v2, &k, at(11)).code(), "unsupported-version");
+}
+
+/// `offload` takes exactly a scope; a hold without `offload` is written
+/// without it, so holds signed before the flag existed keep their bytes.
+#[test]
+fn offload_takes_a_scope_and_a_hold_writes_its_flag_only_when_set() {
+    let k = keys();
+    let payload = |args: &str| {
+        format!(
+            r#"{{"v":1,"id":"c-o","kind":"offload","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{{"agent":"gw-01"}},"issuer":"x","args":{args}}}"#
+        )
+    };
+    for (args, field) in [
+        ("{}", "args"),
+        (r#"{"scope":{"segments":[]}}"#, "args.scope.segments"),
+        (
+            r#"{"scope":{"segments":["gw-01/cam-1/1"]},"hold":"H"}"#,
+            "hold",
+        ),
+    ] {
+        let r = reject(&k.hq.sign_envelope(&payload(args)), &k, at(11));
+        assert_eq!(r.code(), "invalid", "{args}: {r}");
+        assert!(r.to_string().contains(field), "{r} should name {field}");
+    }
+    let ok = parse_payload(&payload(r#"{"scope":{"segments":["gw-01/cam-1/1"]}}"#))
+        .expect("an offload with a scope");
+    assert!(ok.action.offloads());
+    let mut hold = cmd(all_actions()[1].clone(), Target::Fleet);
+    assert!(!to_payload(&hold).contains("offload"));
+    assert!(!hold.action.offloads());
+    if let Action::HoldPlace { offload, .. } = &mut hold.action {
+        *offload = true;
+    }
+    assert!(to_payload(&hold).contains(r#""offload":true"#));
+    assert!(hold.action.offloads());
 }
 
 /// Signs a hand-written `resend` payload with `args`.
