@@ -175,14 +175,7 @@ impl Engine {
             }
             _ => {}
         }
-        // Only when HQ asks: a journaled command is replayed whatever the
-        // config says now (a hold must never be lost to a config change).
-        if envelope.is_some() && cmd.action.offloads() && !self.offload_store {
-            let rej = Rejection::Refused(
-                "this agent has no [offload] section: there is no evidence store to offload to \
-                 (docs/config.md, [offload]); nothing was changed"
-                    .into(),
-            );
+        if let Some(rej) = self.offload_refusal(cmd, envelope.is_some()) {
             let r = self.reject(&cmd.id, kind, &rej, now);
             return self.remember(cmd, r, now);
         }
@@ -385,21 +378,7 @@ impl Engine {
             | Action::Restrict { scope, .. } => Some(self.count_present(scope)?),
             _ => None,
         };
-        let offload = match &cmd.action {
-            Action::Offload { scope }
-            | Action::HoldPlace {
-                scope,
-                offload: true,
-                ..
-            } => {
-                let (n, done) = self
-                    .index
-                    .offload_covered(scope, &self.agent)
-                    .map_err(self.db_err())?;
-                Some((scope.clone(), n, done))
-            }
-            _ => None,
-        };
+        let offload = self.offload_asked(cmd)?;
         let action = cmd.action.clone();
         let issuer = cmd.issuer.clone();
         let agent = self.agent.clone();
@@ -411,16 +390,10 @@ impl Engine {
                 json!({"request": request, "due": due, "covered_segments": n})
             }
             (Action::HoldPlace { hold, .. }, n) => match &offload {
-                Some((_, records, done)) => json!({"hold": hold, "covered_segments": n,
-                    "offload": {"covered_records": records, "queued": records - done,
-                    "already_offloaded": done}}),
+                Some(o) => json!({"hold": hold, "covered_segments": n, "offload": o.result()}),
                 None => json!({"hold": hold, "covered_segments": n}),
             },
-            (Action::Offload { .. }, _) => match &offload {
-                Some((_, records, done)) => json!({"covered_records": records,
-                    "queued": records - done, "already_offloaded": done}),
-                None => Value::Null,
-            },
+            (Action::Offload { .. }, _) => offload.as_ref().map_or(Value::Null, |o| o.result()),
             (Action::Restrict { restriction, .. }, n) => {
                 json!({"restriction": restriction, "covered_segments": n})
             }
@@ -472,8 +445,8 @@ impl Engine {
                 }
                 Action::Erase { .. } | Action::Offload { .. } | Action::Inventory { .. } | Action::Status | Action::Resend { .. } => {}
             }
-            if let Some((scope, _, _)) = &offload {
-                w.want_offload(&id, scope, &agent)?;
+            if let Some(o) = &offload {
+                w.want_offload(&id, &o.scope, &agent)?;
             }
             w.set_meta("journal_head", &sequence.to_string())?;
             w.record_command(&id, kind, now, &result_text)
