@@ -67,6 +67,7 @@ fn start_agent(dir: &Path, id: &str, port: u16, hq: &DeviceKey) -> Agent {
     let retention = Arc::new(
         Retention::open(Setup {
             free_space: Box::new(|| Ok(u64::MAX / 2)),
+            offload_store: false,
             ..sargs::wiring::retention_setup(&cfg, key, events)
         })
         .expect("retention"),
@@ -144,6 +145,7 @@ fn hold(hq: &DeviceKey, id: &str, target: Target) -> Vec<u8> {
                     to: now,
                 },
                 until: None,
+                offload: false,
             },
         },
     )

@@ -166,6 +166,7 @@ fn setup(cfg: &Config, key: &Arc<DeviceKey>) -> Setup {
         command_keys: Vec::new(),
         events: Arc::new(Quiet),
         free_space: Box::new(|| Ok(u64::MAX / 2)),
+        offload_store: false,
     }
 }
 

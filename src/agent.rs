@@ -11,7 +11,7 @@
 //! be taken or a key that cannot be read stops start-up with the reason; a
 //! camera that cannot record only affects that camera.
 //!
-//! With `[offload]` and a camera that offloads, an uploader thread
+//! With `[offload]`, an uploader thread
 //! ([`crate::offload`]) starts after the retention engine and stops after
 //! the cameras; it only reads files and the engine, so recording never
 //! waits for it.
@@ -105,7 +105,9 @@ impl Agent {
         let stop_offload = CancellationToken::new();
         let offload_cameras = crate::offload::cameras(config);
         let offload = match &config.offload {
-            Some(settings) if !offload_cameras.is_empty() => {
+            // Also without a camera that offloads everything: HQ may ask
+            // for records (an `offload` command, a hold with offload).
+            Some(settings) => {
                 let setup = crate::offload::Setup {
                     settings: settings.clone(),
                     agent: config.agent.id.clone(),
@@ -113,6 +115,7 @@ impl Agent {
                     device_key: key.public_key(),
                     cameras: offload_cameras,
                     retention: retention.clone(),
+                    events: events.clone(),
                     cancel: stop_offload.clone(),
                 };
                 let (handle, stats) =
@@ -122,7 +125,7 @@ impl Agent {
                     })?;
                 Some((handle, stats))
             }
-            _ => None,
+            None => None,
         };
         let offload_stats = offload.as_ref().map(|(_, s)| s.clone());
         let offload = offload.map(|(h, _)| h);

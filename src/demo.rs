@@ -187,6 +187,7 @@ impl DemoSetup {
                     to: from + chrono::Duration::seconds(seconds),
                 },
                 until: None,
+                offload: false,
             },
         };
         Ok((hold, sargs_core::command::sign(&hq, &cmd)))

@@ -54,6 +54,7 @@ pub fn retention_setup(config: &Config, key: Arc<DeviceKey>, events: Arc<dyn Eve
         command_keys: config.command_keys.clone(),
         events,
         free_space: Box::new(move || sargs_core::fsutil::free_bytes(&probe)),
+        offload_store: config.offload.is_some(),
     }
 }
 

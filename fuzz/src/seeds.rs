@@ -77,12 +77,14 @@ fn commands() -> Vec<Command> {
             case: "KP 11-2026/88".into(),
             scope: range(),
             until: Some(at(48)),
+            offload: true,
         },
         Action::HoldPlace {
             hold: "H-18".into(),
             case: "c".into(),
             scope: Scope::Segments(vec![format!("{AGENT}/cam-1/42")]),
             until: None,
+            offload: false,
         },
         Action::HoldRelease {
             hold: "H-17".into(),
@@ -122,6 +124,7 @@ fn commands() -> Vec<Command> {
             receipts_from: Some(1),
             records_from: BTreeMap::from([("cam-1".to_owned(), 4711), ("cam-2".to_owned(), 1)]),
         },
+        Action::Offload { scope: range() },
     ];
     actions
         .into_iter()

@@ -27,6 +27,8 @@ use super::fields::resolve;
 const DEFAULT_PART_MB: u64 = 8;
 /// S3 allows parts of 5 MiB to 5 GiB.
 const PART_MB: std::ops::RangeInclusive<u64> = 5..=1024;
+/// Highest `max_kib_s` (16 GiB/s: beyond any link; keeps `× 1024` in range).
+const MAX_KIB_S: u64 = 16 << 20;
 
 /// `[offload]` as written.
 #[derive(Debug, Deserialize)]
@@ -44,6 +46,7 @@ pub(super) struct RawOffload {
     pub allow_regions: Vec<String>,
     pub part_size_mb: Option<u64>,
     pub local: Option<String>,
+    pub max_kib_s: Option<u64>,
 }
 
 /// How object URLs are formed.
@@ -150,6 +153,9 @@ pub struct OffloadSettings {
     /// the object) once verified in the store; `"keep"` (default): it stays
     /// until its own deadline.
     pub free_local: bool,
+    /// Upload bandwidth cap, bytes per second (`max_kib_s` × 1024); `None`:
+    /// as fast as the link goes.
+    pub max_bytes_s: Option<u64>,
 }
 
 pub(super) fn offload(
@@ -247,8 +253,26 @@ pub(super) fn offload(
             false
         }
     };
+    let max_bytes_s = match raw.max_kib_s {
+        Some(0) => {
+            v.invalid(
+                "offload.max_kib_s",
+                "0 would stop every upload; leave it out for no cap",
+            );
+            None
+        }
+        Some(n) if n > MAX_KIB_S => {
+            v.invalid(
+                "offload.max_kib_s",
+                format!("{n} is above {MAX_KIB_S} (KiB/s); leave it out for no cap"),
+            );
+            None
+        }
+        other => other.map(|n| n << 10),
+    };
     Some(OffloadSettings {
         free_local,
+        max_bytes_s,
         endpoint: endpoint?,
         region: raw.region.clone(),
         bucket: raw.bucket.clone(),

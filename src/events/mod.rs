@@ -80,6 +80,33 @@ pub enum Event {
     /// A record is in the evidence store, read back and verified, and the
     /// index says so (`crate::offload`).
     SegmentOffloaded(Box<Offloaded>),
+    /// Offloading failed: the store, or one record (at most one event of
+    /// each kind every [`crate::offload::FAILED_EVENT_EVERY`]).
+    OffloadFailed(Box<OffloadFailed>),
+}
+
+/// What HQ hears of a failed offload: where, which object, why, and how
+/// long until the next attempt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OffloadFailed {
+    /// `store` (it is down, refuses or errs: every record waits) or
+    /// `record` (this record waits alone; others go on).
+    pub kind: &'static str,
+    /// The store: endpoint and bucket.
+    pub store: String,
+    /// The object the attempt was about.
+    pub key: String,
+    /// For a `record` failure, the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<String>,
+    pub error: String,
+    /// Failed attempts of this kind since the last success (or the start).
+    pub failures: u64,
+    /// Failures of this kind since the previous event that had none of
+    /// their own.
+    pub unreported: u64,
+    /// Seconds until the next attempt (the back-off).
+    pub retry_in_s: u64,
 }
 
 /// What HQ hears of an offloaded record: where its objects are and the
@@ -278,6 +305,9 @@ impl EventSink for LogEvents {
             Event::Dock(_) => {}
             Event::SegmentOffloaded(o) => tracing::info!(segment = %o.segment_id,
                 store = %o.store, key = %o.manifest_key, "offloaded and verified"),
+            Event::OffloadFailed(f) => tracing::warn!(kind = f.kind, store = %f.store,
+                key = %f.key, error = %f.error, failures = f.failures,
+                retry_in_s = f.retry_in_s, "offload.failed"),
             other => tracing::info!(event = ?other, "retention"),
         }
     }

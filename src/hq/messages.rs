@@ -108,6 +108,7 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
         ),
         Event::Dock(d) => (d.kind(), serde_json::to_value(d).unwrap_or_default()),
         Event::SegmentOffloaded(o) => ("segment.offloaded", json!({ "offload": o })),
+        Event::OffloadFailed(f) => ("offload.failed", json!({ "offload": f })),
     };
     let mut v = json!({"v": 1, "agent": agent, "event": kind, "at": at});
     if let (Some(obj), Value::Object(b)) = (v.as_object_mut(), body) {

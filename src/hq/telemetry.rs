@@ -170,7 +170,10 @@ impl Telemetry {
                     "offloaded": p.offloaded,
                     "last_success": p.last_success,
                     "failures": p.failures,
+                    "failures_in_a_row": p.failures_in_a_row,
+                    "last_failure": p.last_failure,
                     "last_error": p.last_error,
+                    "retry_in_s": p.retry_in_s,
                 }),
             );
         }

@@ -14,9 +14,12 @@
 //!   signed ciphertext SHA-256, the manifest object its file's bytes. The
 //!   `segment.offloaded` event goes out after that commit.
 //! - **The queue loses nothing at kill -9.** The queue is the index itself:
-//!   every record of an offloading camera without an `offloads` row
-//!   ([`sargs_core::retention::offloads`]), and the index is rebuilt from the
-//!   chains at every start. A crash anywhere leaves the record queued; the
+//!   every record without an `offloads` row of a camera that offloads all it
+//!   seals, or that a scope HQ asked to offload covers (an `offload` command,
+//!   a hold with `offload = true`; [`sargs_core::retention::offloads`]). The
+//!   index is brought up to date from the chains and the command journal at
+//!   every start, and a command is journaled and committed before it is
+//!   answered, so what HQ asked for survives a crash right after. A crash anywhere leaves the record queued; the
 //!   next attempt finds an object already there (an S3 object appears whole
 //!   or not at all), reads it back and records it without a second upload.
 //!   Object keys are fixed by the record, so a record is at most one object
@@ -27,6 +30,10 @@
 //!   takes the retention engine's lock only for one short query or one
 //!   commit, never during I/O; a store that is down or refuses is retried
 //!   with a back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
+//! - **Failures are seen.** Every failed attempt is counted in telemetry
+//!   (failures, in a row, the last error, the back-off) and reported to HQ
+//!   as `offload.failed`, naming the store, the object key and the error,
+//!   at most once per kind every [`FAILED_EVENT_EVERY`] ([`failures`]).
 //!
 //! - **Freed only when verified.** With `[offload] local = "free"` a
 //!   record's local media is deleted only after the index records its
@@ -37,6 +44,8 @@
 //! (the manifest) and `{agent}/{camera}/{seq:010}.mp4.age` (the media), so a
 //! listing sorted by key is each camera's chain in order.
 
+pub mod failures;
+pub mod pace;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -48,7 +57,10 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, OffloadMode, OffloadSettings};
+use crate::events::{self, Event, EventSink};
 use crate::retention::Retention;
+pub use failures::FAILED_EVENT_EVERY;
+use failures::{Kind, Limiter};
 use s3::{S3Error, Store};
 use sargs_core::retention::offloads::{Offloaded, Pending, Waiting};
 use sargs_core::retention::receipt::StoredObject;
@@ -71,9 +83,13 @@ pub struct Setup {
     pub data_dir: PathBuf,
     /// The device public key every manifest must be signed with.
     pub device_key: [u8; 32],
-    /// The cameras (and body cameras) whose records go.
+    /// The cameras (and body cameras) all of whose records go; others'
+    /// go when HQ asks.
     pub cameras: Vec<String>,
     pub retention: Arc<Retention>,
+    /// Where `offload.failed` goes (`segment.offloaded` goes through the
+    /// retention engine with its commit).
+    pub events: Arc<dyn EventSink>,
     pub cancel: CancellationToken,
 }
 
@@ -100,7 +116,12 @@ pub struct Progress {
     pub last_success: Option<DateTime<Utc>>,
     /// Failed attempts since the agent started.
     pub failures: u64,
+    /// Failed attempts since the last success.
+    pub failures_in_a_row: u64,
+    pub last_failure: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// While the store fails: seconds until the next attempt.
+    pub retry_in_s: Option<u64>,
 }
 
 /// The uploader's progress, shared with telemetry.
@@ -117,16 +138,23 @@ impl Stats {
         (waiting, crate::sync::lock(&self.progress).clone())
     }
 
-    fn note(&self, result: Result<(), &str>) {
+    fn note(&self, result: Result<(), (&str, Option<Duration>)>) {
         let mut p = crate::sync::lock(&self.progress);
         match result {
             Ok(()) => {
                 p.offloaded += 1;
                 p.last_success = Some(crate::clock::now());
+                p.failures_in_a_row = 0;
+                p.retry_in_s = None;
             }
-            Err(e) => {
+            Err((e, store_retry)) => {
                 p.failures += 1;
+                p.failures_in_a_row += 1;
+                p.last_failure = Some(crate::clock::now());
                 p.last_error = Some(e.to_owned());
+                if let Some(wait) = store_retry {
+                    p.retry_in_s = Some(wait.as_secs());
+                }
             }
         }
     }
@@ -145,7 +173,9 @@ enum Failure {
 
 /// Starts the uploader thread.
 pub fn spawn(setup: Setup) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<Stats>)> {
-    let store = Store::new(&setup.settings).map_err(std::io::Error::other)?;
+    let store = Store::new(&setup.settings)
+        .map_err(std::io::Error::other)?
+        .stop_on(setup.cancel.clone());
     let stats = Arc::new(Stats {
         cameras: setup.cameras.clone(),
         retention: setup.retention.clone(),
@@ -164,6 +194,7 @@ pub fn spawn(setup: Setup) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<
                 stats: shared,
                 runtime,
                 later: HashMap::new(),
+                limiter: Limiter::default(),
             }
             .run()
         })?;
@@ -177,6 +208,7 @@ struct Uploader {
     runtime: tokio::runtime::Runtime,
     /// Records that failed by themselves, and when to try each again.
     later: HashMap<(String, u64), (Instant, Duration)>,
+    limiter: Limiter,
 }
 
 impl Uploader {
@@ -215,12 +247,16 @@ impl Uploader {
                     Ok(()) => {
                         backoff = BACKOFF_MIN;
                         self.stats.note(Ok(()));
+                        self.limiter.succeeded();
                     }
+                    Err(Failure::Store(_)) if self.setup.cancel.is_cancelled() => return,
                     Err(Failure::Store(e)) => {
                         // The store, not the record: everything waits.
                         tracing::warn!(error = %e, retry_in_s = backoff.as_secs(),
                             "offload: the store failed; retrying");
-                        self.stats.note(Err(e.to_string().as_str()));
+                        let error = e.to_string();
+                        self.stats.note(Err((&error, Some(backoff))));
+                        self.report(Kind::Store, e.key(), None, error, backoff);
                         self.pause(backoff);
                         backoff = (backoff * 2).min(BACKOFF_MAX);
                         break;
@@ -233,11 +269,40 @@ impl Uploader {
                             .map_or(BACKOFF_MIN, |(_, w)| (*w * 2).min(BACKOFF_MAX));
                         tracing::error!(camera = %p.camera, sequence = p.seq, error = %e,
                             retry_in_s = wait.as_secs(), "offload: record not offloaded");
-                        self.stats.note(Err(e.as_str()));
+                        self.stats.note(Err((e.as_str(), None)));
+                        let object =
+                            format!("{}/{}/{:010}.json", self.setup.agent, p.camera, p.seq);
+                        let id = format!("{}/{}/{}", self.setup.agent, p.camera, p.seq);
+                        self.report(Kind::Record, object, Some(id), e, wait);
                         self.later.insert(key, (Instant::now() + wait, wait));
                     }
                 }
             }
+        }
+    }
+
+    /// Tells HQ of a failure, if its kind's event is due ([`failures`]).
+    fn report(
+        &mut self,
+        kind: Kind,
+        key: String,
+        segment_id: Option<String>,
+        error: String,
+        retry: Duration,
+    ) {
+        if let Some(due) = self.limiter.failed(kind, Instant::now()) {
+            self.setup
+                .events
+                .emit(Event::OffloadFailed(Box::new(events::OffloadFailed {
+                    kind: kind.as_str(),
+                    store: self.store.label().to_owned(),
+                    key,
+                    segment_id,
+                    error,
+                    failures: due.failures,
+                    unreported: due.unreported,
+                    retry_in_s: retry.as_secs(),
+                })));
         }
     }
 

@@ -31,7 +31,9 @@ use rusty_s3::actions::{
 use rusty_s3::{Bucket, UrlStyle};
 use url::Url;
 
+use super::pace::Paced;
 use crate::config::offload::{Addressing, Allow, OffloadSettings};
+use tokio_util::sync::CancellationToken;
 
 /// How long a signed request stays valid: long enough for a part on a slow
 /// uplink.
@@ -81,6 +83,22 @@ pub struct Store {
     allow: Allow,
     part_size: u64,
     label: String,
+    /// `[offload] max_kib_s`, in bytes per second.
+    max_bytes_s: Option<u64>,
+    /// The agent's stop: a request body under way ends with an error.
+    cancel: Option<CancellationToken>,
+}
+
+impl S3Error {
+    /// The object key of the request, or the file, that failed.
+    pub fn key(&self) -> String {
+        match self {
+            S3Error::Transport { key, .. }
+            | S3Error::Status { key, .. }
+            | S3Error::Refused { key, .. } => key.clone(),
+            S3Error::Io { path, .. } => path.display().to_string(),
+        }
+    }
 }
 
 impl Store {
@@ -136,7 +154,21 @@ impl Store {
             allow: s.allow.clone(),
             part_size: s.part_size,
             label,
+            max_bytes_s: s.max_bytes_s,
+            cancel: None,
         })
+    }
+
+    /// Under a cap, request bodies under way end with an error once
+    /// `cancel` is cancelled (a capped upload never holds up a stop).
+    pub fn stop_on(mut self, cancel: CancellationToken) -> Store {
+        self.cancel = Some(cancel);
+        self
+    }
+
+    /// `body` as a request body of `len` bytes, at the cap and until a stop.
+    fn body<R: Read>(&self, body: R) -> Paced<'_, R> {
+        Paced::new(body, self.max_bytes_s, self.cancel.as_ref())
     }
 
     /// The store as events and the index name it: endpoint and bucket.
@@ -218,10 +250,12 @@ impl Store {
                 key,
                 &PutObject::new(&self.bucket, Some(&self.credentials), key),
             )?;
+            let mut body = self.body(&file);
             let resp = self
                 .http
                 .put(url.as_str())
-                .send(&file)
+                .header("content-length", len)
+                .send(ureq::SendBody::from_reader(&mut body))
                 .map_err(transport(WHAT, key))?;
             return match resp.status().as_u16() {
                 200 => Ok(()),
@@ -276,10 +310,12 @@ impl Store {
                 upload_id,
             );
             let url = self.signed(WHAT, key, &part)?;
+            let mut body = self.body(&buf[..]);
             let resp = self
                 .http
                 .put(url.as_str())
-                .send(&buf)
+                .header("content-length", buf.len())
+                .send(ureq::SendBody::from_reader(&mut body))
                 .map_err(transport(WHAT, key))?;
             if resp.status().as_u16() != 200 {
                 let status = resp.status().as_u16();
@@ -424,6 +460,7 @@ mod tests {
             },
             part_size: 8 << 20,
             free_local: false,
+            max_bytes_s: None,
         };
         let store = Store::new(&settings).expect("client");
         let file = tempfile::NamedTempFile::new().expect("file");

@@ -175,6 +175,10 @@ impl Engine {
             }
             _ => {}
         }
+        if let Some(rej) = self.offload_refusal(cmd, envelope.is_some()) {
+            let r = self.reject(&cmd.id, kind, &rej, now);
+            return self.remember(cmd, r, now);
+        }
         if let Err(Refused(reason)) = self.check(cmd, now)? {
             let rej = Rejection::Refused(reason);
             let r = self.reject(&cmd.id, kind, &rej, now);
@@ -345,6 +349,7 @@ impl Engine {
                 }
             }
             Action::Erase { .. }
+            | Action::Offload { .. }
             | Action::Inventory { .. }
             | Action::Status
             | Action::Resend { .. } => {}
@@ -373,8 +378,10 @@ impl Engine {
             | Action::Restrict { scope, .. } => Some(self.count_present(scope)?),
             _ => None,
         };
+        let offload = self.offload_asked(cmd)?;
         let action = cmd.action.clone();
         let issuer = cmd.issuer.clone();
+        let agent = self.agent.clone();
         let result = match (&action, covered) {
             (Action::RequestOpen { request, due, .. }, n) => {
                 let due = due
@@ -382,7 +389,11 @@ impl Engine {
                     .unwrap_or(now);
                 json!({"request": request, "due": due, "covered_segments": n})
             }
-            (Action::HoldPlace { hold, .. }, n) => json!({"hold": hold, "covered_segments": n}),
+            (Action::HoldPlace { hold, .. }, n) => match &offload {
+                Some(o) => json!({"hold": hold, "covered_segments": n, "offload": o.result()}),
+                None => json!({"hold": hold, "covered_segments": n}),
+            },
+            (Action::Offload { .. }, _) => offload.as_ref().map_or(Value::Null, |o| o.result()),
             (Action::Restrict { restriction, .. }, n) => {
                 json!({"restriction": restriction, "covered_segments": n})
             }
@@ -392,7 +403,7 @@ impl Engine {
         self.write(|w: &Writer<'_>| {
             let tx = w.tx;
             match &action {
-                Action::HoldPlace { hold, case, scope, until } => {
+                Action::HoldPlace { hold, case, scope, until, .. } => {
                     tx.execute(
                         "INSERT INTO holds(id, command, case_ref, issuer, scope, placed_ms, until_ms) VALUES (?1,?2,?3,?4,?5,?6,?7)",
                         rusqlite::params![hold, id, case, issuer, scope_json(scope), t, until.map(ms)],
@@ -432,7 +443,10 @@ impl Engine {
                 Action::Unrestrict { restriction } => {
                     tx.execute("UPDATE restrictions SET lifted_ms = ?2 WHERE id = ?1", rusqlite::params![restriction, t])?;
                 }
-                Action::Erase { .. } | Action::Inventory { .. } | Action::Status | Action::Resend { .. } => {}
+                Action::Erase { .. } | Action::Offload { .. } | Action::Inventory { .. } | Action::Status | Action::Resend { .. } => {}
+            }
+            if let Some(o) = &offload {
+                w.want_offload(&id, &o.scope, &agent)?;
             }
             w.set_meta("journal_head", &sequence.to_string())?;
             w.record_command(&id, kind, now, &result_text)
@@ -506,14 +520,21 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<Value, RetentionError> {
         let (rows, prot) = self.scoped(scope)?;
+        let offloaded = rows
+            .iter()
+            .map(|r| self.index.offloaded(&r.camera, r.seq).map(|o| o.is_some()))
+            .collect::<Result<Vec<bool>, _>>()
+            .map_err(self.db_err())?;
         let records: Vec<Value> = rows
             .iter()
-            .map(|r| {
+            .zip(offloaded)
+            .map(|(r, offloaded)| {
                 let id = r.segment_id(&self.agent);
                 let f = r.facts(&id);
                 let mut v = json!({
                     "segment_id": id, "camera": r.camera, "record": if r.gap {"gap"} else {"segment"},
                     "start": r.start, "end": r.end, "class": r.class, "delete_after": r.delete_after,
+                    "offloaded": offloaded,
                 });
                 if !r.gap {
                     let state = match &r.deleted {

@@ -78,6 +78,9 @@ pub struct Setup {
     pub command_keys: Vec<[u8; 32]>,
     pub events: Arc<dyn EventSink>,
     pub free_space: FreeSpace,
+    /// `[offload]` names an evidence store: `offload` commands and holds
+    /// with `offload = true` are accepted only then.
+    pub offload_store: bool,
 }
 
 /// The engine. Cheap to share (`Arc`); every method takes the one lock.
@@ -110,6 +113,7 @@ pub(crate) struct Engine {
     /// Events of the operation under way, handed over when it ends.
     pending: Vec<Event>,
     free_space: FreeSpace,
+    pub(crate) offload_store: bool,
     /// The last sweep's clock verdict and pressure state, for status.
     pub(crate) paused: Option<String>,
     pub(crate) pressure: Option<String>,
@@ -212,6 +216,7 @@ impl Retention {
             events: setup.events.clone(),
             pending: Vec::new(),
             free_space: setup.free_space,
+            offload_store: setup.offload_store,
             paused: None,
             pressure: None,
             last_sweep: None,

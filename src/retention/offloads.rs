@@ -1,17 +1,21 @@
 //! The engine's side of offload: the records that wait for the evidence
 //! store, read from the index, and the record of a verified object written
 //! into it — by the engine, the index's one writer, in one transaction, with
-//! the `segment.offloaded` event handed over after the commit; and, with
+//! the `segment.offloaded` event handed over after the commit; with
 //! `[offload] local = "free"`, the local media freed by a deletion whose
-//! signed receipt names the verified object, never of a protected record.
+//! signed receipt names the verified object, never of a protected record;
+//! and what HQ asks to offload (an `offload` command, a hold with offload):
+//! refused without a store when HQ sends it, never when the journal replays
+//! it, so a hold is never lost to a later change of config.
 
 use chrono::{DateTime, Utc};
 use sargs_core::retention::offloads::{Offloaded, Pending, Waiting};
 use sargs_core::retention::receipt::{Reason, StoredObject};
 use sargs_core::seal::manifest::hex;
 
-use super::{Retention, RetentionError};
+use super::{Engine, Retention, RetentionError};
 use crate::events::{self, Event};
+use sargs_core::command::{Command, Rejection, Scope};
 
 impl Retention {
     /// Up to `limit` records of `cameras` that are not yet offloaded, oldest
@@ -88,5 +92,58 @@ impl Retention {
             e.delete_naming(&[row], Reason::Offloaded, None, Some(object), now)?;
             Ok(true)
         })
+    }
+}
+
+/// A command's ask to offload: its scope, how many records it covers and
+/// how many of them are already in the store.
+pub(super) struct Asked {
+    pub scope: Scope,
+    pub records: u64,
+    pub done: u64,
+}
+
+impl Asked {
+    /// What the response says of it.
+    pub fn result(&self) -> serde_json::Value {
+        serde_json::json!({"covered_records": self.records,
+            "queued": self.records - self.done, "already_offloaded": self.done})
+    }
+}
+
+impl Engine {
+    /// The refusal of a command HQ sent (`live`, not replayed from the
+    /// journal) that asks for offload when `[offload]` names no store.
+    pub(super) fn offload_refusal(&self, cmd: &Command, live: bool) -> Option<Rejection> {
+        (live && cmd.action.offloads() && !self.offload_store).then(|| {
+            Rejection::Refused(
+                "this agent has no [offload] section: there is no evidence store to offload to \
+                 (docs/config.md, [offload]); nothing was changed"
+                    .into(),
+            )
+        })
+    }
+
+    /// What `cmd` asks to offload, counted against the index, if anything.
+    pub(super) fn offload_asked(&self, cmd: &Command) -> Result<Option<Asked>, RetentionError> {
+        use sargs_core::command::Action;
+        let scope = match &cmd.action {
+            Action::Offload { scope }
+            | Action::HoldPlace {
+                scope,
+                offload: true,
+                ..
+            } => scope,
+            _ => return Ok(None),
+        };
+        let (records, done) = self
+            .index
+            .offload_covered(scope, &self.agent)
+            .map_err(self.db_err())?;
+        Ok(Some(Asked {
+            scope: scope.clone(),
+            records,
+            done,
+        }))
     }
 }

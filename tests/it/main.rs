@@ -28,6 +28,8 @@ mod mqtt;
 mod mqtt5;
 mod mqtt_envelopes;
 mod offload;
+mod offload_commands;
+mod offload_failures;
 mod offload_free;
 mod postgres;
 mod record;

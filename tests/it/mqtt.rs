@@ -319,6 +319,7 @@ fn bad_commands_are_rejected_with_their_reason_and_change_nothing() {
             case: "c".into(),
             scope: Scope::Segments(vec!["test-gw/cam-1/1".into()]),
             until: None,
+            offload: false,
         },
     };
     let day = chrono::Duration::days(1);

@@ -437,25 +437,7 @@ pub(crate) fn client(
     bucket: &str,
     part_mb: u64,
 ) -> sargs::offload::s3::Store {
-    use sargs::config::offload::{Addressing, Allow, Credentials, OffloadSettings};
-    sargs::offload::s3::Store::new(&OffloadSettings {
-        endpoint: g.endpoint().parse().expect("endpoint"),
-        region: REGION.into(),
-        bucket: bucket.into(),
-        addressing: Addressing::Path,
-        credentials: Credentials {
-            access_key_id: key.id.clone(),
-            secret_access_key: key.secret.clone(),
-        },
-        ca_file: None,
-        allow: Allow {
-            endpoints: vec![g.endpoint()],
-            regions: vec![REGION.into()],
-        },
-        part_size: part_mb << 20,
-        free_local: false,
-    })
-    .expect("client")
+    sargs::offload::s3::Store::new(&g.settings(key, bucket, part_mb)).expect("client")
 }
 
 /// Garage confines a key by bucket, not by prefix: each gateway gets a

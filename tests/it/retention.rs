@@ -72,6 +72,7 @@ fn a_hold_applied_to_a_running_agent_survives_kill_9() {
             case: "KP 11-2026/88".into(),
             scope,
             until: None,
+            offload: false,
         },
     );
     let cfg = home.config_path();

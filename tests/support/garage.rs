@@ -246,6 +246,35 @@ root_domain = ".s3.garage.localhost"
         key
     }
 
+    /// The agent's `[offload]` settings for this store, `key` and `bucket`
+    /// (path addressing, parts of `part_mb` MiB, no cap, local copies kept).
+    pub fn settings(
+        &self,
+        key: &Key,
+        bucket: &str,
+        part_mb: u64,
+    ) -> sargs::config::offload::OffloadSettings {
+        use sargs::config::offload::{Addressing, Allow, Credentials, OffloadSettings};
+        OffloadSettings {
+            endpoint: self.endpoint().parse().expect("endpoint"),
+            region: REGION.into(),
+            bucket: bucket.into(),
+            addressing: Addressing::Path,
+            credentials: Credentials {
+                access_key_id: key.id.clone(),
+                secret_access_key: key.secret.clone(),
+            },
+            ca_file: None,
+            allow: Allow {
+                endpoints: vec![self.endpoint()],
+                regions: vec![REGION.into()],
+            },
+            part_size: part_mb << 20,
+            free_local: false,
+            max_bytes_s: None,
+        }
+    }
+
     /// Stops the server (its data stays for [`Garage::restart`]).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

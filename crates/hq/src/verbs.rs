@@ -1,4 +1,4 @@
-//! The command verbs `hold|release|extend|request|inventory|restrict|erase|resend`,
+//! The command verbs `hold|release|extend|request|inventory|restrict|erase|offload|resend`,
 //! shared by `sargsctl` and `sargs-hq` (the same flags): each builds one
 //! command, signs it with HQ's command key, and writes it as a file for
 //! `sargs apply` or publishes it over MQTT and prints the response(s).
@@ -181,6 +181,10 @@ pub enum Verb {
         /// The hold ends by itself at this instant.
         #[arg(long, value_parser = parse_time)]
         until: Option<DateTime<Utc>>,
+        /// Also offload the held records to the evidence store (the agent
+        /// needs `[offload]`).
+        #[arg(long)]
+        offload: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -237,6 +241,13 @@ pub enum Verb {
         /// The data-subject request this answers (its own request-hold does not block).
         #[arg(long)]
         request: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Offload covered records to the evidence store (the agent needs `[offload]`).
+    Offload {
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -330,6 +341,7 @@ pub fn build(verb: Verb) -> Result<(Command, Common)> {
             case,
             scope,
             until,
+            offload,
             common,
         } => (
             Action::HoldPlace {
@@ -337,6 +349,7 @@ pub fn build(verb: Verb) -> Result<(Command, Common)> {
                 case,
                 scope: scope.scope()?,
                 until,
+                offload,
             },
             common,
         ),
@@ -407,6 +420,12 @@ pub fn build(verb: Verb) -> Result<(Command, Common)> {
             Action::Erase {
                 scope: scope.scope()?,
                 request,
+            },
+            common,
+        ),
+        Verb::Offload { scope, common } => (
+            Action::Offload {
+                scope: scope.scope()?,
             },
             common,
         ),
@@ -526,6 +545,10 @@ pub fn publish(
                     .unwrap_or_default(),
                 match cmd.action {
                     Action::Resend { .. } => resend_summary(&r["result"]),
+                    Action::Offload { .. } => offload_summary(&r["result"]),
+                    Action::HoldPlace { offload: true, .. } => {
+                        offload_summary(&r["result"]["offload"])
+                    }
                     _ => String::new(),
                 },
             );
@@ -547,6 +570,18 @@ fn resend_summary(result: &serde_json::Value) -> String {
     match (result["queued"].as_u64(), result["truncated"].as_bool()) {
         (Some(n), Some(true)) => format!(": {n} queued, truncated (resume: {})", result["resume"]),
         (Some(n), _) => format!(": {n} queued"),
+        _ => String::new(),
+    }
+}
+
+/// What an offload result says in a line: how many covered records were
+/// queued for the store, and how many were there already.
+fn offload_summary(result: &serde_json::Value) -> String {
+    match (
+        result["queued"].as_u64(),
+        result["already_offloaded"].as_u64(),
+    ) {
+        (Some(q), Some(done)) => format!(": {q} queued for the store, {done} already offloaded"),
         _ => String::new(),
     }
 }

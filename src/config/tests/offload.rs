@@ -155,6 +155,30 @@ fn https_needs_a_ca_and_virtual_host_a_host_name() {
 }
 
 #[test]
+fn a_bandwidth_cap_is_kib_per_second_and_zero_is_refused() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let c = d
+        .load(&with_offload(&d, "http://127.0.0.1:3900", "garage", ""))
+        .expect("valid");
+    assert_eq!(c.offload.as_ref().expect("offload").max_bytes_s, None);
+    let c = d
+        .load(&with_offload(
+            &d,
+            "http://127.0.0.1:3900",
+            "garage",
+            "max_kib_s = 512\n",
+        ))
+        .expect("valid");
+    let cap = c.offload.as_ref().expect("offload").max_bytes_s;
+    assert_eq!(cap, Some(512 << 10));
+    for bad in ["max_kib_s = 0\n", "max_kib_s = 99999999999\n"] {
+        let e = d.err(&with_offload(&d, "http://127.0.0.1:3900", "garage", bad));
+        d.names(&e, "offload.max_kib_s");
+    }
+}
+
+#[test]
 fn the_allow_list_is_asked_of_each_request_url() {
     let allow = Allow {
         endpoints: vec!["https://s3.evidence.example.lv".into()],

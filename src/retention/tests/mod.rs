@@ -70,6 +70,8 @@ pub struct Fixture {
     pub capacity: Arc<AtomicU64>,
     /// Monotonic time as the test advances it.
     pub mono: Duration,
+    /// The engine is told `[offload]` names a store (see [`Fixture::restart`]).
+    pub offload_store: bool,
     last_wall: Option<DateTime<Utc>>,
     next_id: u64,
 }
@@ -152,7 +154,7 @@ type = "test"
         let events = Arc::new(Events::default());
         let capacity = Arc::new(AtomicU64::new(u64::MAX / 2));
         let mut f = Fixture {
-            retention: Arc::new(open(&config, &key, &events, &capacity)),
+            retention: Arc::new(open(&config, &key, &events, &capacity, false)),
             dir,
             config,
             key,
@@ -161,6 +163,7 @@ type = "test"
             events,
             capacity,
             mono: Duration::from_secs(1),
+            offload_store: false,
             last_wall: None,
             next_id: 0,
         };
@@ -199,7 +202,13 @@ type = "test"
     /// Simulates an agent restart: everything reopened from disk.
     pub fn restart(&mut self) {
         self.logs.clear();
-        self.retention = Arc::new(open(&self.config, &self.key, &self.events, &self.capacity));
+        self.retention = Arc::new(open(
+            &self.config,
+            &self.key,
+            &self.events,
+            &self.capacity,
+            self.offload_store,
+        ));
         self.open_logs();
     }
 
@@ -310,6 +319,7 @@ fn open(
     key: &Arc<DeviceKey>,
     events: &Arc<Events>,
     capacity: &Arc<AtomicU64>,
+    offload_store: bool,
 ) -> Retention {
     let data_dir = config.agent.data_dir.clone();
     let probe = data_dir.clone();
@@ -327,6 +337,7 @@ fn open(
                 .load(Ordering::SeqCst)
                 .saturating_sub(media_bytes(&probe)))
         }),
+        offload_store,
     })
     .expect("retention opens")
 }

@@ -302,6 +302,7 @@ impl Run {
                     case: "c".into(),
                     scope: scope.scope(),
                     until,
+                    offload: false,
                 });
                 if r.applied() {
                     self.m.holds.push(MHold {
@@ -328,6 +329,7 @@ impl Run {
                     case: "c".into(),
                     scope: scope.scope(),
                     until: None,
+                    offload: false,
                 });
                 assert!(r.applied(), "{r:?}");
                 self.m.holds.push(MHold {

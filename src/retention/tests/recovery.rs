@@ -90,6 +90,7 @@ fn reindex_rebuilds_the_same_state_from_files_alone() {
             case: "c".into(),
             scope: Scope::Segments(vec![held.clone()]),
             until: None,
+            offload: false,
         },
         t,
     );
@@ -126,6 +127,7 @@ fn reindex_rebuilds_the_same_state_from_files_alone() {
         command_keys: config.command_keys.clone(),
         events: events.clone(),
         free_space: Box::new(|| Ok(u64::MAX)),
+        offload_store: false,
     };
     let mut rebuilt = Retention::reindex(setup).expect("reindex");
     rebuilt.at = before.at;
@@ -141,7 +143,7 @@ fn reindex_rebuilds_the_same_state_from_files_alone() {
     assert_eq!(rebuilt.holds, before.holds);
     assert_eq!(rebuilt.requests_open, before.requests_open);
     assert_eq!(rebuilt.receipts, before.receipts);
-    let r = open(&config, &key, &events, &capacity);
+    let r = open(&config, &key, &events, &capacity, false);
     drop(r);
     let a = crate::retention::audit::audit(&data, AGENT, &key.public_key()).expect("audit");
     assert!(a.ok(), "{:?}", a.problems);

@@ -53,6 +53,7 @@ fn a_hold_keeps_segments_past_their_deadline_until_released() {
             case: "KP 1/2026".into(),
             scope: Scope::Segments(vec![held.clone()]),
             until: None,
+            offload: false,
         },
         t + day(1),
     );
@@ -85,6 +86,7 @@ fn applying_the_same_command_twice_changes_nothing() {
             case: "c".into(),
             scope: Scope::Segments(vec![id]),
             until: None,
+            offload: false,
         },
         t,
     );
@@ -119,6 +121,7 @@ fn an_erasure_applied_again_answers_its_original_outcome() {
         case: "c".into(),
         scope: Scope::Segments(vec![held.clone()]),
         until: None,
+        offload: false,
     };
     assert!(f.apply(hold, t).applied());
     let request = Action::RequestOpen {
@@ -162,7 +165,8 @@ fn class_cap_ends_a_hold_unless_extended_and_hq_is_warned_first() {
                 hold: "H-cap".into(),
                 case: "case".into(),
                 scope,
-                until: None
+                until: None,
+                offload: false,
             },
             t + day(1)
         )
@@ -214,7 +218,8 @@ fn without_extension_the_cap_releases_the_hold() {
                 hold: "H".into(),
                 case: "c".into(),
                 scope: Scope::Segments(vec![a.clone()]),
-                until: None
+                until: None,
+                offload: false,
             },
             t
         )
@@ -282,6 +287,7 @@ fn erasure_deletes_with_receipts_but_never_held_data() {
             case: "c".into(),
             scope: Scope::Segments(vec![held.clone()]),
             until: None,
+            offload: false,
         },
         now,
     );
@@ -378,6 +384,7 @@ fn commands_that_make_no_sense_are_refused_and_change_nothing() {
             case: "c".into(),
             scope: Scope::Segments(vec!["gw-t/cam-a/1".into()]),
             until: Some(t - day(1)),
+            offload: false,
         },
     ] {
         let r = f.apply(action, t);
@@ -437,6 +444,7 @@ fn disk_pressure_deletes_earliest_deadline_first_never_held_then_alarms() {
             case: "c".into(),
             scope: Scope::Segments(vec![a[0].clone()]),
             until: None,
+            offload: false,
         },
         t,
     );
@@ -489,6 +497,7 @@ fn a_clock_that_jumps_ahead_never_makes_a_protection_look_expired() {
             case: "c".into(),
             scope: Scope::Segments(vec![held.clone()]),
             until: Some(t + day(10)),
+            offload: false,
         },
         t,
     );

@@ -1,5 +1,5 @@
 //! Signed commands from HQ: holds, data-subject requests, inventory, erasure,
-//! resending what HQ missed.
+//! offload to the evidence store, resending what HQ missed.
 //!
 //! A command travels as a signed envelope ([`crate::seal::sign::Envelope`]):
 //! Ed25519 over the exact payload bytes by an HQ key the agent trusts. The
@@ -96,6 +96,9 @@ pub enum Action {
         scope: Scope,
         /// The hold ends by itself at this instant, if given.
         until: Option<DateTime<Utc>>,
+        /// Covered records are also offloaded to the evidence store
+        /// (`offload = true`; the agent needs `[offload]`).
+        offload: bool,
     },
     /// `hold.release`.
     HoldRelease { hold: String },
@@ -135,6 +138,9 @@ pub enum Action {
         /// request-hold does not block the erasure.
         request: Option<String>,
     },
+    /// `offload`: every covered record goes to the evidence store
+    /// (`[offload]`), as if its camera offloaded everything it seals.
+    Offload { scope: Scope },
     /// `status`: the agent's retention status.
     Status,
     /// `resend`: publish again, from the agent's files, what a broker may have
@@ -148,6 +154,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// Whether it asks for records to go to the evidence store (`offload`,
+    /// `hold.place` with `offload = true`).
+    pub fn offloads(&self) -> bool {
+        matches!(
+            self,
+            Action::Offload { .. } | Action::HoldPlace { offload: true, .. }
+        )
+    }
+
     /// The `kind` string on the wire.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -161,6 +176,7 @@ impl Action {
             Action::Restrict { .. } => "restrict",
             Action::Unrestrict { .. } => "unrestrict",
             Action::Erase { .. } => "erase",
+            Action::Offload { .. } => "offload",
             Action::Status => "status",
             Action::Resend { .. } => "resend",
         }

@@ -28,12 +28,14 @@ fn all_actions() -> Vec<Action> {
             case: "KP 11-2026/88".into(),
             scope: range(),
             until: Some(at(20)),
+            offload: true,
         },
         Action::HoldPlace {
             hold: "H-18".into(),
             case: "c".into(),
             scope: Scope::Segments(vec!["gw-01/cam-1/42".into()]),
             until: None,
+            offload: false,
         },
         Action::HoldRelease {
             hold: "H-17".into(),
@@ -56,6 +58,9 @@ fn all_actions() -> Vec<Action> {
             request: "DSR-1".into(),
         },
         Action::Inventory { scope: range() },
+        Action::Offload {
+            scope: Scope::Segments(vec!["gw-01/cam-1/42".into()]),
+        },
         Action::Restrict {
             restriction: "X-1".into(),
             scope: range(),
@@ -231,6 +236,12 @@ fn schema_errors_name_the_field() {
         "args.scope.from",
     );
     case(
+        &format!(r#"{{"hold":"H","case":"c","scope":{scope},"offload":"yes"}}"#),
+        "",
+        "invalid",
+        "args.offload",
+    );
+    case(
         &format!(r#"{{"hold":"H 1!","case":"c","scope":{scope}}}"#),
         "",
         "invalid",
@@ -246,6 +257,41 @@ fn schema_errors_name_the_field() {
         r#"{"v":2,"id":"c","kind":"status","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{"fleet":true},"issuer":"x"}"#,
     );
     assert_eq!(reject(&v2, &k, at(11)).code(), "unsupported-version");
+}
+
+/// `offload` takes exactly a scope; a hold without `offload` is written
+/// without it, so holds signed before the flag existed keep their bytes.
+#[test]
+fn offload_takes_a_scope_and_a_hold_writes_its_flag_only_when_set() {
+    let k = keys();
+    let payload = |args: &str| {
+        format!(
+            r#"{{"v":1,"id":"c-o","kind":"offload","issued_at":"2026-11-23T10:00:00Z","expires_at":"2026-11-24T10:00:00Z","target":{{"agent":"gw-01"}},"issuer":"x","args":{args}}}"#
+        )
+    };
+    for (args, field) in [
+        ("{}", "args"),
+        (r#"{"scope":{"segments":[]}}"#, "args.scope.segments"),
+        (
+            r#"{"scope":{"segments":["gw-01/cam-1/1"]},"hold":"H"}"#,
+            "hold",
+        ),
+    ] {
+        let r = reject(&k.hq.sign_envelope(&payload(args)), &k, at(11));
+        assert_eq!(r.code(), "invalid", "{args}: {r}");
+        assert!(r.to_string().contains(field), "{r} should name {field}");
+    }
+    let ok = parse_payload(&payload(r#"{"scope":{"segments":["gw-01/cam-1/1"]}}"#))
+        .expect("an offload with a scope");
+    assert!(ok.action.offloads());
+    let mut hold = cmd(all_actions()[1].clone(), Target::Fleet);
+    assert!(!to_payload(&hold).contains("offload"));
+    assert!(!hold.action.offloads());
+    if let Action::HoldPlace { offload, .. } = &mut hold.action {
+        *offload = true;
+    }
+    assert!(to_payload(&hold).contains(r#""offload":true"#));
+    assert!(hold.action.offloads());
 }
 
 /// Signs a hand-written `resend` payload with `args`.
@@ -384,13 +430,15 @@ fn arb_action() -> impl Strategy<Value = Action> {
             arb_id(),
             text,
             arb_scope(),
-            proptest::option::of(arb_time())
+            proptest::option::of(arb_time()),
+            any::<bool>()
         )
-            .prop_map(|(hold, case, scope, until)| Action::HoldPlace {
+            .prop_map(|(hold, case, scope, until, offload)| Action::HoldPlace {
                 hold,
                 case,
                 scope,
-                until
+                until,
+                offload
             }),
         arb_id().prop_map(|hold| Action::HoldRelease { hold }),
         (arb_id(), arb_time()).prop_map(|(hold, t)| Action::HoldExtend {
@@ -407,6 +455,7 @@ fn arb_action() -> impl Strategy<Value = Action> {
         ),
         (arb_id(), arb_time()).prop_map(|(request, due)| Action::RequestExtend { request, due }),
         arb_scope().prop_map(|scope| Action::Inventory { scope }),
+        arb_scope().prop_map(|scope| Action::Offload { scope }),
         (arb_id(), arb_scope(), text).prop_map(|(restriction, scope, reason)| Action::Restrict {
             restriction,
             scope,

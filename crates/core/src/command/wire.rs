@@ -87,6 +87,8 @@ enum RawAction {
     Unrestrict(RestrictionId),
     #[serde(rename = "erase")]
     Erase(Erase),
+    #[serde(rename = "offload")]
+    Offload(ScopeOnly),
     #[serde(rename = "status")]
     Status(Empty),
     #[serde(rename = "resend")]
@@ -101,6 +103,9 @@ struct HoldPlace {
     scope: RawScope,
     #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<DateTime<Utc>>,
+    /// Absent is `false` (and `false` is not written).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    offload: bool,
 }
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -277,6 +282,7 @@ fn action(raw: RawAction) -> Result<Action, Rejection> {
             case: text("args.case", &a.case)?,
             scope: scope("args.scope", a.scope)?,
             until: a.until,
+            offload: a.offload,
         },
         RawAction::HoldRelease(a) => Action::HoldRelease {
             hold: id("args.hold", &a.hold)?,
@@ -320,6 +326,9 @@ fn action(raw: RawAction) -> Result<Action, Rejection> {
         RawAction::Erase(a) => Action::Erase {
             scope: scope("args.scope", a.scope)?,
             request: a.request.map(|r| id("args.request", &r)).transpose()?,
+        },
+        RawAction::Offload(a) => Action::Offload {
+            scope: scope("args.scope", a.scope)?,
         },
         RawAction::Status(Empty {}) => Action::Status,
         RawAction::Resend(a) => resend(a)?,
@@ -419,11 +428,13 @@ impl From<&Action> for RawAction {
                 case,
                 scope,
                 until,
+                offload,
             } => RawAction::HoldPlace(HoldPlace {
                 hold: hold.clone(),
                 case: case.clone(),
                 scope: scope.into(),
                 until: *until,
+                offload: *offload,
             }),
             Action::HoldRelease { hold } => RawAction::HoldRelease(HoldId { hold: hold.clone() }),
             Action::HoldExtend {
@@ -469,6 +480,9 @@ impl From<&Action> for RawAction {
             Action::Erase { scope, request } => RawAction::Erase(Erase {
                 scope: scope.into(),
                 request: request.clone(),
+            }),
+            Action::Offload { scope } => RawAction::Offload(ScopeOnly {
+                scope: scope.into(),
             }),
             Action::Status => RawAction::Status(Empty {}),
             Action::Resend {

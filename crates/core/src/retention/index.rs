@@ -5,7 +5,8 @@
 //! every change that must survive is committed in one transaction before the
 //! caller acknowledges it. The index is derived state: segments come from the
 //! camera chains, deletions from the receipt chain, holds, requests and
-//! restrictions from the command journal — `sargs reindex` rebuilds it from
+//! restrictions and the scopes HQ asked to offload from the command journal —
+//! `sargs reindex` rebuilds it from
 //! those files alone. Instants are stored as Unix milliseconds (UTC), hashes
 //! as 32-byte blobs, cameras as small integers, to keep ~100 bytes a segment.
 
@@ -63,6 +64,9 @@ CREATE TABLE IF NOT EXISTS offloads(
   camera INTEGER NOT NULL, seq INTEGER NOT NULL, store TEXT NOT NULL, manifest_key TEXT NOT NULL,
   manifest_sha256 BLOB NOT NULL, media_key TEXT, media_sha256 BLOB, bytes INTEGER NOT NULL,
   verified_ms INTEGER NOT NULL, PRIMARY KEY(camera, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offload_wants(
+  command TEXT NOT NULL, camera TEXT NOT NULL, seq INTEGER, from_ms INTEGER, to_ms INTEGER);
+CREATE INDEX IF NOT EXISTS offload_wants_camera ON offload_wants(camera);
 ";
 
 /// A position in deadline order: `(delete_after_ms, camera, seq)`.

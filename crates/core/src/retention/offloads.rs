@@ -2,6 +2,16 @@
 //! of which cameras still wait for the evidence store, and where each one
 //! that went is.
 //!
+//! The queue is every record without an `offloads` row that either belongs
+//! to a camera that offloads everything it seals (`offload = "all"`, named
+//! by the caller) or is covered by a scope HQ asked to offload (table
+//! `offload_wants`: an `offload` command, or a `hold.place` with
+//! `offload = true`). A wanted scope is kept like a hold's, one row per
+//! camera of a range or per segment id, and written by the retention engine
+//! from the command it journaled: like holds, the scopes are rebuilt from
+//! the journal by `sargs reindex`, so what HQ asked for is never lost, and a
+//! range covers the records sealed after the command as well.
+//!
 //! Invariant: a row exists only for an object that was read back from the
 //! store and matched — the media the SHA-256 its signed manifest names, the
 //! manifest the bytes of its file (the agent's `offload` module writes rows
@@ -11,7 +21,8 @@
 
 use rusqlite::params;
 
-use super::index::{Index, Result, Writer};
+use super::index::{ms, parse_segment_id, Index, Result, Writer};
+use crate::command::Scope;
 
 /// A record that waits for the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +63,9 @@ pub struct Waiting {
 
 const PENDING: &str = "FROM records r JOIN cameras c ON c.id = r.camera \
     LEFT JOIN offloads o ON o.camera = r.camera AND o.seq = r.seq \
-    WHERE o.seq IS NULL AND c.name IN (SELECT value FROM json_each(?1))";
+    WHERE o.seq IS NULL AND (c.name IN (SELECT value FROM json_each(?1)) \
+    OR EXISTS (SELECT 1 FROM offload_wants w WHERE w.camera = c.name AND \
+    (w.seq = r.seq OR (w.seq IS NULL AND r.start_ms < w.to_ms AND r.end_ms >= w.from_ms))))";
 
 fn names(cameras: &[String]) -> String {
     serde_json::Value::from(cameras.to_vec()).to_string()
@@ -116,6 +129,19 @@ impl Index {
         )
     }
 
+    /// How many records `scope` covers, and how many of them are already
+    /// offloaded.
+    pub fn offload_covered(&self, scope: &Scope, agent: &str) -> Result<(u64, u64)> {
+        let rows = self.in_scope(scope, agent)?;
+        let mut done = 0;
+        for r in &rows {
+            if self.offloaded(&r.camera, r.seq)?.is_some() {
+                done += 1;
+            }
+        }
+        Ok((rows.len() as u64, done))
+    }
+
     /// Where `camera`'s record `seq` went, if it was verified in the store.
     pub fn offloaded(&self, camera: &str, seq: u64) -> Result<Option<Offloaded>> {
         use rusqlite::OptionalExtension;
@@ -144,6 +170,28 @@ impl Index {
 }
 
 impl Writer<'_> {
+    /// Records that `command` asked for every record `scope` covers to be
+    /// offloaded (segment ids of other agents are ignored, as everywhere).
+    pub fn want_offload(&self, command: &str, scope: &Scope, agent: &str) -> Result<()> {
+        let mut st = self.tx.prepare_cached(
+            "INSERT INTO offload_wants(command, camera, seq, from_ms, to_ms) \
+             VALUES (?1,?2,?3,?4,?5)",
+        )?;
+        match scope {
+            Scope::Range { cameras, from, to } => {
+                for cam in cameras {
+                    st.execute(params![command, cam, None::<i64>, ms(*from), ms(*to)])?;
+                }
+            }
+            Scope::Segments(ids) => {
+                for (cam, seq) in ids.iter().filter_map(|id| parse_segment_id(id, agent)) {
+                    st.execute(params![command, cam, seq as i64, None::<i64>, None::<i64>])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Records `camera`'s record `seq` as offloaded and verified (once; a
     /// second call for the same record changes nothing).
     pub fn mark_offloaded(&self, camera: &str, seq: u64, o: &Offloaded) -> Result<()> {

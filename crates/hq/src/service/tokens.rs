@@ -18,7 +18,7 @@ use super::db::{at, ms};
 pub enum Role {
     /// Agents, enrolment, `status` and `resend`.
     Admin,
-    /// Holds: place, extend, release.
+    /// Holds: place, extend, release; offloads to the evidence store.
     DutyOfficer,
     /// Data-subject requests, restrictions, erasures, inventories.
     Dpo,
@@ -45,7 +45,7 @@ impl Role {
     /// Whether this role may issue a command of `kind`.
     pub fn may_issue(self, kind: &str) -> bool {
         match self {
-            Role::DutyOfficer => kind.starts_with("hold."),
+            Role::DutyOfficer => kind.starts_with("hold.") || kind == "offload",
             Role::Dpo => {
                 kind.starts_with("request.")
                     || matches!(kind, "restrict" | "unrestrict" | "erase" | "inventory")
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn each_write_belongs_to_one_role() {
-        for kind in ["hold.place", "hold.release", "hold.extend"] {
+        for kind in ["hold.place", "hold.release", "hold.extend", "offload"] {
             assert!(Role::DutyOfficer.may_issue(kind));
             assert!(!Role::Dpo.may_issue(kind) && !Role::Admin.may_issue(kind));
         }
