@@ -377,6 +377,65 @@ mod hq_rollups {
         );
     }
 
+    /// `offload.failed` raises an alarm: per agent for a store that fails,
+    /// per record for a record that fails alone; `segment.offloaded`
+    /// clears the agent's and that record's.
+    async fn offload_alarms(db: &Db) {
+        let event = |at: i64, body: serde_json::Value| {
+            let mut v = serde_json::json!({"v": 1, "agent": "gw-a", "at": t(at)});
+            if let (Some(o), serde_json::Value::Object(b)) = (v.as_object_mut(), body) {
+                o.extend(b);
+            }
+            v.to_string()
+        };
+        let failed = |kind: &str, segment: Option<&str>| {
+            serde_json::json!({"event": "offload.failed", "offload": {
+                "kind": kind, "store": "http://127.0.0.1:3900/evidence",
+                "key": "gw-a/cam-1/0000000001.mp4.age", "segment_id": segment,
+                "error": "connection refused", "failures": 3, "unreported": 2, "retry_in_s": 8}})
+        };
+        let offloaded = |segment: &str| serde_json::json!({"event": "segment.offloaded", "offload": {"segment_id": segment}});
+        let open = |db: &Db| {
+            let pool = db.pool.clone();
+            async move {
+                let all = alarms::list(&pool, false).await.expect("alarms");
+                all.into_iter()
+                    .filter(|a| a.kind == "offload.failed")
+                    .map(|a| a.key)
+                    .collect::<BTreeSet<String>>()
+            }
+        };
+        let steps = [
+            (failed("store", None), vec!["offload.failed:gw-a"]),
+            (
+                failed("record", Some("gw-a/cam-1/7")),
+                vec!["offload.failed:gw-a", "offload.failed:gw-a:gw-a/cam-1/7"],
+            ),
+            (
+                offloaded("gw-a/cam-1/8"),
+                vec!["offload.failed:gw-a:gw-a/cam-1/7"],
+            ),
+            (offloaded("gw-a/cam-1/7"), vec![]),
+        ];
+        for (i, (body, want)) in steps.into_iter().enumerate() {
+            let at = NOW + 2 * HOUR + i as i64 * 1000;
+            let mut tx = sargs_hq::service::db::write(&db.pool).await.expect("begin");
+            let o = ingest::ingest(
+                &mut tx,
+                &rules(),
+                "sargs/agents/gw-a/events",
+                event(at, body).as_bytes(),
+                t(at),
+            )
+            .await
+            .expect("event");
+            assert!(matches!(o, Outcome::Kept), "{o:?}");
+            tx.commit().await.expect("commit");
+            let want: BTreeSet<String> = want.into_iter().map(str::to_owned).collect();
+            assert_eq!(open(db).await, want, "after step {i}");
+        }
+    }
+
     /// The whole story on one database.
     async fn story(url: &str, concurrent: Option<&str>) {
         let db = Db::open(url).await.expect("database");
@@ -466,6 +525,7 @@ mod hq_rollups {
         assert_eq!(open_alarms(&db, "receipt.mismatch").await, set(&[]));
         reports_agree(&db, "phase 4").await;
         tails_claimed(&db).await;
+        offload_alarms(&db).await;
 
         let kept = rollups(&db).await;
         let db = backfill(db, url).await;

@@ -1,6 +1,7 @@
 //! The events an agent reports besides its records and receipts (which
 //! [`bulk`](super::bulk) keeps): holds applied and released, and those that
-//! raise or clear an alarm, inside the collector's transaction.
+//! raise or clear an alarm (the offload's among them), inside the
+//! collector's transaction.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -61,6 +62,36 @@ pub(super) async fn other_event(
             alarms::raise(tx, &key, Some(agent), event, &s("message"), now).await?;
         }
         "clock.trusted" => alarms::clear(tx, &format!("clock.problem:{agent}"), now).await?,
+        // A store that fails holds every record back: one alarm per agent,
+        // cleared by the next record offloaded. A record that fails alone
+        // has its own, cleared when that record goes.
+        "offload.failed" => {
+            let o = |k: &str| {
+                v.pointer(&format!("/offload/{k}"))
+                    .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+                    .unwrap_or_default()
+            };
+            let key = match o("kind").as_str() {
+                "record" => format!("offload.failed:{agent}:{}", o("segment_id")),
+                _ => format!("offload.failed:{agent}"),
+            };
+            let detail = format!(
+                "offload to {} failed ({} in a row; {}): {}",
+                o("store"),
+                o("failures"),
+                o("key"),
+                o("error")
+            );
+            alarms::raise(tx, &key, Some(agent), event, &detail, now).await?;
+        }
+        "segment.offloaded" => {
+            let segment = v
+                .pointer("/offload/segment_id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            alarms::clear(tx, &format!("offload.failed:{agent}"), now).await?;
+            alarms::clear(tx, &format!("offload.failed:{agent}:{segment}"), now).await?;
+        }
         "hold.cap_warning" => {
             let hold = s("hold");
             let detail = format!("hold {hold} reaches its class's cap at {}", s("cap_at"));
