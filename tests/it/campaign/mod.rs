@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod checks;
 mod clock;
+mod disk;
 mod ingest;
 mod link;
 mod network;
