@@ -267,7 +267,6 @@ pub fn run(mut camp: Campaign, scenarios: &[Scenario]) {
             turn += 1;
             let data = r.home.path().join("data");
             let before = sealed_digests(&r.disk.backing);
-            let heads_before = heads(&data);
             let seen = r.watcher.seen.len();
             let fault = scenario.fault(&mut camp);
             let anchor = Instant::now();
@@ -297,12 +296,15 @@ pub fn run(mut camp: Campaign, scenarios: &[Scenario]) {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(", ");
+            // Recording resumed: a whole segment newer than every record
+            // at the fault's end.
+            let heads_at_end = heads(&data);
             r.disk.clear();
             let ended = Instant::now();
             *hits.entry(scenario.name()).or_default() += faulted;
             let mut problems = Vec::new();
             // Recording resumes on every camera.
-            let recovered = if wait_until(RECORDING, || resumed(&data, &CAMERAS, &heads_before)) {
+            let recovered = if wait_until(RECORDING, || resumed(&data, &CAMERAS, &heads_at_end)) {
                 Ok(ended.elapsed())
             } else {
                 Err(format!(
