@@ -1,6 +1,6 @@
 //! The disk campaign: the real agent (`sargs run`, two test cameras in 2 s
 //! segments, reporting to a real Mosquitto) with its data directory on the
-//! fault-injecting disk (`support::faultfs`), a fault started at a seeded
+//! fault-injecting disk (`support::faultfs`, over a tmpfs), a fault started at a seeded
 //! random instant inside a segment, held, then ended:
 //! - "write-eio": writes and fsyncs of the first camera's files fail (EIO);
 //! - "read-eio": reads of every file fail (EIO), while HQ asks the agent to
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::checks::*;
 use super::{env_u64, sleep_until, Campaign};
+use crate::faults::SmallDisk;
 use crate::harness::*;
 use crate::mqtt::{hq_tables, sargsctl_command, topic};
 use crate::support::faultfs::{Disk, Fault};
@@ -213,6 +214,7 @@ struct Rig {
     /// Kept running for the agent and the watcher.
     _broker: Broker,
     since: SystemTime,
+    _ram: SmallDisk,
     home: Home,
 }
 
@@ -226,7 +228,10 @@ fn rig() -> Result<Rig, String> {
             .map(|c| test_camera(c, "cctv", ""))
             .collect::<String>();
     home.config_with(SEGMENT_S, "min_free_mb = 1", &cams);
-    let disk = Disk::mount(&home.path().join("data.backing"), &home.path().join("data"));
+    // The backing directory on a tmpfs of its own: the machine's own disk
+    // filling up (a shared build machine) is not this campaign's fault.
+    let ram = SmallDisk::mount(&home.path().join("data.backing"), "256m");
+    let disk = Disk::mount(&ram.0, &home.path().join("data"));
     let watcher = Watcher::connect(
         broker.port,
         "hq-operator",
@@ -235,6 +240,7 @@ fn rig() -> Result<Rig, String> {
     );
     let (agent, _, since) = start_recording(&home, &CAMERAS)?;
     Ok(Rig {
+        _ram: ram,
         home,
         _broker: broker,
         disk,
