@@ -360,6 +360,8 @@ fn retention_loop(
     runtime.block_on(async {
         let mut watch = inbox::Watch::new(data_dir);
         let mut next_sweep = clock.mono();
+        // The last sweep's error, reported to HQ once per cause.
+        let mut failing: Option<String> = None;
         while !stop.is_cancelled() {
             beat.beat();
             inbox::drain(data_dir, retention, clock.wall());
@@ -370,7 +372,11 @@ fn retention_loop(
                     sync: clock.sync(),
                 };
                 // A backlog (after a long power-off) may take a while.
-                match beat.busy(|| retention.sweep(now)) {
+                let swept = beat.busy(|| retention.sweep(now));
+                let error = swept.as_ref().err().map(|e| e.to_string());
+                retention.report_sweep(error.as_deref(), failing.as_deref());
+                failing = error;
+                match swept {
                     Ok(r) if r.expired + r.evicted > 0 => {
                         tracing::info!(expired = r.expired, evicted = r.evicted, "sweep")
                     }

@@ -264,6 +264,8 @@ impl Recorder {
     }
 
     fn attempt(&self, relay: Option<&wake::Relay>) -> Outcome {
+        // A failure an earlier attempt left unreported is not this one's reason.
+        lock(&self.shared).failure = None;
         if let Some(reason) = self.disk.check() {
             return Outcome::Failed(reason);
         }

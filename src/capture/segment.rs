@@ -69,14 +69,17 @@ impl Write for SealingSink {
         let mut seg = current
             .lock()
             .map_err(|_| io::Error::other("segment lock poisoned"))?;
-        let writer: &mut AgeWriter<File> = seg.writer()?;
-        writer.write_all(buf)?;
+        // A failure names the file: the camera's alarm says where the disk failed.
+        let path = seg.path().to_owned();
+        let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let writer: &mut AgeWriter<File> = seg.writer().map_err(at)?;
+        writer.write_all(buf).map_err(at)?;
         let written = writer.ciphertext_len();
         if written < self.synced_at {
             self.synced_at = 0; // a new segment
         }
         if written - self.synced_at >= SYNC_EVERY_BYTES {
-            writer.get_ref().sync_data()?;
+            writer.get_ref().sync_data().map_err(at)?;
             self.synced_at = written;
         }
         Ok(buf.len())

@@ -54,6 +54,13 @@ pub enum Event {
     ClockProblem {
         message: String,
     },
+    /// The retention sweep failed (the index or the data directory could
+    /// not be read or written): deletions wait. Reported once per cause.
+    SweepFailed {
+        reason: String,
+    },
+    /// The sweep succeeds again after [`Event::SweepFailed`].
+    SweepResumed,
     ClockTrusted,
     CommandRejected {
         id: String,
@@ -298,6 +305,7 @@ impl EventSink for LogEvents {
                 reason = r.reason.as_str(), receipt = r.sequence, "segment deleted"),
             Event::DiskPressure { .. }
             | Event::ClockProblem { .. }
+            | Event::SweepFailed { .. }
             | Event::HoldCapWarning { .. } => {
                 tracing::warn!(?event, "retention")
             }

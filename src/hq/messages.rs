@@ -94,6 +94,8 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
         ),
         Event::ClockProblem { message } => ("clock.problem", json!({"message": message})),
         Event::ClockTrusted => ("clock.trusted", json!({})),
+        Event::SweepFailed { reason } => ("sweep.failed", json!({"reason": reason})),
+        Event::SweepResumed => ("sweep.resumed", json!({})),
         Event::CommandRejected { id, code, reason } => (
             "command.rejected",
             json!({"command_id": id, "code": code, "reason": reason}),
@@ -148,8 +150,9 @@ fn numbered(e: &Event) -> Option<Numbered> {
     }
 }
 
-/// Events go to the durable outbox (and the log); a failure to queue is
-/// logged — the receipt itself is already durable in `receipts/`.
+/// Events go to the durable outbox (and the log); a batch the disk refuses
+/// is sent from memory (`Outbox::push_batch`), so an alarm about the disk
+/// still reaches HQ — a receipt itself is already durable in `receipts/`.
 pub struct OutboxEvents {
     pub agent: String,
     pub topic: String,

@@ -28,6 +28,14 @@
 //! broker restarted without persistence) is found even when nothing later
 //! follows it.
 //!
+//! A disk that refuses the write (EIO, a full disk, a file system remounted
+//! read-only) must not silence the alarm that reports it: such a batch is
+//! kept in memory in its place in the order and sent like the others, and
+//! written to disk by the next push that the disk takes; only a stop of the
+//! agent before then loses it. A delivered file the disk will not let go of
+//! is passed over (sent again after a restart: at least once) and removed
+//! by a later push.
+//!
 //! Bounded by `hq.outbox_max` files. When full, the **oldest** file is
 //! dropped and counted, and the count is reported in telemetry and logged:
 //! deletion receipts stay on disk in `receipts/` regardless, so HQ can fetch
@@ -130,6 +138,11 @@ struct State {
     acked: usize,
     dropped: u64,
     acknowledged: Acknowledged,
+    /// Batches the disk refused, by file sequence: sent from here, written
+    /// by a later push (within `[first, next)`, so bounded like the files).
+    held: std::collections::BTreeMap<u64, Vec<Entry>>,
+    /// Delivered files whose removal the disk refused.
+    stale: Vec<u64>,
 }
 
 /// The outbox directory.
@@ -168,6 +181,8 @@ impl Outbox {
                 acked: 0,
                 dropped: 0,
                 acknowledged: Acknowledged::default(),
+                held: Default::default(),
+                stale: Vec::new(),
             }),
             wake: tokio::sync::Notify::new(),
         })
@@ -194,22 +209,33 @@ impl Outbox {
         }
         let bytes = serde_json::to_vec(&BatchRef { messages }).map_err(std::io::Error::other)?;
         let mut st = self.lock();
+        self.catch_up(&mut st);
         let seq = st.next;
-        fsutil::write_atomic(&self.path(seq), &bytes, 0o600)?;
+        if let Err(e) = fsutil::write_atomic(&self.path(seq), &bytes, 0o600) {
+            tracing::error!(error = %e, sequence = seq, messages = messages.len(),
+                "outbox: the disk refused a batch; it is sent from memory and written when the disk takes it");
+            st.held.insert(seq, messages.to_vec());
+        }
         st.next += 1;
         while (st.next - st.first) as usize > self.max {
             let oldest = st.first;
-            match std::fs::remove_file(self.path(oldest)) {
-                Ok(()) => {
-                    st.dropped += 1;
-                    tracing::error!(
-                        sequence = oldest,
-                        dropped = st.dropped,
-                        "outbox full: dropped its oldest entry (receipts stay in receipts/)"
-                    );
+            let held = st.held.remove(&oldest).is_some();
+            let on_disk = match std::fs::remove_file(self.path(oldest)) {
+                Ok(()) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    tracing::error!(error = %e, sequence = oldest, "outbox: the disk refused to remove an entry dropped by overflow; removed later");
+                    st.stale.push(oldest);
+                    true
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            };
+            if on_disk || held {
+                st.dropped += 1;
+                tracing::error!(
+                    sequence = oldest,
+                    dropped = st.dropped,
+                    "outbox full: dropped its oldest entry (receipts stay in receipts/)"
+                );
             }
             st.advance();
         }
@@ -218,13 +244,43 @@ impl Outbox {
         Ok(seq)
     }
 
+    /// Writes the batches the disk refused before, oldest first (stopping
+    /// at the first it refuses again), and removes the delivered files it
+    /// kept.
+    fn catch_up(&self, st: &mut State) {
+        while let Some((&seq, messages)) = st.held.iter().next() {
+            let Ok(bytes) = serde_json::to_vec(&BatchRef { messages }) else {
+                break;
+            };
+            if fsutil::write_atomic(&self.path(seq), &bytes, 0o600).is_err() {
+                break;
+            }
+            st.held.remove(&seq);
+            tracing::info!(
+                sequence = seq,
+                "outbox: a batch kept in memory is on disk now"
+            );
+        }
+        st.stale.retain(|&seq| self.remove(seq).is_err());
+    }
+
+    /// Removes the delivered file `seq`, or notes it for later.
+    fn let_go(&self, st: &mut State, seq: u64) {
+        st.held.remove(&seq);
+        if let Err(e) = self.remove(seq) {
+            tracing::error!(error = %e, sequence = seq, "outbox: the disk refused to remove a delivered entry; removed later (sent again if the agent restarts first)");
+            st.stale.push(seq);
+        }
+    }
+
     /// The oldest message still queued.
     pub fn peek(&self) -> std::io::Result<Option<(Position, Entry)>> {
         let mut st = self.lock();
         while st.first < st.next {
             let seq = st.first;
             if st.head.as_ref().map(|h| h.0) != Some(seq) {
-                match self.read(seq)? {
+                let held = st.held.get(&seq).cloned();
+                match held.map_or_else(|| self.read(seq), |m| Ok(Some(m)))? {
                     Some(messages) => {
                         st.head = Some((seq, messages));
                         st.acked = 0;
@@ -249,7 +305,7 @@ impl Outbox {
                 }
                 // An empty batch (not written by this version): done with it.
                 None => {
-                    self.remove(seq)?;
+                    self.let_go(&mut st, seq);
                     st.advance();
                 }
             }
@@ -305,7 +361,7 @@ impl Outbox {
             }
         }
         if st.acked >= len {
-            self.remove(pos.file)?;
+            self.let_go(&mut st, pos.file);
             st.advance();
         }
         Ok(())
@@ -474,5 +530,31 @@ mod tests {
             serde_json::to_value(&a).expect("json"),
             serde_json::json!({"records": {"cam-a": 7, "cam-b": 2}, "receipts": 3})
         );
+    }
+
+    #[test]
+    fn a_batch_the_disk_refuses_is_sent_from_memory_and_written_once_the_disk_takes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Outbox::open(dir.path(), 10).expect("open");
+        o.push("t", "before").expect("push");
+        // The disk refuses the next file: a directory where its temporary
+        // file would go (as EIO, ENOSPC or EROFS would refuse it).
+        let blocked = dir.path().join("outbox/000000000002.json.tmp");
+        std::fs::create_dir(&blocked).expect("block");
+        o.push("t", "alarm").expect("kept in memory, not an error");
+        assert!(!dir.path().join("outbox/000000000002.json").exists());
+        assert_eq!(o.depth(), 2);
+        // Sent in its place in the order.
+        let (pos, e) = o.peek().expect("peek").expect("first");
+        assert_eq!(e.payload, "before");
+        o.ack(pos).expect("ack");
+        assert_eq!(o.peek().expect("peek").expect("held").1.payload, "alarm");
+        // The disk takes writes again: the next push writes the held batch too.
+        std::fs::remove_dir(&blocked).expect("unblock");
+        o.push("t", "after").expect("push");
+        assert!(dir.path().join("outbox/000000000002.json").exists());
+        drop(o);
+        let o = Outbox::open(dir.path(), 10).expect("reopen");
+        assert_eq!(drain(&o), ["alarm", "after"]);
     }
 }

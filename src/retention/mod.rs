@@ -277,6 +277,20 @@ impl Retention {
 /// once skipped is never left behind a newer one. The event goes out as the
 /// record is committed; a crash between the two leaves the chain, not the
 /// events, as the record of it.
+impl Retention {
+    /// Reports a change of the sweep's outcome to HQ: `failed` with the
+    /// error (once per cause, not at every retry), or resumed.
+    pub fn report_sweep(&self, failed: Option<&str>, before: Option<&str>) {
+        match (failed, before) {
+            (Some(now), prev) if prev != Some(now) => self.events.emit(Event::SweepFailed {
+                reason: now.to_owned(),
+            }),
+            (None, Some(_)) => self.events.emit(Event::SweepResumed),
+            _ => {}
+        }
+    }
+}
+
 impl crate::store::SealObserver for Retention {
     fn sealed(&self, manifest: &Manifest, envelope: &Envelope) {
         let payload = envelope.payload.as_str();

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests (`mod support;` in a test file).
 pub mod camfs;
 pub mod fakeclock;
+pub mod faultfs;
 pub mod faultproxy;
 pub mod garage;
 pub mod mosquitto;

@@ -3,7 +3,8 @@
 //! on the same data directory, and checked after every kill. The clock
 //! campaign (`clock`) shares its plan, seed and report: the agent's wall
 //! clock faulted at random instants instead of killed (its own invariant
-//! is in its module).
+//! is in its module), and so do the network campaign (`network`) and the
+//! disk campaign (`disk`: its data directory on a fault-injecting disk).
 //!
 //! Scenarios (one test each): recording with several cameras, sealing (the
 //! kill inside a segment's seal), the retention sweep, holds and erasures
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod checks;
 mod clock;
+mod disk;
 mod ingest;
 mod link;
 mod network;

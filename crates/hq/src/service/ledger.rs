@@ -92,6 +92,11 @@ pub(super) async fn other_event(
             alarms::clear(tx, &format!("offload.failed:{agent}"), now).await?;
             alarms::clear(tx, &format!("offload.failed:{agent}:{segment}"), now).await?;
         }
+        "sweep.failed" => {
+            let key = format!("sweep.failed:{agent}");
+            alarms::raise(tx, &key, Some(agent), event, &s("reason"), now).await?;
+        }
+        "sweep.resumed" => alarms::clear(tx, &format!("sweep.failed:{agent}"), now).await?,
         "hold.cap_warning" => {
             let hold = s("hold");
             let detail = format!("hold {hold} reaches its class's cap at {}", s("cap_at"));
