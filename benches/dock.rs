@@ -33,7 +33,11 @@
 //! every run (they were just read). Reported: MiB/s per run (best, median),
 //! CPU seconds per GiB, and the ratios to `cp` + `sync` and to the standard
 //! tools of the same round. Then the cost of each pass per GiB on this CPU,
-//! in memory on one core (`DOCK_PASS_MIB`, default 1024).
+//! in memory on one core (`DOCK_PASS_MIB`, default 1024): SHA-256 by ring
+//! and by RustCrypto's `sha2`, ChaCha20-Poly1305, CRC-32; and the kernel's
+//! part of each I/O step the ingest makes, on a file of that size in
+//! `DOCK_DIR` (user and system time of the thread). `DOCK_GIB=0` runs only
+//! the passes.
 
 // Test and measurement code: a panic here is a failed run with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -45,6 +49,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 use common::{cpu_time, env_usize, machine, median};
+#[path = "dock/kernel.rs"]
+mod kernel;
 
 const CAMERA: &str = "bodycam-bench";
 
@@ -56,6 +62,16 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("dock-bench"));
     println!("# sargs dock ingest benchmark\n\n{}\n", machine());
+    if gib > 0 {
+        runs(&dir, gib, file_mib, rounds);
+    }
+    let pass_mib = env_usize("DOCK_PASS_MIB", 1024);
+    passes(pass_mib);
+    kernel::passes(&dir, pass_mib);
+}
+
+/// The ingest, its anchor and the standard tools, `rounds` times each.
+fn runs(dir: &Path, gib: usize, file_mib: usize, rounds: usize) {
     let camera = dir.join("camera");
     let files = (gib * 1024).div_ceil(file_mib);
     recordings(&camera, file_mib, files);
@@ -66,7 +82,7 @@ fn main() {
         .sum();
     let mib = total as f64 / (1 << 20) as f64;
     println!("{files} recordings, {mib:.0} MiB in {}\n", camera.display());
-    let (config, recipient, config_path) = config(&dir);
+    let (config, recipient, config_path) = config(dir);
     let bin = env!("CARGO_BIN_EXE_sargs");
 
     let names = [
@@ -85,7 +101,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&out);
             let _ = std::fs::remove_dir_all(config.agent.data_dir.clone());
             std::fs::create_dir_all(&out).expect("out");
-            sync(&dir);
+            sync(dir);
             warm(&camera);
             let (c0, c1) = (cpu_time(libc::RUSAGE_SELF), cpu_time(libc::RUSAGE_CHILDREN));
             let t = Instant::now();
@@ -133,7 +149,6 @@ fn main() {
             median(&cpu[i]) / median(&cpu[tools]),
         );
     }
-    passes(env_usize("DOCK_PASS_MIB", 1024));
 }
 
 /// The 1-minute load average, for the record.
@@ -159,6 +174,14 @@ fn passes(mib: usize) {
             c.update(&block);
         }
         std::hint::black_box(c.finish());
+    });
+    let rustcrypto = time(&mut || {
+        use sha2::Digest as _;
+        let mut c = sha2::Sha256::new();
+        for _ in 0..mib {
+            c.update(&block);
+        }
+        std::hint::black_box(c.finalize());
     });
     let key = ring::aead::LessSafeKey::new(
         ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &[7u8; 32]).expect("key"),
@@ -186,11 +209,12 @@ fn passes(mib: usize) {
         std::hint::black_box(h.finalize());
     });
     println!(
-        "\n| pass (ring / crc32fast, one core, in memory, {mib} MiB) | CPU s per GiB | MiB/s |"
+        "\n| pass (ring unless named, crc32fast; one core, in memory, {mib} MiB) | CPU s per GiB | MiB/s |"
     );
     println!("|---|---:|---:|");
     for (name, s) in [
         ("SHA-256", sha),
+        ("SHA-256 (sha2 0.11)", rustcrypto),
         ("ChaCha20-Poly1305", aead),
         ("CRC-32", crc),
     ] {

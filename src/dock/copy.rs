@@ -9,13 +9,14 @@
 //!   SHA-256 (the evidence hash of the manifest);
 //! - the sealer (the calling thread) encrypts the same bytes through the
 //!   age writer (ChaCha20-Poly1305 and a CRC-32 of the ciphertext) and
-//!   writes them; at the end it finishes the stream and fsyncs the file;
+//!   writes them with `O_DIRECT` ([`super::direct`]); at the end it
+//!   finishes the stream and fsyncs the file;
 //! - the follower reads the sealed copy back from the disk behind the
 //!   sealer and takes the SHA-256 the manifest signs.
 //!
 //! So per byte: one read of the original, one SHA-256 of it, the AEAD, one
-//! write, one read back and one SHA-256 of the ciphertext; the CRC-32s are
-//! nearly free. Reader and sealer hand over blocks through a bounded channel
+//! write and one read back, both past the page cache, and one SHA-256 of
+//! the ciphertext; the CRC-32s are nearly free. Reader and sealer hand over blocks through a bounded channel
 //! ([`IN_FLIGHT`] blocks; the reader waits when it is full), so at most
 //! `IN_FLIGHT + 2` blocks of plaintext are in memory and none is written
 //! anywhere but into the age stream.
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use sargs_core::seal::age::{AgeWriter, SealSummary, Unhashed};
 
+use super::direct::DirectWriter;
 use super::readback::{self, Progress, StopOnDrop};
 
 /// Bytes read from the camera at a time.
@@ -71,13 +73,14 @@ enum Msg {
 
 /// Reads `src` (which had `expected` bytes when opened) to its end, seals
 /// every byte into `writer` (a `Check::Crc32` writer of the file at
-/// `sealed`), finishes and fsyncs it and reads it back; `progress` hears of
+/// `sealed`, written past the page cache: [`super::direct`]), finishes and
+/// fsyncs it and reads it back; `progress` hears of
 /// each block sealed. Gives what was read and the summary of what is on the
 /// disk (its SHA-256 from the bytes read back).
 pub fn seal_from(
     src: &File,
     expected: u64,
-    writer: AgeWriter<File>,
+    writer: AgeWriter<DirectWriter>,
     sealed: &Path,
     cancel: &CancellationToken,
     progress: &dyn Fn(u64),
@@ -120,7 +123,7 @@ pub fn seal_from(
 fn seal_blocks(
     rx: &mpsc::Receiver<Msg>,
     back: &mpsc::Sender<Vec<u8>>,
-    mut writer: AgeWriter<File>,
+    mut writer: AgeWriter<DirectWriter>,
     written: &Progress,
     cancel: &CancellationToken,
     progress: &dyn Fn(u64),
@@ -134,7 +137,7 @@ fn seal_blocks(
                 writer
                     .write_all(&block)
                     .map_err(|e| CopyError::Store(format!("writing the sealed copy: {e}")))?;
-                written.written(writer.ciphertext_len());
+                written.written(writer.get_ref().on_disk());
                 progress(block.len() as u64);
                 let _ = back.send(block);
             }
@@ -142,10 +145,19 @@ fn seal_blocks(
             Err(_) => return Err(CopyError::Source("the reader stopped".into())),
         }
     };
-    let (file, unhashed) = writer
+    let (direct, unhashed) = writer
         .finish_unhashed()
         .map_err(|e| CopyError::Store(format!("sealing: {e}")))?;
-    file.sync_all()
+    if direct.on_disk() != unhashed.ciphertext_len {
+        return Err(CopyError::Store(format!(
+            "the sealed copy's writer holds back {} of {} bytes",
+            unhashed.ciphertext_len.saturating_sub(direct.on_disk()),
+            unhashed.ciphertext_len
+        )));
+    }
+    direct
+        .file()
+        .sync_all()
         .map_err(|e| CopyError::Store(format!("fsync of the sealed copy: {e}")))?;
     written.finished(unhashed.ciphertext_len);
     Ok((copied, unhashed))

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::copy::{self, CopyError};
+use super::direct::DirectWriter;
 use super::probe::{self, Probe};
 use super::scan::Candidate;
 use crate::config::{BodyCamera, DockSettings};
@@ -263,7 +264,7 @@ impl Session<'_> {
         if let Err(why) = self.room_for(opened.len) {
             return Outcome::Stop(why);
         }
-        let mut seg = match log.begin_ingest() {
+        let (seg, writer) = match log.begin_ingest(DirectWriter::new) {
             Ok(s) => s,
             Err(e) => return Outcome::Stop(format!("store: {e}")),
         };
@@ -273,9 +274,6 @@ impl Session<'_> {
                     "could not remove an abandoned ingest; it is removed at the next start");
             }
             outcome
-        };
-        let Some(writer) = seg.take_writer() else {
-            return abandon(log, seg, Outcome::Stop("ingest writer missing".into()));
         };
         let progress = |n: u64| self.watch.advanced(n);
         let sealed = seg.path().to_owned();

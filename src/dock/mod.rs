@@ -62,6 +62,7 @@
 //! nothing.
 
 pub mod copy;
+pub mod direct;
 pub mod ingest;
 pub mod manual;
 pub mod probe;

@@ -151,12 +151,6 @@ impl OpenSegment {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "segment already sealed")
         })
     }
-
-    /// Takes the sealing writer to finish it elsewhere (a docked file's
-    /// ingest finishes, fsyncs and reads back its copy before committing).
-    pub fn take_writer(&mut self) -> Option<AgeWriter<File>> {
-        self.writer.take()
-    }
 }
 
 /// One camera's chain.
@@ -265,18 +259,19 @@ impl CameraLog {
     /// Creates `path` (`O_EXCL`, 0600) with the age header written. If the
     /// header cannot be written the file is removed: no video, nothing to keep.
     pub(super) fn create_sealed(&self, path: &Path) -> Result<AgeWriter<File>, StoreError> {
-        self.create_sealed_with(path, Check::Sha256)
+        self.create_sealed_with(path, Check::Sha256, |file| file)
     }
 
     /// As [`create_sealed`](Self::create_sealed), computing `check` over the
-    /// written bytes.
-    pub(super) fn create_sealed_with(
+    /// written bytes, which go to `wrap` of the file.
+    pub(super) fn create_sealed_with<W: std::io::Write>(
         &self,
         path: &Path,
         check: Check,
-    ) -> Result<AgeWriter<File>, StoreError> {
+        wrap: impl FnOnce(File) -> W,
+    ) -> Result<AgeWriter<W>, StoreError> {
         let file = fsutil::create_new(path, 0o600).map_err(StoreError::io(path))?;
-        AgeWriter::with_check(file, &self.ctx.recipients, check).map_err(|e| {
+        AgeWriter::with_check(wrap(file), &self.ctx.recipients, check).map_err(|e| {
             let _ = std::fs::remove_file(path);
             StoreError::Io {
                 path: path.to_owned(),

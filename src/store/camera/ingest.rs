@@ -4,11 +4,14 @@
 //! manifest is durable; recovery never commits such a file as truncated — it
 //! removes it, because the original is still on the camera.
 
+use std::fs::File;
+use std::io::Write;
+
 use chrono::{DateTime, Utc};
 
 use super::{CameraLog, OpenSegment, RecordKind, StoreError};
 use sargs_core::fsutil;
-use sargs_core::seal::age::{Check, SealSummary};
+use sargs_core::seal::age::{AgeWriter, Check, SealSummary};
 use sargs_core::seal::manifest::{Dock, Manifest, Media};
 
 /// Facts about an ingested recording known when it is committed.
@@ -26,25 +29,31 @@ pub struct IngestInfo {
 
 impl CameraLog {
     /// Reserves the next sequence for a docked camera's file and creates its
-    /// sealed file `N.mp4.age.ingest` with the age header written. Its writer
-    /// computes only a CRC-32 of the ciphertext ([`Check::Crc32`]): the
-    /// SHA-256 the manifest signs is taken from the bytes read back from the
-    /// disk (`crate::dock::copy`). Nothing else may be open: ingests are
-    /// committed one at a time, in order.
-    pub fn begin_ingest(&mut self) -> Result<OpenSegment, StoreError> {
+    /// sealed file `N.mp4.age.ingest`, written through `wrap` of the file
+    /// (the dock's `O_DIRECT` writer), with the age header given to it. The
+    /// writer computes only a CRC-32 of the ciphertext ([`Check::Crc32`]):
+    /// the SHA-256 the manifest signs is taken from the bytes read back from
+    /// the disk (`crate::dock::copy`). The segment has no writer of its own:
+    /// the caller finishes the one returned. Nothing else may be open:
+    /// ingests are committed one at a time, in order.
+    pub fn begin_ingest<W: Write>(
+        &mut self,
+        wrap: impl FnOnce(File) -> W,
+    ) -> Result<(OpenSegment, AgeWriter<W>), StoreError> {
         if self.reserved > self.head.sequence {
             self.recover()?;
         }
         let seq = self.head.sequence + 1;
         let path = self.ingest_path(seq);
-        let writer = self.create_sealed_with(&path, Check::Crc32)?;
+        let writer = self.create_sealed_with(&path, Check::Crc32, wrap)?;
         self.reserved = seq;
-        Ok(OpenSegment {
+        let seg = OpenSegment {
             sequence: seq,
             partial: path,
-            writer: Some(writer),
+            writer: None,
             opened: std::time::Instant::now(),
-        })
+        };
+        Ok((seg, writer))
     }
 
     /// Drops an ingest that will not be committed (its original stays on
