@@ -277,28 +277,38 @@ fn a_fleet_over_120_simulated_days_is_accounted_for() {
     );
     let hq_key =
         sargs_core::seal::sign::DeviceKey::load(&root.join("hq/signing.pk8")).expect("HQ key");
-    for (agent, (origin, wall), cameras) in [
-        ("gw-a", a_clock, &["cam-1"][..]),
+    // The demo agent trusts its own HQ key, made beside its config.
+    let demo_key = sargs_core::seal::sign::DeviceKey::load(&b_dir.join("hq-signing.pk8"))
+        .expect("demo's HQ key");
+    for (agent, (origin, wall), cameras, key) in [
+        ("gw-a", a_clock, &["cam-1"][..], &hq_key),
         (
             "demo-gateway",
             b_clock,
             &["demo-cctv", "demo-police-car"][..],
+            &demo_key,
         ),
     ] {
         // A command published before the agent is back on the restarted
         // broker (its session was lost with the broker's state) reaches
-        // nobody: sent again until the agent answers it (its answer waits
-        // behind what its outbox holds).
-        let id = format!("c-resend-{agent}");
+        // nobody: sent again until the agent applies it (its answer waits
+        // behind what its outbox holds). The test knows the agent's clock
+        // only to within its start-up (a second is 1.3 simulated days), so
+        // the command is valid from 10 days before to 20 days after it; a
+        // rejection is asked again under a new id (a replay would repeat it).
         let asked = Instant::now();
         let mut answered = false;
+        let mut attempt = 0;
+        let mut last = None;
         while !answered && asked.elapsed() < T {
+            attempt += 1;
+            let id = format!("c-resend-{agent}-{attempt}");
             let agent_now =
                 wall + chrono::Duration::from_std(origin.elapsed() * FACTOR).expect("duration");
             let cmd = Command {
                 id: id.clone(),
-                issued_at: agent_now - chrono::Duration::days(1),
-                expires_at: agent_now + chrono::Duration::days(30),
+                issued_at: agent_now - chrono::Duration::days(10),
+                expires_at: agent_now + chrono::Duration::days(20),
                 target: Target::Agent(agent.to_owned()),
                 issuer: "HQ operator (simulation)".to_owned(),
                 action: Action::Resend {
@@ -308,15 +318,14 @@ fn a_fleet_over_120_simulated_days_is_accounted_for() {
             };
             w.publish(
                 &format!("sargs/agents/{agent}/commands"),
-                sargs_core::command::sign(&hq_key, &cmd),
+                sargs_core::command::sign(key, &cmd),
             );
-            answered = w
-                .wait("/responses", Duration::from_secs(5), |v| {
-                    v["command_id"] == id.as_str()
-                })
-                .is_some();
+            last = w.wait("/responses", Duration::from_secs(5), |v| {
+                v["command_id"] == id.as_str()
+            });
+            answered = last.as_ref().is_some_and(|r| r["status"] == "applied");
         }
-        assert!(answered, "{agent} answers the operator's resend");
+        assert!(answered, "{agent} applies the operator's resend: {last:?}");
     }
 
     // 120 days on the accelerated clocks.
