@@ -144,7 +144,7 @@ impl Harness for ManifestTarget {
         let _ = verify::verify_camera_checked(
             &camera,
             &self.key.public_key(),
-            &Default::default(),
+            &std::collections::HashSet::<String>::new(),
             MediaCheck::Hash,
         );
     }

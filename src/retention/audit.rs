@@ -11,7 +11,7 @@ use std::path::Path;
 
 use sargs_core::layout::INDEX_FILE;
 use sargs_core::retention::index::{Index, Row};
-use sargs_core::retention::receipt::verify_chain;
+use sargs_core::retention::receipt::{verify_chain, LiveDeletions};
 use sargs_core::seal::verify::{verify_camera_with, Report};
 
 /// What the audit found, per camera and overall.
@@ -30,11 +30,19 @@ impl Audit {
 }
 
 /// Audits the store at `data_dir` of agent `agent` with device key `key`.
+///
+/// The store may be in use (the agent, or `sargs apply`, writing beside
+/// the audit), so it reads in the order a deletion writes, backwards: a
+/// deletion makes its receipts durable, then removes the media, then marks
+/// the index. The audit reads the index first, then looks for the media,
+/// then reads the receipts ([`LiveDeletions`] reads again on a miss). Each
+/// thing it finds gone was therefore receipted before it looked at the
+/// receipts, and a deletion in progress shows as what it is (the index
+/// behind its receipts), never as a deletion without a receipt. Whether the
+/// chain has records the index lacks is asked of the index after the
+/// chains are read, for the same reason.
 pub fn audit(data_dir: &Path, agent: &str, key: &[u8; 32]) -> std::io::Result<Audit> {
     let mut out = Audit::default();
-    let chain = verify_chain(&data_dir.join("receipts"), key)?;
-    out.receipts = chain.receipts;
-    out.problems.extend(chain.problems.iter().cloned());
     let cams_dir = data_dir.join("cameras");
     let mut cameras: Vec<String> = match std::fs::read_dir(&cams_dir) {
         Ok(entries) => entries
@@ -46,59 +54,81 @@ pub fn audit(data_dir: &Path, agent: &str, key: &[u8; 32]) -> std::io::Result<Au
         Err(e) => return Err(e),
     };
     cameras.sort();
+    let index_path = data_dir.join(INDEX_FILE);
+    let shown = index_path.display().to_string();
+    let index = if index_path.exists() {
+        out.indexed = true;
+        match Index::open_read_only(&index_path) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                out.problems.push(format!("{shown}: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // 1. The index's rows, and 2. whether each row's media is there.
+    let mut looked: Vec<(String, Row, bool)> = Vec::new();
+    if let Some(index) = &index {
+        for cam in &cameras {
+            match rows_of(index, cam) {
+                Ok(rows) => looked.extend(rows.into_iter().filter(|r| !r.gap).map(|r| {
+                    let exists = cams_dir.join(cam).join(r.media_file()).exists();
+                    (cam.clone(), r, exists)
+                })),
+                Err(e) => out.problems.push(format!("{shown}: {e}")),
+            }
+        }
+    }
+    // 3. The chains (a missing media file is judged by the receipts as they
+    // are when it was found missing), then the receipt chain itself.
+    let receipts_dir = data_dir.join("receipts");
+    let live = LiveDeletions::new(&receipts_dir, key);
     for cam in &cameras {
-        let r = verify_camera_with(&cams_dir.join(cam), key, &chain.deleted)?;
+        let r = verify_camera_with(&cams_dir.join(cam), key, &live)?;
         out.cameras.push((cam.clone(), r));
     }
-    let index_path = data_dir.join(INDEX_FILE);
-    if !index_path.exists() {
+    let chain = verify_chain(&receipts_dir, key)?;
+    out.receipts = chain.receipts;
+    out.problems.extend(chain.problems.iter().cloned());
+    let Some(index) = index else {
         return Ok(out);
-    }
-    out.indexed = true;
-    let index = match Index::open_read_only(&index_path) {
-        Ok(i) => i,
-        Err(e) => {
-            out.problems.push(format!("{}: {e}", index_path.display()));
-            return Ok(out);
-        }
     };
-    let shown = index_path.display().to_string();
+    for (cam, r, exists) in &looked {
+        let id = r.segment_id(agent);
+        let media = cams_dir.join(cam).join(r.media_file());
+        match (&r.deleted, exists) {
+            (None, false) => out.problems.push(format!(
+                "{shown}: {id} is indexed as present but {} is missing",
+                media.display()
+            )),
+            (Some(_), true) => out.problems.push(format!(
+                "{shown}: {id} is indexed as deleted but {} still exists",
+                media.display()
+            )),
+            (Some(d), false) if !chain.deleted.contains(&id) => out.problems.push(format!(
+                "{shown}: {id} is indexed as deleted (receipt {}) but no valid receipt names it",
+                d.receipt
+            )),
+            _ => {}
+        }
+    }
+    // 4. Records on disk the index does not have, asked after the chains.
     for (cam, report) in &out.cameras {
-        let rows = match rows_of(&index, cam) {
-            Ok(r) => r,
+        let indexed: HashSet<u64> = match rows_of(&index, cam) {
+            Ok(rows) => rows.iter().map(|r| r.seq).collect(),
             Err(e) => {
                 out.problems.push(format!("{shown}: {e}"));
                 continue;
             }
         };
-        let indexed: HashSet<u64> = rows.iter().map(|r| r.seq).collect();
         for m in &report.manifests {
             if !indexed.contains(&m.sequence) {
                 out.problems.push(format!(
                     "{shown}: record {} is on disk but not indexed (run `sargs reindex`, or start the agent: it catches up)",
                     m.segment_id
                 ));
-            }
-        }
-        let dir = cams_dir.join(cam);
-        for r in rows.iter().filter(|r| !r.gap) {
-            let id = r.segment_id(agent);
-            let media = dir.join(r.media_file());
-            let exists = media.exists();
-            match (&r.deleted, exists) {
-                (None, false) => out.problems.push(format!(
-                    "{shown}: {id} is indexed as present but {} is missing",
-                    media.display()
-                )),
-                (Some(_), true) => out.problems.push(format!(
-                    "{shown}: {id} is indexed as deleted but {} still exists",
-                    media.display()
-                )),
-                (Some(d), false) if !chain.deleted.contains(&id) => out.problems.push(format!(
-                    "{shown}: {id} is indexed as deleted (receipt {}) but no valid receipt names it",
-                    d.receipt
-                )),
-                _ => {}
             }
         }
     }

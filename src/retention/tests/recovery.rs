@@ -167,3 +167,80 @@ fn a_record_sealed_while_the_engine_is_busy_is_indexed_behind_later_ones() {
     assert_eq!(due.len(), 2, "both records are indexed, so both fall due");
     assert_eq!(e.index.camera_head(CAMS[0]).expect("head"), 2);
 }
+
+/// `sargs verify` beside a writer (the agent, or `sargs apply`, deleting
+/// while it reads): whatever instants its reads fall on, a deletion in
+/// progress shows as the index behind its receipts, never as a deletion
+/// or a missing file without a receipt.
+#[test]
+fn an_audit_beside_deletions_never_finds_a_deletion_without_its_receipt() {
+    let mut f = Fixture::new();
+    let t = t0();
+    for i in 0..80 {
+        f.seal(0, t + D::seconds(60 * i), 60);
+    }
+    let retention = f.retention.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    // One record per deletion, as fast as the disk allows, until the
+    // audits below are done.
+    let deleter = std::thread::spawn(move || {
+        let mut deleted = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let gone = retention.run(|e| {
+                let rows: Vec<_> = e
+                    .index
+                    .due(t + day(60), None, 1)
+                    .expect("due")
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .collect();
+                e.delete(&rows, Reason::RetentionExpired, None, t + day(60))
+                    .expect("delete")
+                    .len()
+            });
+            if gone == 0 {
+                break;
+            }
+            deleted += gone;
+        }
+        deleted
+    });
+    let mut wrong = Vec::new();
+    for _ in 0..20 {
+        let a = crate::retention::audit::audit(&f.data_dir(), AGENT, &f.key.public_key())
+            .expect("audit");
+        // Receipts only grow: read after the audit, they name all it saw.
+        let chain = sargs_core::retention::receipt::verify_chain(
+            &f.data_dir().join("receipts"),
+            &f.key.public_key(),
+        )
+        .expect("chain");
+        let receipted = |line: &str| {
+            chain
+                .deleted
+                .iter()
+                .any(|id| line.contains(&format!("{id} ")))
+        };
+        let all = a
+            .problems
+            .iter()
+            .chain(a.cameras.iter().flat_map(|(_, r)| r.problems.iter()));
+        for p in all {
+            // The one state a deletion passes through that an audit may
+            // name: its receipt and unlink done, the index not yet marked.
+            if !(p.contains("is indexed as present but") && receipted(p)) {
+                wrong.push(p.clone());
+            }
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    let deleted = deleter.join().expect("deleter");
+    assert!(
+        wrong.is_empty(),
+        "{} wrong finding(s): {wrong:#?}",
+        wrong.len()
+    );
+    assert!(deleted > 0, "nothing was deleted beside the audits");
+    f.audit_ok();
+}

@@ -191,6 +191,61 @@ impl ReceiptLog {
     }
 }
 
+/// The segment ids the receipt chain of one store names, read on demand.
+///
+/// Asked about an id it does not name yet, it first reads the receipts
+/// written since it last looked. A receipt is durable before its media
+/// goes, so a reader that finds a media file missing and then asks here
+/// learns of every deletion that removed it, even one made by a writer
+/// running beside the reader (see [`crate::seal::verify`]). Receipts that
+/// do not open (bad signature, unreadable) are skipped here: the chain's
+/// own verification ([`verify_chain`]) reports them.
+pub struct LiveDeletions {
+    log: ReceiptLog,
+    key: [u8; 32],
+    seen: std::cell::RefCell<(u64, HashSet<String>)>,
+}
+
+impl LiveDeletions {
+    /// Follows the receipts in `dir`, signed by `key`; reads nothing yet.
+    pub fn new(dir: &Path, key: &[u8; 32]) -> LiveDeletions {
+        LiveDeletions {
+            log: ReceiptLog {
+                dir: dir.to_owned(),
+            },
+            key: *key,
+            seen: Default::default(),
+        }
+    }
+
+    /// Reads the receipts past the last one read, up to the first number
+    /// that does not exist (yet).
+    fn catch_up(&self) {
+        let mut seen = self.seen.borrow_mut();
+        let (head, ids) = &mut *seen;
+        loop {
+            match self.log.read(*head + 1, &self.key) {
+                Ok(Some((r, _))) => {
+                    ids.insert(r.segment_id);
+                }
+                Ok(None) => break,
+                Err(_) => {}
+            }
+            *head += 1;
+        }
+    }
+}
+
+impl crate::seal::verify::Deletions for LiveDeletions {
+    fn names(&self, segment_id: &str) -> bool {
+        if self.seen.borrow().1.contains(segment_id) {
+            return true;
+        }
+        self.catch_up();
+        self.seen.borrow().1.contains(segment_id)
+    }
+}
+
 /// What verifying the receipt chain found.
 #[derive(Debug, Default)]
 pub struct ChainReport {
@@ -204,6 +259,10 @@ pub struct ChainReport {
 }
 
 /// Verifies every receipt in `dir` (numbering, signatures, links).
+///
+/// A number missing below the highest one listed is looked up again before
+/// it is called missing: a directory listed while receipts are being added
+/// may show a newer entry and not an older one.
 pub fn verify_chain(dir: &Path, key: &[u8; 32]) -> std::io::Result<ChainReport> {
     let mut seqs: Vec<u64> = Vec::new();
     match std::fs::read_dir(dir) {
@@ -227,6 +286,11 @@ pub fn verify_chain(dir: &Path, key: &[u8; 32]) -> std::io::Result<ChainReport> 
     let log = ReceiptLog {
         dir: dir.to_owned(),
     };
+    let listed: HashSet<u64> = seqs.iter().copied().collect();
+    if let Some(&highest) = seqs.last() {
+        seqs.extend((1..highest).filter(|s| !listed.contains(s) && log.path(*s).exists()));
+        seqs.sort_unstable();
+    }
     let mut report = ChainReport::default();
     let mut head = ReceiptHead::genesis();
     for seq in seqs {

@@ -21,6 +21,13 @@
 //!
 //! Besides the overall [`Report`], each record gets a [`Verdict`], so a caller
 //! that acts on single records (an export) can tell which ones verified.
+//!
+//! The store may be changing while it is read (the agent records and
+//! deletes beside `sargs verify`). A media file found missing is judged
+//! against [`Deletions`] asked *after* the file was looked for; since a
+//! receipt is durable before its media goes, a reader that looks the
+//! receipts up again on a miss (`retention::receipt::LiveDeletions`) never
+//! calls a deletion that happened during the read a missing file.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -110,10 +117,24 @@ impl Verdict {
     }
 }
 
+/// The segments a verifier may find without their media: those a valid
+/// deletion receipt names.
+pub trait Deletions {
+    /// Whether a valid receipt names `segment_id` (asked after its media
+    /// was found missing).
+    fn names(&self, segment_id: &str) -> bool;
+}
+
+impl Deletions for HashSet<String> {
+    fn names(&self, segment_id: &str) -> bool {
+        self.contains(segment_id)
+    }
+}
+
 /// Verifies every record in `dir` against the device public key `key`.
 /// Partial files (a segment being written) are ignored.
 pub fn verify_camera(dir: &Path, key: &[u8; 32]) -> std::io::Result<Report> {
-    verify_camera_with(dir, key, &HashSet::new())
+    verify_camera_with(dir, key, &HashSet::<String>::new())
 }
 
 /// [`verify_camera`], accepting a missing media file for the segment ids in
@@ -121,7 +142,7 @@ pub fn verify_camera(dir: &Path, key: &[u8; 32]) -> std::io::Result<Report> {
 pub fn verify_camera_with(
     dir: &Path,
     key: &[u8; 32],
-    deleted: &HashSet<String>,
+    deleted: &dyn Deletions,
 ) -> std::io::Result<Report> {
     verify_camera_checked(dir, key, deleted, MediaCheck::Hash)
 }
@@ -130,7 +151,7 @@ pub fn verify_camera_with(
 pub fn verify_camera_checked(
     dir: &Path,
     key: &[u8; 32],
-    deleted: &HashSet<String>,
+    deleted: &dyn Deletions,
     media: MediaCheck,
 ) -> std::io::Result<Report> {
     let mut files: BTreeMap<u64, PathBuf> = BTreeMap::new();
@@ -201,7 +222,7 @@ impl Chain {
         seq: u64,
         bytes: &[u8],
         key: &[u8; 32],
-        deleted: &HashSet<String>,
+        deleted: &dyn Deletions,
         media_check: MediaCheck,
     ) -> (Verdict, Option<Manifest>) {
         let mut v = Verdict {
@@ -293,7 +314,7 @@ fn media_state(
     dir: &Path,
     segment_id: &str,
     media: &manifest::Media,
-    deleted: &HashSet<String>,
+    deleted: &dyn Deletions,
     check: MediaCheck,
 ) -> MediaState {
     // The manifest names a file beside it: a name that is a path (`../x`,
@@ -306,13 +327,7 @@ fn media_state(
     }
     let file = dir.join(&media.file);
     match std::fs::metadata(&file) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if deleted.contains(segment_id) {
-                MediaState::Deleted
-            } else {
-                MediaState::Missing
-            }
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone(segment_id, deleted),
         Err(e) => MediaState::Unreadable(format!("{}: {e}", media.file)),
         Ok(meta) if meta.len() != media.ciphertext_bytes => MediaState::Altered(format!(
             "{}: {} bytes, manifest says {}",
@@ -327,8 +342,19 @@ fn media_state(
                 "{}: SHA-256 does not match the manifest (altered)",
                 media.file
             )),
+            // Deleted between the look and the read.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone(segment_id, deleted),
             Err(e) => MediaState::Unreadable(format!("{}: {e}", media.file)),
         },
+    }
+}
+
+/// A media file that is not there: deleted if a receipt names it.
+fn gone(segment_id: &str, deleted: &dyn Deletions) -> MediaState {
+    if deleted.names(segment_id) {
+        MediaState::Deleted
+    } else {
+        MediaState::Missing
     }
 }
 
