@@ -34,6 +34,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 mod validate;
+pub mod when;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

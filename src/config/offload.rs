@@ -47,6 +47,10 @@ pub(super) struct RawOffload {
     pub part_size_mb: Option<u64>,
     pub local: Option<String>,
     pub max_kib_s: Option<u64>,
+    #[serde(default)]
+    pub schedule: Vec<String>,
+    #[serde(default)]
+    pub interfaces: Vec<String>,
 }
 
 /// How object URLs are formed.
@@ -156,6 +160,8 @@ pub struct OffloadSettings {
     /// Upload bandwidth cap, bytes per second (`max_kib_s` × 1024); `None`:
     /// as fast as the link goes.
     pub max_bytes_s: Option<u64>,
+    /// When uploads may go (`schedule`, `interfaces`); none: always.
+    pub when: super::when::Rules,
 }
 
 pub(super) fn offload(
@@ -270,7 +276,9 @@ pub(super) fn offload(
         }
         other => other.map(|n| n << 10),
     };
+    let when = super::when::rules(v, &raw.schedule, &raw.interfaces);
     Some(OffloadSettings {
+        when,
         free_local,
         max_bytes_s,
         endpoint: endpoint?,

@@ -174,6 +174,7 @@ impl Telemetry {
                     "last_failure": p.last_failure,
                     "last_error": p.last_error,
                     "retry_in_s": p.retry_in_s,
+                    "paused": p.paused,
                 }),
             );
         }

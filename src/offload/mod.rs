@@ -30,6 +30,8 @@
 //!   takes the retention engine's lock only for one short query or one
 //!   commit, never during I/O; a store that is down or refuses is retried
 //!   with a back-off that doubles from [`BACKOFF_MIN`] to [`BACKOFF_MAX`].
+//!   Uploads go only when [`gate`] allows (`offload.schedule`,
+//!   `offload.interfaces`), asked before each record.
 //! - **Failures are seen.** Every failed attempt is counted in telemetry
 //!   (failures, in a row, the last error, the back-off) and reported to HQ
 //!   as `offload.failed`, naming the store, the object key and the error,
@@ -45,6 +47,7 @@
 //! listing sorted by key is each camera's chain in order.
 
 pub mod failures;
+pub mod gate;
 pub mod pace;
 pub mod s3;
 
@@ -122,6 +125,9 @@ pub struct Progress {
     pub last_error: Option<String>,
     /// While the store fails: seconds until the next attempt.
     pub retry_in_s: Option<u64>,
+    /// Why uploads wait although the queue is not empty (outside
+    /// `offload.schedule`, none of `offload.interfaces` up), if they do.
+    pub paused: Option<String>,
 }
 
 /// The uploader's progress, shared with telemetry.
@@ -136,6 +142,18 @@ impl Stats {
     pub fn snapshot(&self) -> (Option<Waiting>, Progress) {
         let waiting = self.retention.offload_waiting(&self.cameras).ok();
         (waiting, crate::sync::lock(&self.progress).clone())
+    }
+
+    /// Records why uploads wait now (`None`: they go); says so in the log
+    /// when that changes between waiting and going.
+    fn paused(&self, why: Option<String>) {
+        let mut p = crate::sync::lock(&self.progress);
+        match (&p.paused, &why) {
+            (None, Some(w)) => tracing::info!(why = %w, "offload: paused"),
+            (Some(_), None) => tracing::info!("offload: resumed"),
+            _ => {}
+        }
+        p.paused = why;
     }
 
     fn note(&self, result: Result<(), (&str, Option<Duration>)>) {
@@ -189,6 +207,7 @@ pub fn spawn(setup: Setup) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<
         .name("offload".into())
         .spawn(move || {
             Uploader {
+                gate: gate::Gate::new(setup.settings.when.clone()),
                 store,
                 setup,
                 stats: shared,
@@ -202,6 +221,7 @@ pub fn spawn(setup: Setup) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<
 }
 
 struct Uploader {
+    gate: gate::Gate,
     store: Store,
     setup: Setup,
     stats: Arc<Stats>,
@@ -236,12 +256,21 @@ impl Uploader {
                 .filter(|p| !self.later.contains_key(&(p.camera.clone(), p.seq)))
                 .collect();
             if due.is_empty() {
+                self.stats.paused(None);
                 self.pause(IDLE);
                 continue;
             }
             for p in due {
                 if self.setup.cancel.is_cancelled() {
                     return;
+                }
+                // Asked before every record ([`gate`]).
+                let closed = self.gate.closed();
+                let wait = closed.is_some();
+                self.stats.paused(closed);
+                if wait {
+                    self.pause(IDLE);
+                    break;
                 }
                 match self.offload(&p) {
                     Ok(()) => {

@@ -461,6 +461,7 @@ mod tests {
             part_size: 8 << 20,
             free_local: false,
             max_bytes_s: None,
+            when: Default::default(),
         };
         let store = Store::new(&settings).expect("client");
         let file = tempfile::NamedTempFile::new().expect("file");

@@ -272,6 +272,7 @@ root_domain = ".s3.garage.localhost"
             part_size: part_mb << 20,
             free_local: false,
             max_bytes_s: None,
+            when: Default::default(),
         }
     }
 

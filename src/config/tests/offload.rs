@@ -179,6 +179,42 @@ fn a_bandwidth_cap_is_kib_per_second_and_zero_is_refused() {
 }
 
 #[test]
+fn upload_windows_and_interfaces_load_and_bad_ones_are_named() {
+    let d = Dir::new();
+    good_credentials(&d, 0o600);
+    let c = d
+        .load(&with_offload(
+            &d,
+            "http://127.0.0.1:3900",
+            "garage",
+            "schedule = [\"22:00-06:00\", \"12:00-13:00\"]\ninterfaces = [\"wlan0\"]\n",
+        ))
+        .expect("valid");
+    let when = &c.offload.as_ref().expect("offload").when;
+    let windows: Vec<String> = when.schedule.iter().map(ToString::to_string).collect();
+    assert_eq!(windows, ["22:00-06:00", "12:00-13:00"]);
+    assert_eq!(when.interfaces, ["wlan0"]);
+    let none = d
+        .load(&with_offload(&d, "http://127.0.0.1:3900", "garage", ""))
+        .expect("valid");
+    assert_eq!(none.offload.expect("offload").when, Default::default());
+    for (bad, key) in [
+        (
+            "schedule = [\"22:00-06:00\", \"9-17\"]\n",
+            "offload.schedule[1]",
+        ),
+        ("schedule = [\"08:00-08:00\"]\n", "offload.schedule[0]"),
+        (
+            "interfaces = [\"wlan0\", \"../eth0\"]\n",
+            "offload.interfaces[1]",
+        ),
+    ] {
+        let e = d.err(&with_offload(&d, "http://127.0.0.1:3900", "garage", bad));
+        d.names(&e, key);
+    }
+}
+
+#[test]
 fn the_allow_list_is_asked_of_each_request_url() {
     let allow = Allow {
         endpoints: vec!["https://s3.evidence.example.lv".into()],
