@@ -83,7 +83,7 @@ fn main() {
             let key = format!("bench/{round}/{i}.mp4.age");
             let start = Instant::now();
             let cpu0 = cpu_time(libc::RUSAGE_SELF);
-            s.put_file(&key, &file).expect("upload");
+            s.put_file(&key, &file, None).expect("upload");
             let secs = start.elapsed().as_secs_f64();
             let cpu_s = (cpu_time(libc::RUSAGE_SELF) - cpu0).as_secs_f64();
             cpu[i].push(cpu_s * 1024.0 / mib as f64);

@@ -234,6 +234,7 @@ struct Uploader {
 impl Uploader {
     fn run(mut self) {
         tracing::info!(store = %self.store.label(), cameras = ?self.setup.cameras, "offload started");
+        self.abandon_orphans();
         let mut backoff = BACKOFF_MIN;
         while !self.setup.cancel.is_cancelled() {
             let now = Instant::now();
@@ -310,6 +311,36 @@ impl Uploader {
         }
     }
 
+    /// Aborts the multipart uploads under way whose record has no local
+    /// media any more (deleted before its upload finished): their parts
+    /// would otherwise stay in the store, unseen.
+    fn abandon_orphans(&self) {
+        let root = self.setup.data_dir.join("offload");
+        let Ok(cameras) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for cam in cameras.flatten() {
+            let Ok(files) = std::fs::read_dir(cam.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(media) = name.strip_suffix(".upload") else {
+                    continue;
+                };
+                let local = self
+                    .setup
+                    .data_dir
+                    .join("cameras")
+                    .join(cam.file_name())
+                    .join(media);
+                if !local.exists() {
+                    self.store.abandon(&f.path());
+                }
+            }
+        }
+    }
+
     /// Tells HQ of a failure, if its kind's event is due ([`failures`]).
     fn report(
         &mut self,
@@ -374,14 +405,19 @@ impl Uploader {
                     ))
                 })?;
                 let key = format!("{prefix}.mp4.age");
-                self.ensure(&key, &dir.join(&media.file), &want)?;
+                let progress = s
+                    .data_dir
+                    .join("offload")
+                    .join(&p.camera)
+                    .join(format!("{name}.mp4.age.upload"));
+                self.ensure(&key, &dir.join(&media.file), &want, Some(&progress))?;
                 Some((key, want))
             }
             _ => None,
         };
         let manifest_key = format!("{prefix}.json");
         let manifest_sha = manifest::sha256(&bytes);
-        self.ensure(&manifest_key, &manifest_path, &manifest_sha)?;
+        self.ensure(&manifest_key, &manifest_path, &manifest_sha, None)?;
         let offloaded = Offloaded {
             store: self.store.label().to_owned(),
             manifest_key,
@@ -413,10 +449,22 @@ impl Uploader {
 
     /// Makes sure `key` holds exactly the bytes of `path`, whose SHA-256 is
     /// `want`: an object already there is read back; else the file is
-    /// checked, sent, and read back.
-    fn ensure(&self, key: &str, path: &std::path::Path, want: &[u8; 32]) -> Result<(), Failure> {
+    /// checked, sent (a multipart upload resuming from `progress`, if
+    /// given), and read back.
+    fn ensure(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        want: &[u8; 32],
+        progress: Option<&std::path::Path>,
+    ) -> Result<(), Failure> {
         match self.store.get_sha256(key)? {
-            Some((got, _)) if got == *want => return Ok(()),
+            Some((got, _)) if got == *want => {
+                if let Some(progress) = progress {
+                    self.store.completed(progress);
+                }
+                return Ok(());
+            }
             Some((got, len)) => {
                 return Err(Failure::Record(format!(
                     "{key}: the store already holds other bytes under this key ({len} bytes, \
@@ -435,12 +483,14 @@ impl Uploader {
                 path.display()
             )));
         }
-        self.store.put_file(key, path).map_err(|e| match e {
-            S3Error::Io { path, source } => {
-                Failure::Record(format!("{}: {source}", path.display()))
-            }
-            other => Failure::Store(other),
-        })?;
+        self.store
+            .put_file(key, path, progress)
+            .map_err(|e| match e {
+                S3Error::Io { path, source } => {
+                    Failure::Record(format!("{}: {source}", path.display()))
+                }
+                other => Failure::Store(other),
+            })?;
         match self.store.get_sha256(key)? {
             Some((got, _)) if got == *want => Ok(()),
             Some((got, len)) => Err(Failure::Record(format!(

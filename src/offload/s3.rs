@@ -25,9 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusty_s3::actions::{
-    CompleteMultipartUpload, CreateMultipartUpload, GetObject, PutObject, S3Action, UploadPart,
-};
+mod multipart;
+
+use rusty_s3::actions::{GetObject, PutObject, S3Action};
 use rusty_s3::{Bucket, UrlStyle};
 use url::Url;
 
@@ -235,8 +235,15 @@ impl Store {
     }
 
     /// Uploads the file at `path` as `key`: one PUT up to the part size,
-    /// a multipart upload of parts that size above it.
-    pub fn put_file(&self, key: &str, path: &Path) -> Result<(), S3Error> {
+    /// a multipart upload of parts that size above it, which resumes from
+    /// the upload `progress` records ([`multipart`]) if given. Returns the
+    /// bytes sent by this call.
+    pub fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: Option<&Path>,
+    ) -> Result<u64, S3Error> {
         let io = |source| S3Error::Io {
             path: path.to_owned(),
             source,
@@ -258,112 +265,15 @@ impl Store {
                 .send(ureq::SendBody::from_reader(&mut body))
                 .map_err(transport(WHAT, key))?;
             return match resp.status().as_u16() {
-                200 => Ok(()),
+                200 => Ok(len),
                 status => Err(status_error(WHAT, key, status, resp)),
             };
         }
-        self.multipart(key, file, len).map_err(|e| match e {
-            S3Error::Io { source, .. } => io(source),
-            other => other,
-        })
-    }
-
-    fn multipart(&self, key: &str, mut file: std::fs::File, len: u64) -> Result<(), S3Error> {
-        const WHAT: &str = "multipart upload";
-        let create = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), key);
-        let url = self.signed(WHAT, key, &create)?;
-        let resp = self
-            .http
-            .post(url.as_str())
-            .send_empty()
-            .map_err(transport(WHAT, key))?;
-        let text = ok_text(WHAT, key, resp)?;
-        let created =
-            CreateMultipartUpload::parse_response(&text).map_err(|e| S3Error::Status {
-                what: WHAT,
-                key: key.to_owned(),
-                status: 200,
-                message: format!("unreadable answer: {e}"),
-            })?;
-        let upload_id = created.upload_id();
-        let mut etags = Vec::new();
-        let mut buf = Vec::new();
-        let mut sent = 0u64;
-        let mut number: u16 = 1;
-        while sent < len {
-            buf.clear();
-            (&mut file)
-                .take(self.part_size)
-                .read_to_end(&mut buf)
-                .map_err(|source| S3Error::Io {
-                    path: Default::default(),
-                    source,
-                })?;
-            if buf.is_empty() {
-                break;
-            }
-            let part = UploadPart::new(
-                &self.bucket,
-                Some(&self.credentials),
-                key,
-                number,
-                upload_id,
-            );
-            let url = self.signed(WHAT, key, &part)?;
-            let mut body = self.body(&buf[..]);
-            let resp = self
-                .http
-                .put(url.as_str())
-                .header("content-length", buf.len())
-                .send(ureq::SendBody::from_reader(&mut body))
-                .map_err(transport(WHAT, key))?;
-            if resp.status().as_u16() != 200 {
-                let status = resp.status().as_u16();
-                return Err(status_error(WHAT, key, status, resp));
-            }
-            let etag = resp
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| S3Error::Status {
-                    what: WHAT,
-                    key: key.to_owned(),
-                    status: 200,
-                    message: format!("part {number} answered without an ETag"),
-                })?;
-            etags.push(etag.to_owned());
-            sent += buf.len() as u64;
-            number = number.checked_add(1).ok_or_else(|| S3Error::Status {
-                what: WHAT,
-                key: key.to_owned(),
-                status: 0,
-                message: "more than 65535 parts: raise offload.part_size_mb".into(),
-            })?;
-        }
-        let complete = CompleteMultipartUpload::new(
-            &self.bucket,
-            Some(&self.credentials),
-            key,
-            upload_id,
-            etags.iter().map(String::as_str),
-        );
-        let url = self.signed(WHAT, key, &complete)?;
-        let resp = self
-            .http
-            .post(url.as_str())
-            .send(complete.body())
-            .map_err(transport(WHAT, key))?;
-        // A store may answer 200 and still report an error in the body.
-        let text = ok_text(WHAT, key, resp)?;
-        rusty_s3::actions::CompleteMultipartUploadResponse::parse(&text).map_err(|_| {
-            S3Error::Status {
-                what: WHAT,
-                key: key.to_owned(),
-                status: 200,
-                message: short(&text),
-            }
-        })?;
-        Ok(())
+        self.multipart(key, file, len, progress)
+            .map_err(|e| match e {
+                S3Error::Io { path: p, source } if p.as_os_str().is_empty() => io(source),
+                other => other,
+            })
     }
 }
 
@@ -468,7 +378,9 @@ mod tests {
         std::fs::write(file.path(), b"sealed bytes").expect("write");
         for err in [
             store.get_sha256("gw/cam/0000000001.json").map(|_| ()),
-            store.put_file("gw/cam/0000000001.json", file.path()),
+            store
+                .put_file("gw/cam/0000000001.json", file.path(), None)
+                .map(|_| ()),
         ] {
             let err = err.expect_err("refused");
             assert!(matches!(err, S3Error::Refused { .. }), "{err}");
@@ -481,7 +393,7 @@ mod tests {
         other.allow.regions = vec!["lv-1".into()];
         let err = Store::new(&other)
             .expect("client")
-            .put_file("k", file.path())
+            .put_file("k", file.path(), None)
             .expect_err("region refused");
         assert!(err.to_string().contains("offload.allow_regions"), "{err}");
         assert!(

@@ -31,6 +31,7 @@ mod offload;
 mod offload_commands;
 mod offload_failures;
 mod offload_free;
+mod offload_resume;
 mod offload_when;
 mod postgres;
 mod record;

@@ -133,6 +133,19 @@ impl Reader {
             .to_owned()
     }
 
+    /// Whether the store still knows multipart upload `upload_id` of `key`.
+    pub(crate) fn upload_exists(&self, key: &str, upload_id: &str) -> bool {
+        let url =
+            rusty_s3::actions::ListParts::new(&self.bucket, Some(&self.creds), key, upload_id)
+                .sign(Duration::from_secs(600));
+        let resp = self.http.get(url.as_str()).call().expect("ListParts");
+        match resp.status().as_u16() {
+            200 => true,
+            404 => false,
+            s => panic!("ListParts {key} {upload_id}: HTTP {s}"),
+        }
+    }
+
     pub(crate) fn get(&self, key: &str) -> Vec<u8> {
         let url = self
             .bucket
@@ -452,12 +465,12 @@ fn one_gateways_key_cannot_touch_another_gateways_bucket() {
     let file = dir.path().join("0000000001.mp4.age");
     std::fs::write(&file, b"age-encryption.org/v1\nsealed").expect("file");
     let b = client(&g, &key_b, "evidence-gw-b", 8);
-    b.put_file("gw-b/cam/0000000001.mp4.age", &file)
+    b.put_file("gw-b/cam/0000000001.mp4.age", &file, None)
         .expect("B writes its own bucket");
     let a_on_b = client(&g, &key_a, "evidence-gw-b", 8);
     std::fs::write(&file, b"age-encryption.org/v1\nforged").expect("file");
     let err = a_on_b
-        .put_file("gw-b/cam/0000000001.mp4.age", &file)
+        .put_file("gw-b/cam/0000000001.mp4.age", &file, None)
         .expect_err("A may not write B's bucket");
     assert!(err.to_string().contains("HTTP 403"), "{err}");
     let err = a_on_b
@@ -493,7 +506,7 @@ fn a_large_object_goes_in_parts_and_reads_back_whole() {
     std::fs::write(&file, &bytes).expect("file");
     let store = client(&g, &key, BUCKET, 5);
     store
-        .put_file("gw/cam/0000000001.mp4.age", &file)
+        .put_file("gw/cam/0000000001.mp4.age", &file, None)
         .expect("upload");
     assert_eq!(
         store
@@ -523,14 +536,14 @@ fn objects_found_in_the_store_are_verified_not_sent_again_and_never_overwritten(
     // Record 1 as a run killed after its upload left it.
     for name in ["0000000001.mp4.age", "0000000001.json"] {
         store
-            .put_file(&format!("test-gw/cam-f/{name}"), &dir.join(name))
+            .put_file(&format!("test-gw/cam-f/{name}"), &dir.join(name), None)
             .expect("upload");
     }
     // Record 2's media key holds other bytes.
     let foreign = home.path().join("foreign.bin");
     std::fs::write(&foreign, b"not the sealed segment").expect("file");
     store
-        .put_file("test-gw/cam-f/0000000002.mp4.age", &foreign)
+        .put_file("test-gw/cam-f/0000000002.mp4.age", &foreign, None)
         .expect("upload");
     let reader = Reader::new(&g, &key);
     let before = reader.list_modified();
