@@ -168,6 +168,7 @@ impl Telemetry {
                     "queue_records": waiting.map(|w| w.records),
                     "bytes_waiting": waiting.map(|w| w.bytes),
                     "offloaded": p.offloaded,
+                    "receipts_offloaded": p.receipts_offloaded,
                     "last_success": p.last_success,
                     "failures": p.failures,
                     "failures_in_a_row": p.failures_in_a_row,

@@ -49,6 +49,7 @@
 pub mod failures;
 pub mod gate;
 pub mod pace;
+mod receipts;
 pub mod s3;
 
 use std::collections::HashMap;
@@ -116,6 +117,9 @@ pub fn cameras(config: &Config) -> Vec<String> {
 pub struct Progress {
     /// Records offloaded and verified since the agent started.
     pub offloaded: u64,
+    /// Deletion receipts sent and verified since the agent started
+    /// ([`receipts`]).
+    pub receipts_offloaded: u64,
     pub last_success: Option<DateTime<Utc>>,
     /// Failed attempts since the agent started.
     pub failures: u64,
@@ -156,11 +160,16 @@ impl Stats {
         p.paused = why;
     }
 
-    fn note(&self, result: Result<(), (&str, Option<Duration>)>) {
+    /// Counts an attempt: `Ok(true)` a record, `Ok(false)` a receipt.
+    fn note(&self, result: Result<bool, (&str, Option<Duration>)>) {
         let mut p = crate::sync::lock(&self.progress);
         match result {
-            Ok(()) => {
-                p.offloaded += 1;
+            Ok(record) => {
+                if record {
+                    p.offloaded += 1;
+                } else {
+                    p.receipts_offloaded += 1;
+                }
                 p.last_success = Some(crate::clock::now());
                 p.failures_in_a_row = 0;
                 p.retry_in_s = None;
@@ -176,6 +185,25 @@ impl Stats {
             }
         }
     }
+}
+
+/// One thing the uploader sends, as its failures are kept and reported.
+struct Item {
+    /// Its key in [`Uploader::later`].
+    later: (String, u64),
+    /// The object key a failure names.
+    object: String,
+    segment_id: Option<String>,
+}
+
+/// What the uploader does after an attempt.
+enum Flow {
+    /// Goes on with the next.
+    Next,
+    /// Starts a new turn (the store failed and was waited for).
+    Wait,
+    /// Stops: the agent is stopping.
+    Stop,
 }
 
 /// Why one record did not go.
@@ -239,6 +267,13 @@ impl Uploader {
         while !self.setup.cancel.is_cancelled() {
             let now = Instant::now();
             self.later.retain(|_, (at, _)| *at > now);
+            // The receipts first: few and small, and the store's account
+            // of a camera needs them ([`receipts`]).
+            match self.offload_receipts(&mut backoff) {
+                Flow::Next => {}
+                Flow::Wait => continue,
+                Flow::Stop => return,
+            }
             let pending = match self
                 .setup
                 .retention
@@ -265,48 +300,69 @@ impl Uploader {
                 if self.setup.cancel.is_cancelled() {
                     return;
                 }
-                // Asked before every record ([`gate`]).
-                let closed = self.gate.closed();
-                let wait = closed.is_some();
-                self.stats.paused(closed);
-                if wait {
-                    self.pause(IDLE);
+                if !self.may_send() {
                     break;
                 }
-                match self.offload(&p) {
-                    Ok(()) => {
-                        backoff = BACKOFF_MIN;
-                        self.stats.note(Ok(()));
-                        self.limiter.succeeded();
-                    }
-                    Err(Failure::Store(_)) if self.setup.cancel.is_cancelled() => return,
-                    Err(Failure::Store(e)) => {
-                        // The store, not the record: everything waits.
-                        tracing::warn!(error = %e, retry_in_s = backoff.as_secs(),
-                            "offload: the store failed; retrying");
-                        let error = e.to_string();
-                        self.stats.note(Err((&error, Some(backoff))));
-                        self.report(Kind::Store, e.key(), None, error, backoff);
-                        self.pause(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        break;
-                    }
-                    Err(Failure::Record(e)) => {
-                        let key = (p.camera.clone(), p.seq);
-                        let wait = self
-                            .later
-                            .get(&key)
-                            .map_or(BACKOFF_MIN, |(_, w)| (*w * 2).min(BACKOFF_MAX));
-                        tracing::error!(camera = %p.camera, sequence = p.seq, error = %e,
-                            retry_in_s = wait.as_secs(), "offload: record not offloaded");
-                        self.stats.note(Err((e.as_str(), None)));
-                        let object =
-                            format!("{}/{}/{:010}.json", self.setup.agent, p.camera, p.seq);
-                        let id = format!("{}/{}/{}", self.setup.agent, p.camera, p.seq);
-                        self.report(Kind::Record, object, Some(id), e, wait);
-                        self.later.insert(key, (Instant::now() + wait, wait));
-                    }
+                let result = self.offload(&p);
+                let item = Item {
+                    later: (p.camera.clone(), p.seq),
+                    object: format!("{}/{}/{:010}.json", self.setup.agent, p.camera, p.seq),
+                    segment_id: Some(format!("{}/{}/{}", self.setup.agent, p.camera, p.seq)),
+                };
+                match self.outcome(result, item, &mut backoff) {
+                    Flow::Next => {}
+                    Flow::Wait => break,
+                    Flow::Stop => return,
                 }
+            }
+        }
+    }
+
+    /// Asks the [`gate`] (before every record and receipt); while it is
+    /// closed, says why in telemetry and waits a moment.
+    fn may_send(&self) -> bool {
+        let closed = self.gate.closed();
+        let open = closed.is_none();
+        self.stats.paused(closed);
+        if !open {
+            self.pause(IDLE);
+        }
+        open
+    }
+
+    /// Counts, reports and schedules what one record's (or receipt's)
+    /// attempt came to. A failure of the store makes everything wait (with
+    /// the back-off, doubling); one of the item alone puts it aside.
+    fn outcome(&mut self, result: Result<(), Failure>, item: Item, backoff: &mut Duration) -> Flow {
+        match result {
+            Ok(()) => {
+                *backoff = BACKOFF_MIN;
+                self.stats.note(Ok(item.segment_id.is_some()));
+                self.limiter.succeeded();
+                Flow::Next
+            }
+            Err(Failure::Store(_)) if self.setup.cancel.is_cancelled() => Flow::Stop,
+            Err(Failure::Store(e)) => {
+                tracing::warn!(error = %e, retry_in_s = backoff.as_secs(),
+                    "offload: the store failed; retrying");
+                let error = e.to_string();
+                self.stats.note(Err((&error, Some(*backoff))));
+                self.report(Kind::Store, e.key(), None, error, *backoff);
+                self.pause(*backoff);
+                *backoff = (*backoff * 2).min(BACKOFF_MAX);
+                Flow::Wait
+            }
+            Err(Failure::Record(e)) => {
+                let wait = self
+                    .later
+                    .get(&item.later)
+                    .map_or(BACKOFF_MIN, |(_, w)| (*w * 2).min(BACKOFF_MAX));
+                tracing::error!(object = %item.object, error = %e,
+                    retry_in_s = wait.as_secs(), "offload: not offloaded");
+                self.stats.note(Err((e.as_str(), None)));
+                self.report(Kind::Record, item.object, item.segment_id, e, wait);
+                self.later.insert(item.later, (Instant::now() + wait, wait));
+                Flow::Next
             }
         }
     }

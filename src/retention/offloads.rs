@@ -17,6 +17,11 @@ use super::{Engine, Retention, RetentionError};
 use crate::events::{self, Event};
 use sargs_core::command::{Command, Rejection, Scope};
 
+/// The index's meta key of the highest receipt verified in the store (all
+/// before it are there too). Lost with the index, it only costs a read-back
+/// of each receipt already in the store.
+const RECEIPTS_OFFLOADED: &str = "offload_receipts";
+
 impl Retention {
     /// Up to `limit` records of `cameras` that are not yet offloaded, oldest
     /// sealed first.
@@ -62,6 +67,25 @@ impl Retention {
                 })));
             Ok(())
         })
+    }
+
+    /// The receipts not yet in the store: the numbers after the last one
+    /// verified there, up to the chain's head.
+    pub fn receipts_to_offload(&self) -> Result<std::ops::RangeInclusive<u64>, RetentionError> {
+        self.run(|e| {
+            let done: u64 = e
+                .index
+                .meta(RECEIPTS_OFFLOADED)
+                .map_err(e.db_err())?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            Ok(done + 1..=e.receipt_head.sequence)
+        })
+    }
+
+    /// Records that receipts up to `seq` are verified in the store.
+    pub fn mark_receipts_offloaded(&self, seq: u64) -> Result<(), RetentionError> {
+        self.run(|e| e.write(|w| w.set_meta(RECEIPTS_OFFLOADED, &seq.to_string())))
     }
 
     /// Frees the local media of `camera`'s record `seq` once `object` (its

@@ -1,6 +1,7 @@
 //! `[offload] local = "free"`: a segment's local media goes only after its
 //! object is verified in the store, with a signed, chained receipt of reason
-//! `offloaded` that names that object; the chain still verifies.
+//! `offloaded` that names that object; the chain still verifies, and the
+//! receipts follow into the store byte for byte.
 
 use sargs_core::retention::receipt::{Reason, Receipt};
 use sargs_core::seal::manifest::{self, Manifest};
@@ -35,11 +36,36 @@ fn freed_media_has_a_receipt_naming_its_verified_object_and_the_chain_verifies()
         2,
         &(offloading_camera("cam-r") + &table + "local = \"free\"\n"),
     );
-    record_until(&config, RECORDING, "2 segments freed after offload", || {
-        receipts(&home).len() >= 2
-    });
-    assert!(offloaded_count(&home) >= 2);
     let reader = Reader::new(&g, &key);
+    // Every receipt written follows its record into the store.
+    let stored = |n: usize| {
+        let keys = reader.list();
+        (1..=n).all(|seq| keys.contains(&format!("test-gw/receipts/{seq:010}.json")))
+    };
+    record_until(
+        &config,
+        RECORDING,
+        "2 segments freed after offload, their receipts in the store",
+        || {
+            let n = receipts(&home).len();
+            n >= 2 && stored(n)
+        },
+    );
+    assert!(offloaded_count(&home) >= 2);
+    let local = home.path().join("data/receipts");
+    for seq in 1..=receipts(&home).len() {
+        let name = format!("{seq:010}.json");
+        let key = format!("test-gw/receipts/{name}");
+        if reader.list().contains(&key) {
+            let file = std::fs::read(local.join(&name)).expect("receipt file");
+            assert_eq!(
+                reader.get(&key),
+                file,
+                "{key} is the agent's signed receipt, byte for byte"
+            );
+        }
+    }
+    assert!(stored(2), "receipts 1 and 2 in the store");
     let dir = home.camera_dir("cam-r");
     let device = home.device_key();
     let rows = offloaded(&home);

@@ -10,7 +10,8 @@
 //! - every object in the store is a record's: the manifest object is the
 //!   manifest file byte for byte, and the media object has the digest that
 //!   manifest signs (an upload the kill cut short leaves no object, or a
-//!   whole one);
+//!   whole one) — or a receipt's: the agent's receipt file byte for byte,
+//!   and every receipt up to the index's mark is there;
 //! - every record the index counts as offloaded has both objects in the
 //!   store, with the digests the index keeps;
 //! - every record whose local media is gone has a receipt of reason
@@ -19,7 +20,8 @@
 //!
 //! At the end, once the restarted agent has caught up: every record sealed
 //! before the last kill is offloaded, and the store holds exactly the
-//! objects of the records the index counts — none twice, none extra.
+//! objects of the records the index counts, and receipts — none twice,
+//! none extra.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -32,7 +34,7 @@ use sargs_core::seal::sign::Envelope;
 use super::checks::*;
 use super::{sleep_until, Campaign};
 use crate::harness::*;
-use crate::offload::{offloaded, offloading_camera, site, Reader};
+use crate::offload::{offloaded, offloading_camera, receipts_in_store, site, Reader};
 
 const CAM: &str = "cam-off";
 const AGENT: &str = "test-gw";
@@ -62,7 +64,9 @@ fn store_problems(home: &Home, reader: &Reader) -> Vec<String> {
     let records = manifests(home);
     let listed = reader.list();
     let prefix = format!("{AGENT}/{CAM}/");
-    for key in &listed {
+    let (receipted, wrong) = receipts_in_store(home, reader);
+    problems.extend(wrong);
+    for key in listed.difference(&receipted) {
         let Some((seq, kind)) = key
             .strip_prefix(&prefix)
             .and_then(|rest| rest.split_once('.'))
@@ -227,7 +231,9 @@ fn kill_9_while_offloading_and_freeing() {
     // In the store and not yet counted: only what the clean stop caught
     // between an upload and its commit, after the last kill (the next
     // start verifies it and counts it without sending it again).
-    let listed = reader.list();
+    // Receipts are checked by store_problems, above.
+    let (receipted, _) = receipts_in_store(&home, &reader);
+    let listed: BTreeSet<String> = reader.list().difference(&receipted).cloned().collect();
     let uncounted: Vec<&String> = listed
         .difference(&counted)
         .filter(|k| {

@@ -1,4 +1,6 @@
-//! A multipart upload cut short (the agent stopped under its bandwidth cap,
+//! The agent's S3 client against a real Garage: a gateway's key confined to
+//! its own bucket; an object above the part size goes in parts; and a
+//! multipart upload cut short (the agent stopped under its bandwidth cap,
 //! the same as a link that drops) resumes from the parts the store
 //! acknowledged, not from the first byte; a part that does not match what
 //! was sent, or an upload the store cannot go on with, is sent again or
@@ -11,7 +13,7 @@ use sargs_core::seal::manifest;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::*;
-use crate::offload::{client, BUCKET};
+use crate::offload::{client, Reader, BUCKET};
 use crate::support::garage::{Garage, Key};
 
 const PART: u64 = 5 << 20;
@@ -113,7 +115,7 @@ fn a_cut_multipart_upload_resumes_from_the_parts_the_store_has() {
     cut_short(&g, &key, &object, &file, &progress, 1);
     let old = progress_json(&progress);
     let upload_id = old["upload_id"].as_str().expect("upload id");
-    let reader = crate::offload::Reader::new(&g, &key);
+    let reader = Reader::new(&g, &key);
     assert!(
         reader.upload_exists(&object, upload_id),
         "the cut upload is in the store"
@@ -147,7 +149,7 @@ fn an_upload_whose_record_is_gone_is_aborted_at_start() {
         .as_str()
         .expect("upload id")
         .to_owned();
-    let reader = crate::offload::Reader::new(&g, &key);
+    let reader = Reader::new(&g, &key);
     assert!(reader.upload_exists(object, &upload_id));
     let config = home.config(2, &(crate::offload::offloading_camera("cam-o") + &table));
     let agent = sargs::agent::Agent::start(&config).expect("agent");
@@ -158,4 +160,72 @@ fn an_upload_whose_record_is_gone_is_aborted_at_start() {
         !reader.upload_exists(object, &upload_id),
         "the orphan upload was aborted"
     );
+}
+
+/// Garage confines a key by bucket, not by prefix: each gateway gets a
+/// bucket of its own and a key that may read and write that bucket only, so
+/// gateway A's key can neither write nor read gateway B's objects.
+#[test]
+fn one_gateways_key_cannot_touch_another_gateways_bucket() {
+    let g = Garage::start();
+    let key_a = g.bucket_with_key("evidence-gw-a");
+    let key_b = g.bucket_with_key("evidence-gw-b");
+    let dir = tempfile::tempdir_in(test_root()).expect("dir");
+    let file = dir.path().join("0000000001.mp4.age");
+    std::fs::write(&file, b"age-encryption.org/v1\nsealed").expect("file");
+    let b = client(&g, &key_b, "evidence-gw-b", 8);
+    b.put_file("gw-b/cam/0000000001.mp4.age", &file, None)
+        .expect("B writes its own bucket");
+    let a_on_b = client(&g, &key_a, "evidence-gw-b", 8);
+    std::fs::write(&file, b"age-encryption.org/v1\nforged").expect("file");
+    let err = a_on_b
+        .put_file("gw-b/cam/0000000001.mp4.age", &file, None)
+        .expect_err("A may not write B's bucket");
+    assert!(err.to_string().contains("HTTP 403"), "{err}");
+    let err = a_on_b
+        .get_sha256("gw-b/cam/0000000001.mp4.age")
+        .expect_err("A may not read B's bucket");
+    assert!(err.to_string().contains("HTTP 403"), "{err}");
+    let (sha, len) = b
+        .get_sha256("gw-b/cam/0000000001.mp4.age")
+        .expect("B reads")
+        .expect("the object");
+    assert_eq!(
+        (sha, len),
+        (
+            manifest::sha256(b"age-encryption.org/v1\nsealed"),
+            b"age-encryption.org/v1\nsealed".len() as u64
+        ),
+        "B's object is unchanged"
+    );
+}
+
+/// An object above the part size goes as a multipart upload and reads back
+/// byte for byte.
+#[test]
+fn a_large_object_goes_in_parts_and_reads_back_whole() {
+    let g = Garage::start();
+    let key = g.bucket_with_key(BUCKET);
+    let dir = tempfile::tempdir_in(test_root()).expect("dir");
+    let file = dir.path().join("big.mp4.age");
+    // 12 MiB and a bit: three parts of 5 MiB, the last one short.
+    let bytes: Vec<u8> = (0..(12 << 20) + 12345u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &bytes).expect("file");
+    let store = client(&g, &key, BUCKET, 5);
+    store
+        .put_file("gw/cam/0000000001.mp4.age", &file, None)
+        .expect("upload");
+    assert_eq!(
+        store
+            .get_sha256("gw/cam/0000000001.mp4.age")
+            .expect("GET")
+            .expect("the object"),
+        (manifest::sha256(&bytes), bytes.len() as u64)
+    );
+    let reader = Reader::new(&g, &key);
+    assert_eq!(reader.get("gw/cam/0000000001.mp4.age"), bytes);
+    let etag = reader.etag("gw/cam/0000000001.mp4.age");
+    assert!(etag.ends_with("-3"), "three parts went: ETag {etag}");
 }
