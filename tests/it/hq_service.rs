@@ -44,7 +44,7 @@ pub fn hq_json(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
 }
 
-fn start_hq(dir: &Path) -> Spawned {
+pub fn start_hq(dir: &Path) -> Spawned {
     start_hq_with(dir, &dir.join("hq.toml"), "hq.log")
 }
 
@@ -66,7 +66,7 @@ pub fn start_hq_with(dir: &Path, config: &Path, log: &str) -> Spawned {
     )
 }
 
-fn write_hq_toml(dir: &Path, broker: &str, db: &str, command_key: &str, api: u16) {
+pub fn write_hq_toml(dir: &Path, broker: &str, db: &str, command_key: &str, api: u16) {
     std::fs::write(
         dir.join("hq.toml"),
         format!(

@@ -22,6 +22,7 @@ mod export_input;
 mod faults;
 mod harness;
 mod hq_fleet;
+mod hq_objects;
 mod hq_replicas;
 mod hq_service;
 mod mqtt;

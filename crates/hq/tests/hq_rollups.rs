@@ -37,6 +37,7 @@ mod postgres;
 mod hq_rollups {
     mod brute;
     mod fleet;
+    mod objects;
 
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::{Arc, Mutex};
@@ -526,6 +527,7 @@ mod hq_rollups {
         reports_agree(&db, "phase 4").await;
         tails_claimed(&db).await;
         offload_alarms(&db).await;
+        objects::offloaded_objects(&db, &ledger).await;
 
         let kept = rollups(&db).await;
         let db = backfill(db, url).await;

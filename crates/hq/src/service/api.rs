@@ -224,6 +224,9 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
         Option<i64>,
         Option<String>,
         Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
     );
     // Walks the primary key (agent, camera, sequence) in order, from the
     // agent and camera asked for, and stops at the limit: the agent and
@@ -231,27 +234,31 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
     // without its agent only filters, `|| ''`, or SQLite would read every
     // record and sort them), the span only filters (`+`: not by
     // `records_start`, which would read every record before `to` and sort
-    // them). The deletion is the record's own (`rollup.rs`), no join.
+    // them). The deletion is the record's own (`rollup.rs`), no join; where
+    // the record is in the evidence store is one lookup by the same key.
     let (agent, camera) = (q.agent.unwrap_or_default(), q.camera.unwrap_or_default());
     let mut sql = String::from(
-        "SELECT segment_id, kind, start_ms, end_ms, class, delete_after_ms, gap_reason,
-                deleted_at_ms, deletion_reason, ciphertext_sha256
-         FROM records WHERE +end_ms >= $1 AND +start_ms < $2",
+        "SELECT r.segment_id, r.kind, r.start_ms, r.end_ms, r.class, r.delete_after_ms,
+                r.gap_reason, r.deleted_at_ms, r.deletion_reason, r.ciphertext_sha256,
+                o.store, o.manifest_key, o.media_key
+         FROM records r LEFT JOIN objects o
+           ON o.agent = r.agent AND o.camera = r.camera AND o.sequence = r.sequence
+         WHERE +r.end_ms >= $1 AND +r.start_ms < $2",
     );
     let mut n = 2;
     let camera_term = if agent.is_empty() {
-        "camera || ''"
+        "r.camera || ''"
     } else {
-        "camera"
+        "r.camera"
     };
-    for (term, value) in [("agent", &agent), (camera_term, &camera)] {
+    for (term, value) in [("r.agent", &agent), (camera_term, &camera)] {
         if !value.is_empty() {
             n += 1;
             sql.push_str(&format!(" AND {term} = ${n}"));
         }
     }
     sql.push_str(&format!(
-        " ORDER BY agent, camera, sequence LIMIT ${}",
+        " ORDER BY r.agent, r.camera, r.sequence LIMIT ${}",
         n + 1
     ));
     let mut query = sqlx::query_as::<_, Columns>(sqlx::AssertSqlSafe(sql))
@@ -269,11 +276,14 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
     let out: Vec<Value> = rows
         .into_iter()
         .map(
-            |(id, kind, s, e, class, deadline, gap, deleted, reason, sha)| {
+            |(id, kind, s, e, class, deadline, gap, deleted, reason, sha, store, mkey, key)| {
+                // Where it is in the evidence store, as its agent verified it.
+                let offload = store
+                    .map(|store| json!({"store": store, "manifest_key": mkey, "media_key": key}));
                 json!({
                     "segment_id": id, "kind": kind, "start": at(s), "end": at(e), "class": class,
                     "delete_after": at(deadline), "gap_reason": gap, "ciphertext_sha256": sha,
-                    "deleted_at": deleted.map(at), "deletion_reason": reason,
+                    "deleted_at": deleted.map(at), "deletion_reason": reason, "offload": offload,
                 })
             },
         )

@@ -6,7 +6,9 @@
 //! - `chain.break`: a record whose `prev_manifest_sha256` is not its
 //!   predecessor's manifest hash, or a receipt whose `prev_receipt_sha256` is
 //!   not its predecessor's; `receipt.mismatch`: a receipt that names another
-//!   manifest or ciphertext than the record HQ kept.
+//!   manifest or ciphertext than the record HQ kept; `object.mismatch`: a
+//!   media object in the evidence store, as an agent reported it, whose
+//!   SHA-256 is not the one the record's signed manifest names.
 //! - `records.overdue` and `records.missing`: per agent, with the count and
 //!   the first named (the report names them all), cleared when none is left.
 //! - `deletions.late`: per agent and count of late deletions, raised once:
@@ -124,7 +126,7 @@ pub async fn run(pool: &AnyPool, ledger: &Ledger, now: DateTime<Utc>) -> anyhow:
 /// thousand rows at a fleet's rate).
 pub const MARGIN_MS: i64 = 600_000;
 
-/// `chain.break` and `receipt.mismatch` for the rows that arrived since the
+/// `chain.break`, `receipt.mismatch` and `object.mismatch` for the rows that arrived since the
 /// last check (less [`MARGIN_MS`]), both sides of each link; then the
 /// watermark moves to the newest arrival seen before looking.
 async fn chains(pool: &AnyPool) -> Result<Findings, sqlx::Error> {
@@ -134,8 +136,9 @@ async fn chains(pool: &AnyPool) -> Result<Findings, sqlx::Error> {
             .fetch_optional(pool)
             .await?;
     // The newest arrival now, read before the rows (index-only maxima).
-    let newest: (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT MAX(received_at) FROM records), (SELECT MAX(received_at) FROM receipts)",
+    let newest: (Option<i64>, Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT MAX(received_at) FROM records), (SELECT MAX(received_at) FROM receipts),
+                (SELECT MAX(received_at) FROM objects)",
     )
     .fetch_one(pool)
     .await?;
@@ -194,10 +197,34 @@ async fn chains(pool: &AnyPool) -> Result<Findings, sqlx::Error> {
         let detail = format!("receipt {seq} names another manifest than record {segment}");
         found.alarms.push((key, agent, "receipt.mismatch", detail));
     }
-    let newest = match newest {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
+    // The media object an agent reports against the digest the record's
+    // signed manifest names, from either side, like the receipts.
+    let mismatched: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT o.agent, o.segment_id, o.ciphertext_sha256, r.ciphertext_sha256
+           FROM objects o JOIN records r
+           ON r.agent = o.agent AND r.camera = o.camera AND r.sequence = o.sequence
+         WHERE o.received_at >= $1 AND o.media_key IS NOT NULL
+           AND COALESCE(o.ciphertext_sha256, '') <> COALESCE(r.ciphertext_sha256, '')
+         UNION
+         SELECT o.agent, o.segment_id, o.ciphertext_sha256, r.ciphertext_sha256
+           FROM records r JOIN objects o
+           ON o.agent = r.agent AND o.camera = r.camera AND o.sequence = r.sequence
+         WHERE r.received_at >= $1 AND o.media_key IS NOT NULL
+           AND COALESCE(o.ciphertext_sha256, '') <> COALESCE(r.ciphertext_sha256, '')",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for (agent, segment, object, manifest) in mismatched {
+        let key = format!("object.mismatch:{segment}");
+        let detail = format!(
+            "the object reported for {segment} has SHA-256 {}, its signed manifest names {}",
+            object.as_deref().unwrap_or("none"),
+            manifest.as_deref().unwrap_or("none")
+        );
+        found.alarms.push((key, agent, "object.mismatch", detail));
+    }
+    let newest = [newest.0, newest.1, newest.2].into_iter().flatten().max();
     found.newest = newest;
     Ok(found)
 }

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "clock_fault",
         include_str!("../../migrations/0007_clock_fault.sql"),
     ),
+    (
+        8,
+        "objects",
+        include_str!("../../migrations/0008_objects.sql"),
+    ),
 ];
 
 /// Begins a transaction that will write. On SQLite it takes the write lock

@@ -1,15 +1,76 @@
 //! The events an agent reports besides its records and receipts (which
 //! [`bulk`](super::bulk) keeps): holds applied and released, and those that
-//! raise or clear an alarm (the offload's among them), inside the
+//! raise or clear an alarm (the offload's among them), and where an
+//! offloaded record is in the evidence store (`objects`), inside the
 //! collector's transaction.
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::AnyConnection;
 
 use super::alarms;
 use super::db::ms;
 use super::refusal::Step;
+
+/// What `segment.offloaded` says of the record's objects.
+#[derive(Deserialize)]
+struct Offloaded {
+    segment_id: String,
+    camera_id: String,
+    sequence: i64,
+    store: String,
+    manifest_key: String,
+    manifest_object_sha256: String,
+    media_key: Option<String>,
+    ciphertext_sha256: Option<String>,
+    bytes: i64,
+}
+
+/// Keeps where a record is in the evidence store (table `objects`), once:
+/// only for a record of the reporting agent itself; a report that does not
+/// say it whole is only logged (the alarm it clears is cleared anyway).
+async fn object(
+    tx: &mut AnyConnection,
+    agent: &str,
+    v: &Value,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let o = match v.get("offload").map(Offloaded::deserialize) {
+        Some(Ok(o)) => o,
+        Some(Err(e)) => {
+            tracing::warn!(agent, error = %e, "segment.offloaded without its objects; not kept");
+            return Ok(());
+        }
+        None => return Ok(()),
+    };
+    let own = format!("{agent}/{}/{}", o.camera_id, o.sequence);
+    if o.segment_id != own {
+        tracing::warn!(agent, segment = %o.segment_id,
+            "segment.offloaded names another agent's or another record; not kept");
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO objects (agent, camera, sequence, segment_id, store, manifest_key,
+             manifest_object_sha256, media_key, ciphertext_sha256, bytes, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (agent, camera, sequence) DO NOTHING",
+    )
+    .bind(agent)
+    .bind(&o.camera_id)
+    .bind(o.sequence)
+    .bind(&o.segment_id)
+    .bind(&o.store)
+    .bind(&o.manifest_key)
+    .bind(&o.manifest_object_sha256)
+    .bind(&o.media_key)
+    .bind(&o.ciphertext_sha256)
+    .bind(o.bytes)
+    .bind(ms(now))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
 
 /// Holds and the events that raise or clear an alarm.
 pub(super) async fn other_event(
@@ -91,6 +152,7 @@ pub(super) async fn other_event(
                 .unwrap_or("");
             alarms::clear(tx, &format!("offload.failed:{agent}"), now).await?;
             alarms::clear(tx, &format!("offload.failed:{agent}:{segment}"), now).await?;
+            object(tx, agent, v, now).await?;
         }
         "sweep.failed" => {
             let key = format!("sweep.failed:{agent}");
