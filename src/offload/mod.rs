@@ -292,7 +292,11 @@ impl Uploader {
                 .filter(|p| !self.later.contains_key(&(p.camera.clone(), p.seq)))
                 .collect();
             if due.is_empty() {
-                self.stats.paused(None);
+                // Nothing waits (or only receipts, which said why above).
+                let receipts = self.setup.retention.receipts_to_offload();
+                if receipts.is_ok_and(|r| r.is_empty()) {
+                    self.stats.paused(None);
+                }
                 self.pause(IDLE);
                 continue;
             }

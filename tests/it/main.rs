@@ -29,6 +29,7 @@ mod mqtt;
 mod mqtt5;
 mod mqtt_envelopes;
 mod offload;
+mod offload_backlog;
 mod offload_client;
 mod offload_commands;
 mod offload_failures;
