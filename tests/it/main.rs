@@ -27,6 +27,7 @@ mod hq_replicas;
 mod hq_service;
 mod mqtt;
 mod mqtt5;
+mod mqtt_cli;
 mod mqtt_envelopes;
 mod offload;
 mod offload_backlog;
