@@ -531,9 +531,13 @@ impl Engine {
             .map(|(r, offloaded)| {
                 let id = r.segment_id(&self.agent);
                 let f = r.facts(&id);
+                let pending = ms(r.delete_after) == ms(super::sweep::pending_deadline());
                 let mut v = json!({
                     "segment_id": id, "camera": r.camera, "record": if r.gap {"gap"} else {"segment"},
-                    "start": r.start, "end": r.end, "class": r.class, "delete_after": r.delete_after,
+                    "start": r.start, "end": r.end, "class": r.class,
+                    // A clock-faulted record's deadline waits for a trusted
+                    // clock: no date until then (see `status`).
+                    "delete_after": (!pending).then_some(r.delete_after), "deadline_pending": pending,
                     "offloaded": offloaded,
                 });
                 if !r.gap {

@@ -342,10 +342,15 @@ impl Engine {
 
     pub(crate) fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
         let payload_sha = manifest::sha256(payload.as_bytes());
-        let cap_at = self
-            .policy
-            .class(&m.retention.class)
-            .and_then(|c| c.hold_limit(m.start));
+        let class = self.policy.class(&m.retention.class);
+        // A clock-faulted record's cap is pending with its deadline: counted
+        // from its stated start (1970, say) it would be long past.
+        let cap_at = match m.clock_fault {
+            Some(_) => class
+                .and_then(|c| c.hold_cap)
+                .map(|_| sweep::pending_deadline()),
+            None => class.and_then(|c| c.hold_limit(m.start)),
+        };
         let (bytes, cipher, truncated) = match &m.media {
             Some(media) => (
                 media.ciphertext_bytes,

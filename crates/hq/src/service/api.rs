@@ -3,7 +3,9 @@
 //!
 //! Every route needs `Authorization: Bearer <token>` ([`tokens`](super::tokens));
 //! the role is checked on the server for every write, and every command is
-//! issued with the token's owner and role as its signed `issuer`. The API
+//! issued with the token's owner and role as its signed `issuer`. A
+//! deadline still pending (a clock-faulted record, `rows::PENDING_MS`) is
+//! listed as `deadline_pending`, never as a date. The API
 //! listens on 127.0.0.1 by default; anywhere else only over HTTPS (rustls),
 //! which the config check enforces.
 
@@ -272,13 +274,21 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
             |(id, kind, s, e, class, deadline, gap, deleted, reason, sha)| {
                 json!({
                     "segment_id": id, "kind": kind, "start": at(s), "end": at(e), "class": class,
-                    "delete_after": at(deadline), "gap_reason": gap, "ciphertext_sha256": sha,
+                    "delete_after": (!pending(deadline)).then(|| at(deadline)),
+                    "deadline_pending": pending(deadline), "gap_reason": gap, "ciphertext_sha256": sha,
                     "deleted_at": deleted.map(at), "deletion_reason": reason,
                 })
             },
         )
         .collect();
     Ok(Json(Value::Array(out)))
+}
+
+/// Whether a record's deadline waits for its agent's trusted clock (a
+/// record sealed with a clock fault before its receipt arrives): it is
+/// shown as pending, never as the sentinel date.
+fn pending(deadline_ms: i64) -> bool {
+    deadline_ms == super::rows::PENDING_MS
 }
 
 #[derive(Deserialize)]
