@@ -2,6 +2,13 @@
 //! [`bulk`](super::bulk) keeps): holds applied and released, and those that
 //! raise or clear an alarm (the offload's among them), inside the
 //! collector's transaction.
+//!
+//! An alarm's key names its agent (and camera, record or hold where the
+//! condition is theirs), so an event clears only what its own agent raised:
+//! `sweep.failed:{agent}` is raised (its detail the agent's reason, the
+//! latest) and cleared by that agent's `sweep.resumed`, likewise
+//! `clock.problem` by `clock.trusted`. `crates/hq/tests/hq_rollups/agent_alarms.rs`
+//! checks the offload's and the sweep's on SQLite and PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
