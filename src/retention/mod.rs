@@ -332,6 +332,7 @@ impl Engine {
         let err = move |source| RetentionError::Index { path, source };
         let tx = self.index.tx().map_err(err.clone())?;
         let out = f(&Writer { tx: &tx }).map_err(err.clone())?;
+        let _op = crate::diskwatch::begin("commit", &self.index_path, None);
         tx.commit().map_err(err)?;
         Ok(out)
     }

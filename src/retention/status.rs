@@ -62,6 +62,18 @@ impl Retention {
         self.run(|e| e.status(now))
     }
 
+    /// [`Retention::status`], or `None` at once while the engine is busy
+    /// (its commit may be waiting on a stalled disk): for telemetry, which
+    /// runs on the HQ link's thread and must not wait on the disk.
+    pub fn try_status(&self, now: DateTime<Utc>) -> Option<Result<Status, RetentionError>> {
+        let e = match self.inner.try_lock() {
+            Ok(e) => e,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        Some(e.status(now))
+    }
+
     /// Which records `scope` covers and their state (the `inventory` answer).
     pub fn inventory(
         &self,

@@ -470,6 +470,7 @@ mod hq_rollups {
         tails_claimed(&db).await;
         agent_alarms::offload_alarms(&db).await;
         agent_alarms::sweep_alarms(&db).await;
+        agent_alarms::disk_stall_alarms(&db).await;
 
         let kept = rollups(&db).await;
         let db = backfill(db, url).await;

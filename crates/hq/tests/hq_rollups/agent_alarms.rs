@@ -134,3 +134,37 @@ pub(super) async fn sweep_alarms(db: &Db) {
         ("data/cameras: Input/output error", Some(t(first + 3000)))
     );
 }
+
+/// `disk.stalled` raises one alarm per agent and file, with the agent's
+/// reason; the `disk.resumed` of that file clears it, not another's.
+pub(super) async fn disk_stall_alarms(db: &Db) {
+    let f = |cam: &str| format!("/var/lib/sargs/cameras/{cam}/0000000005.mp4.age.partial");
+    let stalled = |cam: &str| {
+        json!({"event": "disk.stalled", "op": "write", "file": f(cam), "camera": cam,
+            "stalled_s": 5, "reason": format!("write of {} has not returned for 5 s: the disk stalls", f(cam))})
+    };
+    let resumed = |cam: &str| json!({"event": "disk.resumed", "op": "write", "file": f(cam), "camera": cam, "after_s": 12});
+    let (a, b) = (
+        format!("disk.stalled:gw-a:{}", f("cam-1")),
+        format!("disk.stalled:gw-a:{}", f("cam-2")),
+    );
+    let (a, b) = (a.as_str(), b.as_str());
+    let all = steps(
+        db,
+        "disk.stalled",
+        NOW + 2 * HOUR + 120_000,
+        vec![
+            ("gw-a", stalled("cam-1"), vec![a]),
+            ("gw-a", stalled("cam-2"), vec![a, b]),
+            ("gw-a", resumed("cam-1"), vec![b]),
+            ("gw-a", resumed("cam-2"), vec![]),
+        ],
+    )
+    .await;
+    assert!(
+        all.iter().any(|x| x.key == a
+            && x.detail.contains("has not returned for 5 s")
+            && x.cleared_at.is_some()),
+        "{all:?}"
+    );
+}
