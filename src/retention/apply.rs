@@ -259,10 +259,7 @@ impl Engine {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             ))
         };
-        let err = |e| RetentionError::Index {
-            path: self.index_path.clone(),
-            source: e,
-        };
+        let err = self.db_err();
         let refuse = |s: String| Ok(Err(Refused(s)));
         match &cmd.action {
             Action::HoldPlace { hold, until, .. } => {

@@ -24,6 +24,7 @@
 pub mod apply;
 pub mod audit;
 pub mod clockguard;
+mod error;
 pub mod inbox;
 pub mod journal;
 mod offloads;
@@ -48,22 +49,7 @@ use sargs_core::retention::receipt::{Reason, Receipt, ReceiptHead, ReceiptLog};
 use sargs_core::seal::manifest::{self, Manifest, RecordKind};
 use sargs_core::seal::sign::{DeviceKey, Envelope};
 
-/// Retention engine errors: always name the file or database and the cause.
-#[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("index {path}: {source}")]
-    Index {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("{0}")]
-    Corrupt(String),
-}
+pub use error::{OsNote, RetentionError};
 
 /// How the engine reads free space (the real file system, or a test's).
 pub type FreeSpace = Box<dyn Fn() -> std::io::Result<u64> + Send>;
@@ -184,10 +170,8 @@ impl Retention {
                 source,
             }
         })?;
-        let index = Index::open(&index_path).map_err(|source| RetentionError::Index {
-            path: index_path.clone(),
-            source,
-        })?;
+        let index = Index::open(&index_path)
+            .map_err(|source| RetentionError::index(&index_path, None, source))?;
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RetentionError::Io { path, source }
@@ -317,10 +301,7 @@ impl crate::store::SealObserver for Retention {
 
 impl Engine {
     pub(crate) fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
-        move |source| RetentionError::Index {
-            path: self.index_path.clone(),
-            source,
-        }
+        move |source| RetentionError::index(&self.index_path, Some(self.index.conn()), source)
     }
 
     /// Runs `f` in one committed transaction.
@@ -328,13 +309,14 @@ impl Engine {
         &mut self,
         f: impl FnOnce(&Writer<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, RetentionError> {
-        let path = self.index_path.clone();
-        let err = move |source| RetentionError::Index { path, source };
-        let tx = self.index.tx().map_err(err.clone())?;
-        let out = f(&Writer { tx: &tx }).map_err(err.clone())?;
-        let _op = crate::diskwatch::begin("commit", &self.index_path, None);
-        tx.commit().map_err(err)?;
-        Ok(out)
+        let done = self.index.tx().and_then(|tx| {
+            let out = f(&Writer { tx: &tx })?;
+            let _op = crate::diskwatch::begin("commit", &self.index_path, None);
+            tx.commit().map(|()| out)
+        });
+        // The transaction is over (committed or rolled back): the
+        // connection says what the OS said of a failure.
+        done.map_err(self.db_err())
     }
 
     pub(crate) fn camera_dir(&self, camera: &str) -> PathBuf {

@@ -168,14 +168,12 @@ fn altered(backing: &Path, before: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-/// An event or response that names the fault's error (or the index's
-/// "disk I/O error") and a path of the data directory: `(event, text)`.
+/// An event or response that names the fault's error and a path of the
+/// data directory: `(event, text)`.
 fn alarm(w: &mut Watcher, error: &str, since: usize, limit: Duration) -> Option<(String, String)> {
-    // The index names every OS error "disk I/O error" (SQLite's words).
-    let named = |text: &str| {
-        let cause = text.contains(error) || text.contains("disk I/O error");
-        cause && text.contains("/data/")
-    };
+    // The index's errors too: SQLite's "disk I/O error" comes with what
+    // the OS said (`retention::error`).
+    let named = |text: &str| text.contains(error) && text.contains("/data/");
     let end = Instant::now() + limit;
     loop {
         let found = w.seen[since.min(w.seen.len())..]
