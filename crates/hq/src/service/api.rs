@@ -274,7 +274,7 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
             |(id, kind, s, e, class, deadline, gap, deleted, reason, sha)| {
                 json!({
                     "segment_id": id, "kind": kind, "start": at(s), "end": at(e), "class": class,
-                    "delete_after": (!pending(deadline)).then(|| at(deadline)),
+                    "delete_after": deadline_shown(deadline),
                     "deadline_pending": pending(deadline), "gap_reason": gap, "ciphertext_sha256": sha,
                     "deleted_at": deleted.map(at), "deletion_reason": reason,
                 })
@@ -289,6 +289,11 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
 /// shown as pending, never as the sentinel date.
 fn pending(deadline_ms: i64) -> bool {
     deadline_ms == super::rows::PENDING_MS
+}
+
+/// A record's deadline as listed: its instant, or null while pending.
+fn deadline_shown(deadline_ms: i64) -> Option<DateTime<Utc>> {
+    (!pending(deadline_ms)).then(|| at(deadline_ms))
 }
 
 #[derive(Deserialize)]
@@ -424,4 +429,17 @@ async fn issue(
         StatusCode::ACCEPTED,
         Json(json!({"id": cmd.id, "kind": cmd.action.kind(), "issuer": cmd.issuer})),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pending_deadline_is_listed_as_pending_not_as_a_date() {
+        let pending = super::super::rows::PENDING_MS;
+        assert_eq!(super::deadline_shown(pending), None);
+        assert!(super::pending(pending));
+        let t = 1_710_072_000_000;
+        assert_eq!(super::deadline_shown(t), Some(super::at(t)));
+        assert!(!super::pending(t));
+    }
 }
