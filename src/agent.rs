@@ -11,6 +11,10 @@
 //! be taken or a key that cannot be read stops start-up with the reason; a
 //! camera that cannot record only affects that camera.
 //!
+//! A disk watch thread ([`crate::diskwatch`]) starts first and stops just
+//! before the link: a write or fsync the disk holds past
+//! `agent.disk_stall_s` is reported to HQ from memory.
+//!
 //! With `[offload]`, an uploader thread
 //! ([`crate::offload`]) starts after the retention engine and stops after
 //! the cameras; it only reads files and the engine, so recording never
@@ -77,6 +81,8 @@ pub struct Agent {
     offload: Option<JoinHandle<()>>,
     stop_offload: CancellationToken,
     link: Option<Link>,
+    /// The disk watch's thread and its stop, stopped last but the link.
+    diskwatch: Option<(JoinHandle<()>, CancellationToken)>,
     /// Stops the retention thread (after the cameras).
     stop_sweeper: CancellationToken,
     cancel: CancellationToken,
@@ -102,6 +108,16 @@ impl Agent {
             key.clone(),
             events.clone(),
         ))?);
+        // Before anything writes: a stalled write is reported from memory.
+        let stop_watch = CancellationToken::new();
+        let diskwatch =
+            crate::diskwatch::spawn(config.agent.disk_stall, events.clone(), stop_watch.clone())
+                .map_err(|source| StartError::Thread {
+                    camera: "diskwatch".into(),
+                    source,
+                })?;
+        // A start that fails from here on stops the watch thread too.
+        let watch_guard = stop_watch.clone().drop_guard();
         let stop_offload = CancellationToken::new();
         let offload_cameras = crate::offload::cameras(config);
         let offload = match &config.offload {
@@ -264,12 +280,14 @@ impl Agent {
                     }
                 })?
         };
+        watch_guard.disarm();
         Ok(Agent {
             store,
             cameras,
             dock,
             retention,
             link,
+            diskwatch: Some((diskwatch, stop_watch)),
             sweeper: Some(sweeper),
             stop_sweeper,
             offload,
@@ -326,6 +344,12 @@ impl Agent {
         }
         if let Err(e) = self.retention.catch_up() {
             tracing::error!(error = %e, "indexing the last records failed; the next start does it");
+        }
+        if let Some((h, stop)) = self.diskwatch.take() {
+            stop.cancel();
+            if h.join().is_err() {
+                tracing::error!("disk watch thread panicked");
+            }
         }
         // Last: what the cameras and the sweeper queued has had its chance,
         // and HQ hears `offline` from the agent itself.

@@ -15,6 +15,7 @@ pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod diskwatch;
 pub mod dock;
 pub mod events;
 pub mod hq;

@@ -7,7 +7,9 @@
 //! header, and route the segmenter's `appsink` to it: every muxed buffer is
 //! encrypted into that file as it arrives. When the fragment is closed (`splitmuxsink-fragment-closed`
 //! on the bus) the segment is committed: final chunk, fsync, signed manifest,
-//! rename, head. Invariant: the muxer's bytes exist only in memory (at most one
+//! rename, head. Every write and data sync of the open segment is noted in
+//! the disk watch (`crate::diskwatch`): one the disk holds is reported to
+//! HQ, naming the camera and the file, without waiting on it. Invariant: the muxer's bytes exist only in memory (at most one
 //! age chunk per open segment) and in the sealed file; there is no temporary
 //! plaintext file anywhere.
 
@@ -56,6 +58,8 @@ type Route = Arc<Mutex<Option<Arc<Mutex<OpenSegment>>>>>;
 struct SealingSink {
     route: Route,
     synced_at: u64,
+    /// Named with each write in the disk watch (`crate::diskwatch`).
+    camera: String,
 }
 
 impl Write for SealingSink {
@@ -73,12 +77,17 @@ impl Write for SealingSink {
         let path = seg.path().to_owned();
         let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         let writer: &mut AgeWriter<File> = seg.writer().map_err(at)?;
-        writer.write_all(buf).map_err(at)?;
+        let camera = Some(self.camera.as_str());
+        {
+            let _op = crate::diskwatch::begin("write", &path, camera);
+            writer.write_all(buf).map_err(at)?;
+        }
         let written = writer.ciphertext_len();
         if written < self.synced_at {
             self.synced_at = 0; // a new segment
         }
         if written - self.synced_at >= SYNC_EVERY_BYTES {
+            let _op = crate::diskwatch::begin("fsync", &path, camera);
             writer.get_ref().sync_data().map_err(at)?;
             self.synced_at = written;
         }
@@ -94,7 +103,7 @@ impl Write for SealingSink {
 
 /// An `appsink` whose every buffer (muxed MP4 bytes, in order, on the
 /// streaming thread) goes through the sealing writer of the current segment.
-fn sealing_appsink(route: Route) -> gst_app::AppSink {
+fn sealing_appsink(route: Route, camera: String) -> gst_app::AppSink {
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .async_(false)
@@ -103,6 +112,7 @@ fn sealing_appsink(route: Route) -> gst_app::AppSink {
     let mut out = SealingSink {
         route,
         synced_at: 0,
+        camera,
     };
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -136,7 +146,8 @@ pub fn build(
     mux.set_property("fragment-duration", 1000u32);
     mux.set_property("streamable", true);
     let route: Route = Arc::new(Mutex::new(None));
-    let sink = sealing_appsink(route.clone());
+    let camera = crate::sync::lock(&shared).log.camera().id.clone();
+    let sink = sealing_appsink(route.clone(), camera);
     splitmux.set_property("muxer", &mux);
     splitmux.set_property("sink", sink.upcast_ref::<gst::Element>());
     splitmux.set_property("max-size-time", segment_ns);

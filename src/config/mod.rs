@@ -143,6 +143,9 @@ pub struct AgentConfig {
     /// Free space the data directory's file system keeps: below it a camera
     /// closes its open segment cleanly and waits (a gap record says why).
     pub min_free_bytes: u64,
+    /// A write or fsync of the data directory that has not returned after
+    /// this long is reported to HQ as `disk.stalled` (`crate::diskwatch`).
+    pub disk_stall: Duration,
 }
 
 /// The `[supervision]` table: how a failed camera pipeline is restarted.

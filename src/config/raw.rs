@@ -86,6 +86,7 @@ pub(super) struct RawAgent {
     pub signing_key: Option<String>,
     pub segment_seconds: Option<u32>,
     pub min_free_mb: Option<u64>,
+    pub disk_stall_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

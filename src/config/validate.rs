@@ -20,6 +20,9 @@ pub(super) const SEGMENT_SECONDS: std::ops::RangeInclusive<u32> = 2..=600;
 const DEFAULT_SEGMENT_SECONDS: u32 = 60;
 /// Default free-space floor of the data directory, in MiB.
 const DEFAULT_MIN_FREE_MB: u64 = 256;
+/// How long a write or fsync may take before it is a stall, seconds.
+const DISK_STALL_S: std::ops::RangeInclusive<u64> = 1..=300;
+const DEFAULT_DISK_STALL_S: u64 = 5;
 /// Back-off bounds, milliseconds.
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 86_400_000;
@@ -46,6 +49,18 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         v.invalid(
             "agent.min_free_mb",
             "must be at least 1: a segment is closed cleanly before the disk is full, never after",
+        );
+    }
+
+    let disk_stall_s = a.disk_stall_s.unwrap_or(DEFAULT_DISK_STALL_S);
+    if !DISK_STALL_S.contains(&disk_stall_s) {
+        v.invalid(
+            "agent.disk_stall_s",
+            format!(
+                "{disk_stall_s} is out of range; a write may take {} to {} seconds before it is reported as a stall",
+                DISK_STALL_S.start(),
+                DISK_STALL_S.end()
+            ),
         );
     }
 
@@ -123,6 +138,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
                 signing_key,
                 segment,
                 min_free_bytes: min_free_mb.saturating_mul(1 << 20),
+                disk_stall: Duration::from_secs(disk_stall_s),
             },
             recipients,
             supervision,

@@ -61,6 +61,21 @@ pub enum Event {
     },
     /// The sweep succeeds again after [`Event::SweepFailed`].
     SweepResumed,
+    /// A write or fsync of the data directory has not returned within the
+    /// bound (`crate::diskwatch`): the disk stalls.
+    DiskStalled {
+        op: &'static str,
+        file: String,
+        camera: Option<String>,
+        for_s: u64,
+    },
+    /// That operation returned, after `after_s`.
+    DiskResumed {
+        op: &'static str,
+        file: String,
+        camera: Option<String>,
+        after_s: u64,
+    },
     ClockTrusted,
     CommandRejected {
         id: String,
@@ -289,6 +304,12 @@ pub trait EventSink: Send + Sync {
             self.emit(e);
         }
     }
+    /// Hands over an event about the disk itself, without touching the
+    /// disk or waiting on it (`crate::diskwatch`): a durable sink sends it
+    /// from memory. The default, for sinks that never write, is `emit`.
+    fn emit_unblocked(&self, event: Event) {
+        self.emit(event);
+    }
 }
 
 /// The default sink: a log line per event.
@@ -306,6 +327,7 @@ impl EventSink for LogEvents {
             Event::DiskPressure { .. }
             | Event::ClockProblem { .. }
             | Event::SweepFailed { .. }
+            | Event::DiskStalled { .. }
             | Event::HoldCapWarning { .. } => {
                 tracing::warn!(?event, "retention")
             }

@@ -96,6 +96,25 @@ pub fn event(agent: &str, e: &Event, at: DateTime<Utc>) -> Value {
         Event::ClockTrusted => ("clock.trusted", json!({})),
         Event::SweepFailed { reason } => ("sweep.failed", json!({"reason": reason})),
         Event::SweepResumed => ("sweep.resumed", json!({})),
+        Event::DiskStalled {
+            op,
+            file,
+            camera,
+            for_s,
+        } => (
+            "disk.stalled",
+            json!({"op": op, "file": file, "camera": camera, "stalled_s": for_s,
+                "reason": format!("{op} of {file} has not returned for {for_s} s: the disk stalls")}),
+        ),
+        Event::DiskResumed {
+            op,
+            file,
+            camera,
+            after_s,
+        } => (
+            "disk.resumed",
+            json!({"op": op, "file": file, "camera": camera, "after_s": after_s}),
+        ),
         Event::CommandRejected { id, code, reason } => (
             "command.rejected",
             json!({"command_id": id, "code": code, "reason": reason}),
@@ -175,6 +194,14 @@ impl EventSink for OutboxEvents {
             tracing::error!(error = %err, events = batch.len(), "outbox: could not queue events");
         }
         crate::events::LogEvents.emit_all(events);
+    }
+
+    /// An alarm about the disk itself goes out from memory, ahead of the
+    /// queue (`Outbox::push_unblocked`): its file would wait on that disk.
+    fn emit_unblocked(&self, e: Event) {
+        let batch = event_entries(&self.agent, &self.topic, std::slice::from_ref(&e));
+        self.outbox.push_unblocked(batch);
+        crate::events::LogEvents.emit(e);
     }
 }
 

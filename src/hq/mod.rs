@@ -12,6 +12,9 @@
 //!   through the outbox: one in flight at a time, in order, removed only on
 //!   the broker's PUBACK for that very message; on reconnect the unacknowledged
 //!   one is sent again (at least once; ids make duplicates harmless).
+//!   An alarm about the disk itself goes from the outbox's memory lane,
+//!   ahead of its files, and the link never waits on a push the disk holds
+//!   ([`lane`]).
 //!   Telemetry is QoS 0 and dropped while offline (latest wins).
 //! - **Presence.** A retained `online` status is published on every connect;
 //!   the broker publishes the retained Last Will `offline` if the agent dies;
@@ -26,6 +29,7 @@
 //! MQTT 5 where the broker speaks it, else 3.1.1 ([`session`]); TLS is
 //! rustls with the configured CA and optional client certificate.
 
+pub mod lane;
 pub mod messages;
 pub mod outbox;
 pub mod session;
@@ -70,6 +74,8 @@ pub struct Link {
 enum Tag {
     Status,
     Outbox(Position),
+    /// The front of the outbox's memory lane.
+    Lane,
 }
 
 impl Link {
@@ -230,6 +236,10 @@ impl Task {
         let mut tags: VecDeque<Tag> = VecDeque::new();
         let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
         let mut inflight: Option<Position> = None;
+        // The lane's front is in flight (one message at a time, either kind).
+        let mut lane_inflight = false;
+        // The outbox's files were busy (a push the disk holds): look again soon.
+        let mut busy = false;
         let mut tick = tokio::time::interval(self.settings.telemetry_interval);
         let mut offline_sent = false;
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -249,6 +259,7 @@ impl Task {
                         }
                         connected = false;
                         inflight = None;
+                        lane_inflight = false;
                         tags.clear();
                         by_pkid.clear();
                         if offline_sent { break End::Stopped; }
@@ -261,6 +272,7 @@ impl Task {
                         *settled = true;
                         connected = true;
                         inflight = None;
+                        lane_inflight = false;
                         tags.clear();
                         by_pkid.clear();
                         let birth = messages::status(&self.agent, self.retention.device_key(), true, crate::clock::now());
@@ -295,12 +307,17 @@ impl Task {
                             }
                             inflight = None;
                         }
+                        Some(Tag::Lane) => {
+                            self.outbox.lane().ack();
+                            lane_inflight = false;
+                        }
                         Some(Tag::Status) if offline_sent => break End::Stopped,
                         _ => {}
                     },
                     Some(Ok(Note::Other)) => {}
                 },
                 _ = self.outbox.pushed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if busy => {}
                 _ = tick.tick() => {
                     if connected {
                         let t = self.telemetry.sample().to_string();
@@ -320,8 +337,23 @@ impl Task {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => break End::Stopped,
             }
-            if connected && inflight.is_none() && !offline_sent {
-                match self.outbox.peek() {
+            busy = false;
+            if connected && inflight.is_none() && !lane_inflight && !offline_sent {
+                if let Some(e) = self.outbox.lane().front() {
+                    if client
+                        .publish(&e.topic, QoS::AtLeastOnce, false, e.payload, None)
+                        .await
+                        .is_ok()
+                    {
+                        tags.push_back(Tag::Lane);
+                        lane_inflight = true;
+                    }
+                    continue;
+                }
+                match self.outbox.try_peek().unwrap_or_else(|| {
+                    busy = true;
+                    Ok(None)
+                }) {
                     Ok(Some((pos, e))) => {
                         let correlation = e
                             .correlation

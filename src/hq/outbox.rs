@@ -36,6 +36,12 @@
 //! is passed over (sent again after a restart: at least once) and removed
 //! by a later push.
 //!
+//! An alarm about the disk itself (a write that has not returned,
+//! `crate::diskwatch`) must not wait on that disk at all: it goes into the
+//! memory lane ([`super::lane`]), which the link sends ahead of the files;
+//! and the link only tries the files' lock ([`Outbox::try_peek`]), so a push
+//! whose write the disk holds does not hold the lane back.
+//!
 //! Bounded by `hq.outbox_max` files. When full, the **oldest** file is
 //! dropped and counted, and the count is reported in telemetry and logged:
 //! deletion receipts stay on disk in `receipts/` regardless, so HQ can fetch
@@ -150,6 +156,8 @@ pub struct Outbox {
     dir: PathBuf,
     max: usize,
     state: Mutex<State>,
+    /// Alarms about the disk itself, sent from memory ahead of the files.
+    lane: super::lane::Lane,
     wake: tokio::sync::Notify,
 }
 
@@ -184,12 +192,22 @@ impl Outbox {
                 held: Default::default(),
                 stale: Vec::new(),
             }),
+            lane: Default::default(),
             wake: tokio::sync::Notify::new(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
+    }
+
+    /// The state, unless another thread holds it.
+    fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(st) => Some(st),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        }
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -211,7 +229,12 @@ impl Outbox {
         let mut st = self.lock();
         self.catch_up(&mut st);
         let seq = st.next;
-        if let Err(e) = fsutil::write_atomic(&self.path(seq), &bytes, 0o600) {
+        let path = self.path(seq);
+        let written = {
+            let _op = crate::diskwatch::begin("write", &path, None);
+            fsutil::write_atomic(&path, &bytes, 0o600)
+        };
+        if let Err(e) = written {
             tracing::error!(error = %e, sequence = seq, messages = messages.len(),
                 "outbox: the disk refused a batch; it is sent from memory and written when the disk takes it");
             st.held.insert(seq, messages.to_vec());
@@ -273,9 +296,33 @@ impl Outbox {
         }
     }
 
+    /// Queues `messages` in the memory lane (see [`super::lane`]): no
+    /// write, no wait on the files' lock.
+    pub fn push_unblocked(&self, messages: Vec<Entry>) {
+        self.lane.push(messages);
+        self.wake.notify_one();
+    }
+
+    /// The memory lane, which the link sends ahead of the files.
+    pub fn lane(&self) -> &super::lane::Lane {
+        &self.lane
+    }
+
+    /// [`Outbox::peek`], or `None` at once while another thread holds the
+    /// outbox (a push whose write the disk holds): the link never waits on
+    /// it.
+    pub fn try_peek(&self) -> Option<std::io::Result<Option<(Position, Entry)>>> {
+        let mut st = self.try_lock()?;
+        Some(self.peek_in(&mut st))
+    }
+
     /// The oldest message still queued.
     pub fn peek(&self) -> std::io::Result<Option<(Position, Entry)>> {
         let mut st = self.lock();
+        self.peek_in(&mut st)
+    }
+
+    fn peek_in(&self, st: &mut State) -> std::io::Result<Option<(Position, Entry)>> {
         while st.first < st.next {
             let seq = st.first;
             if st.head.as_ref().map(|h| h.0) != Some(seq) {
@@ -305,7 +352,7 @@ impl Outbox {
                 }
                 // An empty batch (not written by this version): done with it.
                 None => {
-                    self.let_go(&mut st, seq);
+                    self.let_go(st, seq);
                     st.advance();
                 }
             }
@@ -367,6 +414,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// `(depth, dropped, acknowledged)`, or `None` at once while another
+    /// thread holds the outbox (a push whose write the disk holds).
+    pub fn try_counts(&self) -> Option<(u64, u64, Acknowledged)> {
+        let st = self.try_lock()?;
+        Some((st.next - st.first, st.dropped, st.acknowledged.clone()))
+    }
+
     /// Entries (files) waiting.
     pub fn depth(&self) -> u64 {
         let st = self.lock();
@@ -401,160 +455,4 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entry(p: &str) -> Entry {
-        Entry::new("t", p.to_owned())
-    }
-
-    fn drain(o: &Outbox) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some((pos, e)) = o.peek().expect("peek") {
-            out.push(e.payload);
-            o.ack(pos).expect("ack");
-        }
-        out
-    }
-
-    #[test]
-    fn entries_survive_reopen_leave_in_order_and_overflow_drops_the_oldest() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let o = Outbox::open(dir.path(), 3).expect("open");
-        for i in 1..=2 {
-            o.push("t", &format!("m{i}")).expect("push");
-        }
-        drop(o);
-        let o = Outbox::open(dir.path(), 3).expect("reopen");
-        assert_eq!(o.depth(), 2);
-        let (pos, e) = o.peek().expect("peek").expect("entry");
-        assert_eq!((pos.file, e.payload.as_str()), (1, "m1"));
-        o.ack(pos).expect("ack");
-        assert_eq!(o.peek().expect("peek").expect("entry").1.payload, "m2");
-        for i in 3..=5 {
-            o.push("t", &format!("m{i}")).expect("push");
-        }
-        assert_eq!(o.depth(), 3);
-        assert_eq!(o.dropped(), 1);
-        assert_eq!(drain(&o), ["m3", "m4", "m5"]);
-    }
-
-    #[test]
-    fn a_batch_is_one_file_sent_in_order_and_resent_whole_after_a_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let o = Outbox::open(dir.path(), 10).expect("open");
-        let mut response = entry("response");
-        response.correlation = Some("Y29ycg==".into());
-        o.push_batch(&[response.clone(), entry("event")])
-            .expect("batch");
-        o.push("t", "later").expect("push");
-        assert_eq!(o.depth(), 2, "a batch is one file");
-        assert_eq!(o.push_batch(&[]).expect("empty batch"), 0);
-        assert_eq!(o.depth(), 2, "an empty batch writes nothing");
-
-        // The first message is acknowledged, then the agent stops.
-        let (pos, e) = o.peek().expect("peek").expect("entry");
-        assert_eq!(e, response);
-        o.ack(pos).expect("ack");
-        assert_eq!(o.peek().expect("peek").expect("next").1.payload, "event");
-        // A repeated acknowledgement changes nothing.
-        o.ack(pos).expect("ack again");
-        assert_eq!(o.peek().expect("peek").expect("next").1.payload, "event");
-        drop(o);
-
-        // At least once: the unfinished batch is sent again from its start.
-        let o = Outbox::open(dir.path(), 10).expect("reopen");
-        assert_eq!(drain(&o), ["response", "event", "later"]);
-        assert_eq!(o.depth(), 0);
-        let left = std::fs::read_dir(dir.path().join("outbox"))
-            .expect("dir")
-            .count();
-        assert_eq!(left, 0, "acknowledged files are removed");
-    }
-
-    #[test]
-    fn a_file_of_the_earlier_single_message_format_is_sent() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("outbox");
-        fsutil::create_private_dir(&out).expect("dir");
-        std::fs::write(
-            out.join("000000000007.json"),
-            br#"{"topic":"sargs/agents/gw/responses","payload":"{\"v\":1}"}"#,
-        )
-        .expect("old entry");
-        std::fs::write(out.join("000000000008.json"), b"{torn").expect("torn entry");
-        let o = Outbox::open(dir.path(), 10).expect("open");
-        let (_, e) = o.peek().expect("peek").expect("old entry read");
-        assert_eq!(e.topic, "sargs/agents/gw/responses");
-        assert_eq!(drain(&o), ["{\"v\":1}"]);
-        assert!(
-            out.join("000000000008.corrupt").exists(),
-            "an unreadable file is set aside, not deleted"
-        );
-    }
-
-    #[test]
-    fn the_broker_acknowledged_numbers_are_kept_per_camera_and_for_receipts() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let o = Outbox::open(dir.path(), 10).expect("open");
-        let numbered = |n: Numbered| Entry {
-            numbered: Some(n),
-            ..entry("numbered")
-        };
-        let record = |camera: &str, sequence| Numbered::Record {
-            camera: camera.into(),
-            sequence,
-        };
-        o.push_batch(&[
-            numbered(record("cam-a", 7)),
-            numbered(Numbered::Receipt { sequence: 3 }),
-        ])
-        .expect("batch");
-        o.push_batch(&[numbered(record("cam-a", 6)), numbered(record("cam-b", 2))])
-            .expect("batch");
-        // Queued and even sent is not acknowledged.
-        let (first, _) = o.peek().expect("peek").expect("entry");
-        assert_eq!(o.acknowledged(), Acknowledged::default());
-        o.ack(first).expect("ack");
-        assert_eq!(o.acknowledged().records["cam-a"], 7);
-        drop(o);
-        // The numbering survives in the files: after a restart the
-        // acknowledgements of what was left still count.
-        let o = Outbox::open(dir.path(), 10).expect("reopen");
-        drain(&o);
-        let a = o.acknowledged();
-        assert_eq!(a.records["cam-a"], 7, "the highest, not the last");
-        assert_eq!(a.records["cam-b"], 2);
-        assert_eq!(a.receipts, Some(3));
-        assert_eq!(
-            serde_json::to_value(&a).expect("json"),
-            serde_json::json!({"records": {"cam-a": 7, "cam-b": 2}, "receipts": 3})
-        );
-    }
-
-    #[test]
-    fn a_batch_the_disk_refuses_is_sent_from_memory_and_written_once_the_disk_takes_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let o = Outbox::open(dir.path(), 10).expect("open");
-        o.push("t", "before").expect("push");
-        // The disk refuses the next file: a directory where its temporary
-        // file would go (as EIO, ENOSPC or EROFS would refuse it).
-        let blocked = dir.path().join("outbox/000000000002.json.tmp");
-        std::fs::create_dir(&blocked).expect("block");
-        o.push("t", "alarm").expect("kept in memory, not an error");
-        assert!(!dir.path().join("outbox/000000000002.json").exists());
-        assert_eq!(o.depth(), 2);
-        // Sent in its place in the order.
-        let (pos, e) = o.peek().expect("peek").expect("first");
-        assert_eq!(e.payload, "before");
-        o.ack(pos).expect("ack");
-        assert_eq!(o.peek().expect("peek").expect("held").1.payload, "alarm");
-        // The disk takes writes again: the next push writes the held batch too.
-        std::fs::remove_dir(&blocked).expect("unblock");
-        o.push("t", "after").expect("push");
-        assert!(dir.path().join("outbox/000000000002.json").exists());
-        drop(o);
-        let o = Outbox::open(dir.path(), 10).expect("reopen");
-        assert_eq!(drain(&o), ["alarm", "after"]);
-    }
-}
+mod tests;

@@ -7,7 +7,11 @@
 //!
 //! Sampling runs on the link's thread, so it touches nothing that can hang:
 //! the disk figure is one `statvfs` of the data directory, never a walk over
-//! every mount.
+//! every mount; the store's and the outbox's figures are taken only if
+//! their locks are free at that instant (a thread holding one may be
+//! waiting on a stalled disk), else the previous sample's are repeated.
+//! So a stalled disk never holds the link, and with it the alarm that
+//! reports the stall (`crate::diskwatch`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,6 +85,9 @@ pub struct Telemetry {
     clock: Clock,
     sys: Option<System>,
     offload: Option<Arc<crate::offload::Stats>>,
+    /// The last `storage` and `outbox` figures, repeated while busy.
+    last_storage: Value,
+    last_outbox: Value,
 }
 
 impl Telemetry {
@@ -103,6 +110,8 @@ impl Telemetry {
             clock,
             sys: System::new().ok(),
             offload: None,
+            last_storage: Value::Null,
+            last_outbox: Value::Null,
         }
     }
 
@@ -137,11 +146,16 @@ impl Telemetry {
                 .filter_map(|c| c.temperature())
                 .fold(None, |m: Option<f32>, t| Some(m.map_or(t, |m| m.max(t))))
         });
-        let storage = self
-            .retention
-            .status(now)
-            .ok()
-            .and_then(|s| serde_json::to_value(s).ok());
+        if let Some(status) = self.retention.try_status(now) {
+            self.last_storage = status
+                .ok()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or(Value::Null);
+        }
+        if let Some((depth, dropped, acknowledged)) = self.outbox.try_counts() {
+            self.last_outbox =
+                json!({"depth": depth, "dropped": dropped, "acknowledged": acknowledged});
+        }
         let mut sample = json!({
             "v": 1,
             "agent": self.agent,
@@ -150,13 +164,9 @@ impl Telemetry {
             "memory": {"used_bytes": mem_used, "total_bytes": mem_total},
             "disk": disk,
             "temperature_c": temperature,
-            "storage": storage,
+            "storage": self.last_storage,
             "cameras": self.cameras.iter().map(|(id, on)| self.camera(id, *on)).collect::<Vec<_>>(),
-            "outbox": {
-                "depth": self.outbox.depth(),
-                "dropped": self.outbox.dropped(),
-                "acknowledged": self.outbox.acknowledged(),
-            },
+            "outbox": self.last_outbox,
             "clock": self.clock.sync(),
         });
         // Only an agent that offloads says how its queue stands.

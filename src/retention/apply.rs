@@ -259,10 +259,7 @@ impl Engine {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             ))
         };
-        let err = |e| RetentionError::Index {
-            path: self.index_path.clone(),
-            source: e,
-        };
+        let err = self.db_err();
         let refuse = |s: String| Ok(Err(Refused(s)));
         match &cmd.action {
             Action::HoldPlace { hold, until, .. } => {
@@ -531,9 +528,13 @@ impl Engine {
             .map(|(r, offloaded)| {
                 let id = r.segment_id(&self.agent);
                 let f = r.facts(&id);
+                let pending = ms(r.delete_after) == ms(super::sweep::pending_deadline());
                 let mut v = json!({
                     "segment_id": id, "camera": r.camera, "record": if r.gap {"gap"} else {"segment"},
-                    "start": r.start, "end": r.end, "class": r.class, "delete_after": r.delete_after,
+                    "start": r.start, "end": r.end, "class": r.class,
+                    // A clock-faulted record's deadline waits for a trusted
+                    // clock: no date until then (see `status`).
+                    "delete_after": (!pending).then_some(r.delete_after), "deadline_pending": pending,
                     "offloaded": offloaded,
                 });
                 if !r.gap {

@@ -24,6 +24,7 @@
 pub mod apply;
 pub mod audit;
 pub mod clockguard;
+mod error;
 pub mod inbox;
 pub mod journal;
 mod offloads;
@@ -48,22 +49,7 @@ use sargs_core::retention::receipt::{Reason, Receipt, ReceiptHead, ReceiptLog};
 use sargs_core::seal::manifest::{self, Manifest, RecordKind};
 use sargs_core::seal::sign::{DeviceKey, Envelope};
 
-/// Retention engine errors: always name the file or database and the cause.
-#[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("index {path}: {source}")]
-    Index {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("{0}")]
-    Corrupt(String),
-}
+pub use error::{OsNote, RetentionError};
 
 /// How the engine reads free space (the real file system, or a test's).
 pub type FreeSpace = Box<dyn Fn() -> std::io::Result<u64> + Send>;
@@ -184,10 +170,8 @@ impl Retention {
                 source,
             }
         })?;
-        let index = Index::open(&index_path).map_err(|source| RetentionError::Index {
-            path: index_path.clone(),
-            source,
-        })?;
+        let index = Index::open(&index_path)
+            .map_err(|source| RetentionError::index(&index_path, None, source))?;
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| RetentionError::Io { path, source }
@@ -317,10 +301,7 @@ impl crate::store::SealObserver for Retention {
 
 impl Engine {
     pub(crate) fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> RetentionError + '_ {
-        move |source| RetentionError::Index {
-            path: self.index_path.clone(),
-            source,
-        }
+        move |source| RetentionError::index(&self.index_path, Some(self.index.conn()), source)
     }
 
     /// Runs `f` in one committed transaction.
@@ -328,12 +309,14 @@ impl Engine {
         &mut self,
         f: impl FnOnce(&Writer<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, RetentionError> {
-        let path = self.index_path.clone();
-        let err = move |source| RetentionError::Index { path, source };
-        let tx = self.index.tx().map_err(err.clone())?;
-        let out = f(&Writer { tx: &tx }).map_err(err.clone())?;
-        tx.commit().map_err(err)?;
-        Ok(out)
+        let done = self.index.tx().and_then(|tx| {
+            let out = f(&Writer { tx: &tx })?;
+            let _op = crate::diskwatch::begin("commit", &self.index_path, None);
+            tx.commit().map(|()| out)
+        });
+        // The transaction is over (committed or rolled back): the
+        // connection says what the OS said of a failure.
+        done.map_err(self.db_err())
     }
 
     pub(crate) fn camera_dir(&self, camera: &str) -> PathBuf {
@@ -342,10 +325,15 @@ impl Engine {
 
     pub(crate) fn row_from_manifest(&self, m: &Manifest, payload: &str) -> Row {
         let payload_sha = manifest::sha256(payload.as_bytes());
-        let cap_at = self
-            .policy
-            .class(&m.retention.class)
-            .and_then(|c| c.hold_limit(m.start));
+        let class = self.policy.class(&m.retention.class);
+        // A clock-faulted record's cap is pending with its deadline: counted
+        // from its stated start (1970, say) it would be long past.
+        let cap_at = match m.clock_fault {
+            Some(_) => class
+                .and_then(|c| c.hold_cap)
+                .map(|_| sweep::pending_deadline()),
+            None => class.and_then(|c| c.hold_limit(m.start)),
+        };
         let (bytes, cipher, truncated) = match &m.media {
             Some(media) => (
                 media.ciphertext_bytes,

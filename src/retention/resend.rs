@@ -6,8 +6,10 @@
 //!   file as it is on disk now (`receipts/N.json`, `cameras/<camera>/N.json`),
 //!   checked against the device key, and carries that file's envelope
 //!   unchanged: nothing is signed again. A sequence up to the newest on disk
-//!   whose file is gone is named `missing`; one that does not verify or parse
-//!   is named `unreadable`; neither stops the rest.
+//!   whose file is gone is named `missing`; one that cannot be read, does
+//!   not verify or does not parse is named `unreadable`, and the first such
+//!   file's path and cause (the OS error of a failing disk) is given in
+//!   `unreadable_reason`; neither stops the rest.
 //! - **Bounded.** One command looks at no more than [`MAX_RESEND`] sequences
 //!   (so it queues at most that many messages): receipts first, then the
 //!   cameras in name order. Where it stops, the result says `truncated` and
@@ -35,19 +37,25 @@ struct Part {
     queued: u64,
     missing: Vec<u64>,
     unreadable: Vec<u64>,
+    /// Why the first unreadable one was: its file and the cause.
+    reason: Option<String>,
     /// Where it stopped for the bound, if it did.
     stopped_at: Option<u64>,
 }
 
 impl Part {
     fn json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "from": self.from,
             "head": self.head,
             "queued": self.queued,
             "missing": self.missing,
             "unreadable": self.unreadable,
-        })
+        });
+        if let (Some(why), Some(o)) = (&self.reason, v.as_object_mut()) {
+            o.insert("unreadable_reason".into(), why.clone().into());
+        }
+        v
     }
 }
 
@@ -123,6 +131,7 @@ impl Engine {
             queued: 0,
             missing: Vec::new(),
             unreadable: Vec::new(),
+            reason: None,
             stopped_at: None,
         };
         for seq in from..=head {
@@ -140,6 +149,7 @@ impl Engine {
                 Read::Unreadable(why) => {
                     tracing::warn!(sequence = seq, reason = %why, "resend: a file is unreadable");
                     part.unreadable.push(seq);
+                    part.reason.get_or_insert(why);
                 }
             }
         }

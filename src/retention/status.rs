@@ -2,6 +2,12 @@
 //!
 //! Read-only: works beside a running agent (SQLite WAL readers never block
 //! the writer) and reports what the last sweep found.
+//!
+//! A record sealed with a clock fault has no deadline until a sweep that
+//! trusts the clock gives it one (it is indexed with the sentinel
+//! [`pending_deadline`]): the status counts such records as pending and
+//! never shows the sentinel as a date — not as the next deletion, not in
+//! the text, not in the JSON.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use super::sweep::SweepReport;
+use super::sweep::{pending_deadline, SweepReport};
 use super::{Engine, Retention, RetentionError};
 use sargs_core::policy::Policy;
 use sargs_core::retention::index::{from_ms, ms, Index};
@@ -42,14 +48,30 @@ pub struct Status {
     pub holds: Vec<String>,
     pub requests_open: u64,
     pub restrictions_active: u64,
-    /// The earliest deadline of a present segment.
+    /// The earliest deadline of a present segment (pending ones aside).
     pub next_deletion: Option<DateTime<Utc>>,
+    /// Present segments sealed with a clock fault whose deadline is pending
+    /// until the clock is trusted (the first trusted sweep counts it).
+    #[serde(default)]
+    pub deadline_pending: u64,
     pub last_sweep: Option<SweepReport>,
 }
 
 impl Retention {
     pub fn status(&self, now: DateTime<Utc>) -> Result<Status, RetentionError> {
         self.run(|e| e.status(now))
+    }
+
+    /// [`Retention::status`], or `None` at once while the engine is busy
+    /// (its commit may be waiting on a stalled disk): for telemetry, which
+    /// runs on the HQ link's thread and must not wait on the disk.
+    pub fn try_status(&self, now: DateTime<Utc>) -> Option<Result<Status, RetentionError>> {
+        let e = match self.inner.try_lock() {
+            Ok(e) => e,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        Some(e.status(now))
     }
 
     /// Which records `scope` covers and their state (the `inventory` answer).
@@ -72,6 +94,7 @@ impl Engine {
 pub fn status(index: &Index, policy: &Policy, now: DateTime<Utc>) -> rusqlite::Result<Status> {
     let c = index.conn();
     let t = ms(now);
+    let pending = ms(pending_deadline());
     let mut classes = Vec::new();
     {
         let mut stmt = c.prepare(
@@ -131,7 +154,9 @@ pub fn status(index: &Index, policy: &Policy, now: DateTime<Utc>) -> rusqlite::R
         at: now,
         classes,
         deleted,
-        receipts: meta("receipt_head")?.and_then(|v| v.parse().ok()).unwrap_or(0),
+        receipts: meta("receipt_head")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         holds_active: holds.len() as u64,
         holds,
         requests_open: count(
@@ -142,11 +167,16 @@ pub fn status(index: &Index, policy: &Policy, now: DateTime<Utc>) -> rusqlite::R
         )?,
         next_deletion: c
             .query_row(
-                "SELECT MIN(delete_after_ms) FROM records WHERE gap = 0 AND deleted_ms IS NULL AND delete_after_ms > ?1",
-                [t],
+                "SELECT MIN(delete_after_ms) FROM records WHERE gap = 0 AND deleted_ms IS NULL \
+                 AND delete_after_ms > ?1 AND delete_after_ms <> ?2",
+                [t, pending],
                 |r| r.get::<_, Option<i64>>(0),
             )?
             .map(from_ms),
+        deadline_pending: count(&format!(
+            "SELECT COUNT(*) FROM records WHERE gap = 0 AND deleted_ms IS NULL \
+             AND delete_after_ms = {pending} AND ?1 = ?1"
+        ))?,
         last_sweep: meta("last_sweep")?.and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
@@ -192,6 +222,13 @@ impl std::fmt::Display for Status {
                 t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             )?,
             None => writeln!(f, "  no deletion scheduled")?,
+        }
+        if self.deadline_pending > 0 {
+            writeln!(
+                f,
+                "  {} segment(s) sealed with a clock fault: deadline pending until the clock is trusted",
+                self.deadline_pending
+            )?;
         }
         if let Some(s) = &self.last_sweep {
             if let Some(at) = s.at {

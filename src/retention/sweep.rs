@@ -18,7 +18,12 @@
 //!   indexed with a pending deadline, which the first sweep that trusts the
 //!   clock sets to that instant plus its class's period. A clock that was
 //!   wrong therefore neither deletes what it stamped in the past (a board
-//!   at 1970) nor keeps for years what it stamped in the future.
+//!   at 1970) nor keeps for years what it stamped in the future;
+//! - such a record's hold cap (`start + hold_cap`) is pending with its
+//!   deadline, and the same sweep counts it from the same trusted instant:
+//!   a hold on a record stamped 1970 keeps it up to its class cap from a
+//!   time the agent can vouch for, not from 1970 (when the cap would be
+//!   long past, and the hold void against the sweeper and disk pressure).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -122,7 +127,8 @@ impl Engine {
     }
 
     /// Gives each record indexed with a pending deadline (see the module's
-    /// invariant) its own: `now` plus its class's period.
+    /// invariant) its own: `now` plus its class's period; and its hold cap,
+    /// `now` plus its class's cap.
     fn rebase_pending(&mut self, now: DateTime<Utc>) -> Result<(), RetentionError> {
         let pending = ms(pending_deadline());
         let classes: Vec<String> = {
@@ -139,13 +145,18 @@ impl Engine {
             rows.collect::<Result<_, _>>().map_err(self.db_err())?
         };
         for class in classes {
-            let Some(deadline) = self.policy.class(&class).and_then(|c| c.keep.add_to(now)) else {
+            let Some(c) = self.policy.class(&class) else {
                 continue;
             };
+            let Some(deadline) = c.keep.add_to(now) else {
+                continue;
+            };
+            let cap = c.hold_limit(now).map(ms);
             let n = self.write(|w| {
                 w.tx.execute(
-                    "UPDATE records SET delete_after_ms = ?1 WHERE delete_after_ms = ?2 AND class = ?3 AND deleted_ms IS NULL",
-                    rusqlite::params![ms(deadline), pending, class],
+                    "UPDATE records SET delete_after_ms = ?1, cap_ms = ?4 \
+                     WHERE delete_after_ms = ?2 AND class = ?3 AND deleted_ms IS NULL",
+                    rusqlite::params![ms(deadline), pending, class, cap],
                 )
             })?;
             tracing::info!(%class, records = n, %deadline,

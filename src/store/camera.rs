@@ -335,6 +335,9 @@ impl CameraLog {
         info: &SegmentInfo,
         truncated: bool,
     ) -> Result<(), StoreError> {
+        // Final chunk, fsyncs, manifest, rename and head: one operation of
+        // the disk watch (a stall is reported naming this camera and file).
+        let _op = crate::diskwatch::begin("seal", &seg.partial, Some(&self.camera.id));
         let writer = seg.writer.take().ok_or_else(|| StoreError::Corrupt {
             path: seg.partial.clone(),
             reason: "segment writer already taken".into(),

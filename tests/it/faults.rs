@@ -184,3 +184,47 @@ fn a_disk_that_fills_anyway_loses_nothing_and_recording_resumes() {
     assert_eq!(partials, 0, "every interrupted segment was committed");
     drop(disk);
 }
+
+/// The index's errors name what the OS said: SQLite calls EIO, ENOSPC and
+/// EROFS alike "disk I/O error", and `sweep.failed` carried only that.
+#[test]
+fn an_index_the_disk_fails_is_reported_with_the_os_error_and_the_file() {
+    use crate::support::faultfs::{Disk, Fault};
+    let home = Home::new();
+    let config = home.config_with(2, "", &test_camera("cam-a", "cctv", ""));
+    let disk = Disk::mount(&home.path().join("data.backing"), &home.path().join("data"));
+    let key = sargs_core::seal::sign::DeviceKey::generate().expect("key");
+    let (retention, _) =
+        sargs::wiring::open_retention(&config, std::sync::Arc::new(key)).expect("engine opens");
+    let sweep = |mono: u64| {
+        retention.sweep(sargs::retention::clockguard::Now {
+            wall: sargs::clock::now(),
+            mono: Duration::from_secs(mono),
+            sync: sargs::clock::SyncState::Synchronised,
+        })
+    };
+    sweep(1).expect("a sweep on a sound disk");
+    let index = home.path().join("data").join("index.sqlite");
+    for (mono, fault, said) in [
+        (
+            2,
+            Fault::WriteEio {
+                pattern: "index.sqlite-wal".into(),
+            },
+            "Input/output error (os error 5)",
+        ),
+        (3, Fault::ReadOnly, "Read-only file system (os error 30)"),
+    ] {
+        disk.inject(fault.clone());
+        let e = sweep(mono)
+            .expect_err("the index's write fails")
+            .to_string();
+        disk.clear();
+        assert!(
+            e.contains(&index.display().to_string()) && e.contains(said),
+            "{fault:?}: {e}"
+        );
+    }
+    sweep(4).expect("the disk is sound again");
+    drop(retention);
+}

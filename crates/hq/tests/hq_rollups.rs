@@ -15,7 +15,8 @@
 //! backfill gives the same rollups as the incremental upkeep. The periodic
 //! check raises `chain.break` and `receipt.mismatch` for what arrived since
 //! it last looked, from either side of a link, and does not look again at
-//! what it saw long before. On PostgreSQL the same messages are also kept by
+//! what it saw long before. Agents' events raise and clear their alarms
+//! (`hq_rollups/agent_alarms.rs`). On PostgreSQL the same messages are also kept by
 //! six connections at once, one message per transaction (replicas
 //! committing neighbours), with the same result.
 
@@ -35,6 +36,7 @@ mod mosquitto {
 mod postgres;
 
 mod hq_rollups {
+    mod agent_alarms;
     mod brute;
     mod fleet;
     mod objects;
@@ -56,7 +58,7 @@ mod hq_rollups {
     use brute::{brute_force, raw};
     use fleet::{fleet, t, Msg, ARRIVED, BOUND, DAY, GRACE, HOUR, NOW};
 
-    fn rules() -> Rules {
+    pub(super) fn rules() -> Rules {
         Rules {
             prefix: "sargs".into(),
             max_payload_bytes: 1 << 20,
@@ -281,7 +283,7 @@ mod hq_rollups {
         Db::open(url).await.expect("migrated again")
     }
 
-    async fn open_alarms(db: &Db, kind: &str) -> BTreeSet<String> {
+    pub(super) async fn open_alarms(db: &Db, kind: &str) -> BTreeSet<String> {
         let all = alarms::list(&db.pool, false).await.expect("alarms");
         all.into_iter()
             .filter(|a| a.kind == kind)
@@ -289,7 +291,7 @@ mod hq_rollups {
             .collect()
     }
 
-    fn set(keys: &[&str]) -> BTreeSet<String> {
+    pub(super) fn set(keys: &[&str]) -> BTreeSet<String> {
         keys.iter().map(|k| (*k).to_owned()).collect()
     }
 
@@ -376,65 +378,6 @@ mod hq_rollups {
             (b_below.0.get("cam-1"), b_below.1),
             "gw-b's claims are below its ledger's highest"
         );
-    }
-
-    /// `offload.failed` raises an alarm: per agent for a store that fails,
-    /// per record for a record that fails alone; `segment.offloaded`
-    /// clears the agent's and that record's.
-    async fn offload_alarms(db: &Db) {
-        let event = |at: i64, body: serde_json::Value| {
-            let mut v = serde_json::json!({"v": 1, "agent": "gw-a", "at": t(at)});
-            if let (Some(o), serde_json::Value::Object(b)) = (v.as_object_mut(), body) {
-                o.extend(b);
-            }
-            v.to_string()
-        };
-        let failed = |kind: &str, segment: Option<&str>| {
-            serde_json::json!({"event": "offload.failed", "offload": {
-                "kind": kind, "store": "http://127.0.0.1:3900/evidence",
-                "key": "gw-a/cam-1/0000000001.mp4.age", "segment_id": segment,
-                "error": "connection refused", "failures": 3, "unreported": 2, "retry_in_s": 8}})
-        };
-        let offloaded = |segment: &str| serde_json::json!({"event": "segment.offloaded", "offload": {"segment_id": segment}});
-        let open = |db: &Db| {
-            let pool = db.pool.clone();
-            async move {
-                let all = alarms::list(&pool, false).await.expect("alarms");
-                all.into_iter()
-                    .filter(|a| a.kind == "offload.failed")
-                    .map(|a| a.key)
-                    .collect::<BTreeSet<String>>()
-            }
-        };
-        let steps = [
-            (failed("store", None), vec!["offload.failed:gw-a"]),
-            (
-                failed("record", Some("gw-a/cam-1/7")),
-                vec!["offload.failed:gw-a", "offload.failed:gw-a:gw-a/cam-1/7"],
-            ),
-            (
-                offloaded("gw-a/cam-1/8"),
-                vec!["offload.failed:gw-a:gw-a/cam-1/7"],
-            ),
-            (offloaded("gw-a/cam-1/7"), vec![]),
-        ];
-        for (i, (body, want)) in steps.into_iter().enumerate() {
-            let at = NOW + 2 * HOUR + i as i64 * 1000;
-            let mut tx = sargs_hq::service::db::write(&db.pool).await.expect("begin");
-            let o = ingest::ingest(
-                &mut tx,
-                &rules(),
-                "sargs/agents/gw-a/events",
-                event(at, body).as_bytes(),
-                t(at),
-            )
-            .await
-            .expect("event");
-            assert!(matches!(o, Outcome::Kept), "{o:?}");
-            tx.commit().await.expect("commit");
-            let want: BTreeSet<String> = want.into_iter().map(str::to_owned).collect();
-            assert_eq!(open(db).await, want, "after step {i}");
-        }
     }
 
     /// The whole story on one database.
@@ -526,7 +469,9 @@ mod hq_rollups {
         assert_eq!(open_alarms(&db, "receipt.mismatch").await, set(&[]));
         reports_agree(&db, "phase 4").await;
         tails_claimed(&db).await;
-        offload_alarms(&db).await;
+        agent_alarms::offload_alarms(&db).await;
+        agent_alarms::sweep_alarms(&db).await;
+        agent_alarms::disk_stall_alarms(&db).await;
         objects::offloaded_objects(&db, &ledger).await;
 
         let kept = rollups(&db).await;

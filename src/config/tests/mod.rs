@@ -165,6 +165,22 @@ fn minimal_config_gets_defaults() {
     assert_eq!(cam.source.type_str(), "test");
     assert_eq!(cam.source.video(), Some(&VideoParams::default()));
     assert_eq!(c.supervision.backoff_initial, Duration::from_secs(1));
+    assert_eq!(c.agent.disk_stall, Duration::from_secs(5));
+}
+
+#[test]
+fn a_disk_stall_bound_out_of_range_is_named() {
+    let d = Dir::new();
+    let with = |v: &str| {
+        d.minimal("", "")
+            .replacen("[seal]", &format!("disk_stall_s = {v}\n\n[seal]"), 1)
+    };
+    for bad in ["0", "301"] {
+        let e = d.err(&with(bad));
+        d.names(&e, "agent.disk_stall_s");
+    }
+    let c = d.load(&with("1")).expect("valid");
+    assert_eq!(c.agent.disk_stall, Duration::from_secs(1));
 }
 
 #[test]

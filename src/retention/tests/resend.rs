@@ -187,6 +187,11 @@ fn files_gone_or_altered_are_named_and_the_rest_still_goes() {
     let cam = &r.result["records"]["cam-a"];
     assert_eq!(cam["missing"], json!([2]), "{cam}");
     assert_eq!(cam["unreadable"], json!([3]), "{cam}");
+    let why = cam["unreadable_reason"].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with(&path.display().to_string()),
+        "the file and its cause: {cam}"
+    );
     assert_eq!(cam["queued"], 2, "{cam}");
     assert_eq!(
         described(&f, &f.events.take()),

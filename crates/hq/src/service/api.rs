@@ -3,7 +3,9 @@
 //!
 //! Every route needs `Authorization: Bearer <token>` ([`tokens`](super::tokens));
 //! the role is checked on the server for every write, and every command is
-//! issued with the token's owner and role as its signed `issuer`. The API
+//! issued with the token's owner and role as its signed `issuer`. A
+//! deadline still pending (a clock-faulted record, `rows::PENDING_MS`) is
+//! listed as `deadline_pending`, never as a date. The API
 //! listens on 127.0.0.1 by default; anywhere else only over HTTPS (rustls),
 //! which the config check enforces.
 
@@ -282,13 +284,26 @@ async fn records(State(ctx): State<Arc<Ctx>>, h: HeaderMap, Query(q): Query<Reco
                     .map(|store| json!({"store": store, "manifest_key": mkey, "media_key": key}));
                 json!({
                     "segment_id": id, "kind": kind, "start": at(s), "end": at(e), "class": class,
-                    "delete_after": at(deadline), "gap_reason": gap, "ciphertext_sha256": sha,
+                    "delete_after": deadline_shown(deadline),
+                    "deadline_pending": pending(deadline), "gap_reason": gap, "ciphertext_sha256": sha,
                     "deleted_at": deleted.map(at), "deletion_reason": reason, "offload": offload,
                 })
             },
         )
         .collect();
     Ok(Json(Value::Array(out)))
+}
+
+/// Whether a record's deadline waits for its agent's trusted clock (a
+/// record sealed with a clock fault before its receipt arrives): it is
+/// shown as pending, never as the sentinel date.
+fn pending(deadline_ms: i64) -> bool {
+    deadline_ms == super::rows::PENDING_MS
+}
+
+/// A record's deadline as listed: its instant, or null while pending.
+fn deadline_shown(deadline_ms: i64) -> Option<DateTime<Utc>> {
+    (!pending(deadline_ms)).then(|| at(deadline_ms))
 }
 
 #[derive(Deserialize)]
@@ -424,4 +439,17 @@ async fn issue(
         StatusCode::ACCEPTED,
         Json(json!({"id": cmd.id, "kind": cmd.action.kind(), "issuer": cmd.issuer})),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pending_deadline_is_listed_as_pending_not_as_a_date() {
+        let pending = super::super::rows::PENDING_MS;
+        assert_eq!(super::deadline_shown(pending), None);
+        assert!(super::pending(pending));
+        let t = 1_710_072_000_000;
+        assert_eq!(super::deadline_shown(t), Some(super::at(t)));
+        assert!(!super::pending(t));
+    }
 }

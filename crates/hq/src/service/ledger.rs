@@ -3,6 +3,14 @@
 //! raise or clear an alarm (the offload's among them), and where an
 //! offloaded record is in the evidence store (`objects`), inside the
 //! collector's transaction.
+//!
+//! An alarm's key names its agent (and camera, record or hold where the
+//! condition is theirs), so an event clears only what its own agent raised:
+//! `sweep.failed:{agent}` is raised (its detail the agent's reason, the
+//! latest) and cleared by that agent's `sweep.resumed`, likewise
+//! `clock.problem` by `clock.trusted` and `disk.stalled:{agent}:{file}` by
+//! the `disk.resumed` of that file. `crates/hq/tests/hq_rollups/agent_alarms.rs`
+//! checks the offload's, the sweep's and the disk's on SQLite and PostgreSQL.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -159,6 +167,14 @@ pub(super) async fn other_event(
             alarms::raise(tx, &key, Some(agent), event, &s("reason"), now).await?;
         }
         "sweep.resumed" => alarms::clear(tx, &format!("sweep.failed:{agent}"), now).await?,
+        // A write or fsync the agent's disk holds: one alarm per file.
+        "disk.stalled" => {
+            let key = format!("disk.stalled:{agent}:{}", s("file"));
+            alarms::raise(tx, &key, Some(agent), event, &s("reason"), now).await?;
+        }
+        "disk.resumed" => {
+            alarms::clear(tx, &format!("disk.stalled:{agent}:{}", s("file")), now).await?
+        }
         "hold.cap_warning" => {
             let hold = s("hold");
             let detail = format!("hold {hold} reaches its class's cap at {}", s("cap_at"));
