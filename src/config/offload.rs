@@ -12,8 +12,6 @@
 //!   `Debug` output ([`Credentials`]);
 //! - a camera with `offload` set needs the `[offload]` section.
 
-use std::fmt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -72,21 +70,7 @@ pub enum OffloadMode {
     All,
 }
 
-/// The store's access key. `Debug` shows the key id only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .finish()
-    }
-}
+pub use sargs_core::config::credentials::Credentials;
 
 /// The places data may go: endpoints (scheme, host and port) and regions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,7 +195,7 @@ pub(super) fn offload(
             "offload.credentials_file",
             resolve(base, &raw.credentials_file),
         )
-        .and_then(|p| v.ok("offload.credentials_file", credentials(&p)));
+        .and_then(|p| v.ok("offload.credentials_file", Credentials::read(&p)));
     let ca_file = raw.ca_file.as_ref().and_then(|p| {
         let path = v.ok("offload.ca_file", resolve(base, p))?;
         if !path.is_file() {
@@ -378,44 +362,5 @@ fn allow_list(v: &mut Collector<'_>, raw: &RawOffload) -> Option<Allow> {
     Some(Allow {
         endpoints,
         regions: raw.allow_regions.clone(),
-    })
-}
-
-/// The credentials file as written (TOML).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCredentials {
-    access_key_id: String,
-    secret_access_key: String,
-}
-
-/// Reads the credentials file: refused unless only its owner may read it;
-/// no error quotes its content.
-fn credentials(path: &Path) -> Result<Credentials, String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown}: mode {mode:04o}; it holds the store's secret key and must be \
-             readable by its owner only (chmod 600)"
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
-    // toml's own error quotes the line, which may be the secret.
-    let raw: RawCredentials = toml::from_str(&text).map_err(|_| {
-        format!(
-            "{shown}: not a TOML file with exactly access_key_id = \"…\" and \
-             secret_access_key = \"…\""
-        )
-    })?;
-    if raw.access_key_id.is_empty() || raw.secret_access_key.is_empty() {
-        return Err(format!(
-            "{shown}: access_key_id and secret_access_key must not be empty"
-        ));
-    }
-    Ok(Credentials {
-        access_key_id: raw.access_key_id,
-        secret_access_key: raw.secret_access_key,
     })
 }

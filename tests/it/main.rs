@@ -34,6 +34,7 @@ mod offload_backlog;
 mod offload_client;
 mod offload_commands;
 mod offload_failures;
+mod offload_fetch;
 mod offload_free;
 mod offload_when;
 mod postgres;

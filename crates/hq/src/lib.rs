@@ -12,5 +12,6 @@
 
 pub mod broker;
 pub mod export;
+pub mod fetch;
 pub mod service;
 pub mod verbs;

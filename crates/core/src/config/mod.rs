@@ -5,8 +5,10 @@
 //!   failures onto it.
 //! - [`check`]: small value checks (identifiers, text, paths), each returning
 //!   the reason a value is unacceptable.
+//! - [`credentials`]: an S3 access key in a file only its owner may read.
 
 pub mod check;
+pub mod credentials;
 pub mod error;
 
 pub use error::ConfigError;

@@ -65,6 +65,34 @@ enum Command {
         #[arg(long)]
         device_key: Option<String>,
     },
+    /// Read a gateway's evidence back from the S3-compatible evidence store into
+    /// a folder laid out as its data directory: records, their sealed media and
+    /// the deletion receipts (then `sargsctl verify OUT/cameras/CAMERA`).
+    Fetch {
+        /// The store, `https://HOST[:PORT]` (or `http://`).
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long)]
+        bucket: String,
+        /// A TOML file with `access_key_id` and `secret_access_key` of a key
+        /// that may read the bucket; mode 0600 or refused.
+        #[arg(long)]
+        credentials: PathBuf,
+        /// PEM CA certificate(s) of an `https://` store.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// The gateway (agent id) whose objects to fetch.
+        #[arg(long)]
+        agent: String,
+        /// Only these cameras (repeatable); all by default. Receipts always.
+        #[arg(long = "camera")]
+        cameras: Vec<String>,
+        /// The folder to write: must not exist, or be empty.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Release recordings to an entitled recipient: verified, decrypted, and
     /// named in an export record signed by HQ; restricted, deleted or altered
     /// segments are refused, each with its reason.
@@ -102,6 +130,45 @@ fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Verb(v) => verbs::run(*v),
         Command::Export(a) => export::run(*a),
+        Command::Fetch {
+            endpoint,
+            region,
+            bucket,
+            credentials,
+            ca_file,
+            agent,
+            cameras,
+            out,
+        } => {
+            let endpoint = url::Url::parse(&endpoint)
+                .map_err(|e| anyhow::anyhow!("--endpoint {endpoint:?}: {e}"))?;
+            let key = sargs_core::config::credentials::Credentials::read(&credentials)
+                .map_err(Error::msg)
+                .context("--credentials")?;
+            let src = sargs_hq::fetch::Source {
+                endpoint,
+                region,
+                bucket,
+                access_key_id: key.access_key_id,
+                secret_access_key: key.secret_access_key,
+                ca_file,
+            };
+            let done = sargs_hq::fetch::fetch(&src, &agent, &cameras, &out).map_err(Error::msg)?;
+            println!(
+                "{}: {} records, {} media, {} receipts, {} bytes from {} into {}",
+                done.agent,
+                done.records,
+                done.media,
+                done.receipts,
+                done.bytes,
+                done.store,
+                out.display()
+            );
+            for key in &done.skipped {
+                println!("  skipped (no record's or receipt's name): {key}");
+            }
+            Ok(())
+        }
         Command::Watch {
             broker,
             agent,
