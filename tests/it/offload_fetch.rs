@@ -2,7 +2,8 @@
 //! `sargsctl fetch` writes the agent's records, their sealed media (also
 //! those freed on the gateway after offload) and its deletion receipts into
 //! a folder laid out as its data directory, byte for byte, and `sargsctl
-//! verify` checks the camera's chain there against the device key. A
+//! verify` checks the camera's chain there against the device key (a copy
+//! lacking some records lists them instead of failing). A
 //! folder in use is refused. Real Garage, the agent in process.
 
 use std::path::Path;
@@ -115,6 +116,20 @@ fn hq_fetches_a_gateways_evidence_from_the_store_and_verifies_it() {
         &device,
     ]);
     assert!(ok && said.contains("verified"), "{said}{err}");
+
+    // A store may hold only some records of a camera (those HQ asked for):
+    // verify lists what a fetched copy lacks instead of failing on it.
+    std::fs::remove_file(cam.join("0000000002.json")).expect("rm");
+    let (ok, said, err) = sargsctl(&[
+        "verify",
+        cam.to_str().expect("utf-8"),
+        "--device-key",
+        &device,
+    ]);
+    assert!(
+        ok && said.contains("not in this copy: records 2 to 2") && said.contains("verified"),
+        "{said}{err}"
+    );
 
     // A folder in use is refused, and left as it was.
     let (ok, said, err) = fetch(&out);

@@ -1,7 +1,10 @@
 //! `sargsctl fetch`: a gateway's evidence, read back from the S3-compatible
 //! evidence store into a folder laid out as the agent's data directory, so
 //! that HQ works from the store as from the gateway itself:
-//! `sargsctl verify OUT/cameras/CAMERA` checks it the same way.
+//! `sargsctl verify OUT/cameras/CAMERA` checks it the same way (a store may
+//! hold only the records HQ asked for: `verify` finds `fetched.json` and
+//! lists the records the copy lacks instead of failing on them,
+//! `sargs_core::seal::verify::verify_camera_partial`).
 //!
 //! ```text
 //! {agent}/{camera}/NNNNNNNNNN.json     -> OUT/cameras/{camera}/NNNNNNNNNN.json

@@ -47,6 +47,9 @@ pub struct Report {
     pub ingested: u64,
     /// Segments whose media was deleted with a receipt.
     pub deleted: u64,
+    /// In a partial copy ([`verify_camera_partial`]): the records not in
+    /// it, as ranges of sequence numbers.
+    pub absent: Vec<(u64, u64)>,
     /// Problems, each naming the file and what is wrong. Empty means verified.
     pub problems: Vec<String>,
     /// Manifests in order, for callers that inspect them further.
@@ -154,6 +157,31 @@ pub fn verify_camera_checked(
     deleted: &dyn Deletions,
     media: MediaCheck,
 ) -> std::io::Result<Report> {
+    verify(dir, key, deleted, media, false)
+}
+
+/// Verifies a partial copy of a camera's chain (the records an evidence
+/// store holds of it, `sargsctl fetch`): every record present is checked as
+/// in [`verify_camera`], and each link and time step between two records
+/// that follow one another; a record missing between them is listed in
+/// [`Report::absent`], not reported as a problem, and the record after it
+/// is not held to a link it cannot show. Whether a missing record was
+/// deleted or never offloaded is the gateway's to say, not the copy's.
+pub fn verify_camera_partial(
+    dir: &Path,
+    key: &[u8; 32],
+    deleted: &dyn Deletions,
+) -> std::io::Result<Report> {
+    verify(dir, key, deleted, MediaCheck::Hash, true)
+}
+
+fn verify(
+    dir: &Path,
+    key: &[u8; 32],
+    deleted: &dyn Deletions,
+    media: MediaCheck,
+    partial: bool,
+) -> std::io::Result<Report> {
     let mut files: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -172,9 +200,17 @@ pub fn verify_camera_checked(
         prev_end: None,
         expected_seq: 1,
         originals: Default::default(),
+        after_hole: false,
     };
     for (seq, path) in files {
         report.records += 1;
+        if partial && seq > chain.expected_seq {
+            // Not in this copy: nothing links across the hole.
+            report.absent.push((chain.expected_seq, seq - 1));
+            chain.expected_seq = seq;
+            chain.after_hole = true;
+            chain.prev_end = None;
+        }
         let bytes = std::fs::read(&path)?;
         let (mut verdict, m) = chain.check(dir, seq, &bytes, key, deleted, media);
         let shown = path.display();
@@ -212,6 +248,9 @@ struct Chain {
     expected_seq: u64,
     /// Originals sealed so far (docked recordings): SHA-256 → sequence.
     originals: std::collections::HashMap<String, u64>,
+    /// The next record follows a hole of a partial copy: its link is not
+    /// checked (its predecessor is not here).
+    after_hole: bool,
 }
 
 impl Chain {
@@ -225,6 +264,7 @@ impl Chain {
         deleted: &dyn Deletions,
         media_check: MediaCheck,
     ) -> (Verdict, Option<Manifest>) {
+        let after_hole = std::mem::take(&mut self.after_hole);
         let mut v = Verdict {
             sequence: seq,
             manifest: None,
@@ -261,7 +301,7 @@ impl Chain {
                 m.sequence
             ));
         }
-        if m.prev_manifest_sha256 != self.prev_hash {
+        if !after_hole && m.prev_manifest_sha256 != self.prev_hash {
             v.chain.push(
                 "chain broken: prev_manifest_sha256 does not match the previous record".into(),
             );
@@ -454,6 +494,45 @@ mod tests {
                 Some(_) => assert!(r.ok(), "{:?}", r.problems),
             }
         }
+    }
+
+    /// A store's copy without records 3 and 4: the rest verifies and the
+    /// hole is listed; a full verification calls it a missing record; a
+    /// broken link between two records present is still found.
+    #[test]
+    fn a_partial_copy_verifies_what_it_holds_and_lists_what_it_lacks() {
+        let key = super::super::sign::DeviceKey::generate().expect("key");
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path();
+        let t = 1_796_000_000;
+        let mut prev = GENESIS.to_owned();
+        for seq in 1..=6u64 {
+            let start = t + 60 * seq as i64;
+            prev = gap(dir, &key, seq, (start, start + 60), None, &prev);
+        }
+        for seq in [3, 4] {
+            std::fs::remove_file(dir.join(format!("{seq:010}.json"))).expect("rm");
+        }
+        let none = HashSet::<String>::new();
+        let r = verify_camera_partial(dir, &key.public_key(), &none).expect("readable");
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!((r.records, r.absent.clone()), (4, vec![(3, 4)]));
+        let full = verify_camera(dir, &key.public_key()).expect("readable");
+        assert!(
+            full.problems
+                .iter()
+                .any(|p| p.contains("a record is missing")),
+            "{:?}",
+            full.problems
+        );
+        // Record 6 re-signed naming another predecessor: broken, hole or not.
+        gap(dir, &key, 6, (t + 360, t + 420), None, GENESIS);
+        let r = verify_camera_partial(dir, &key.public_key(), &none).expect("readable");
+        assert!(
+            r.problems.iter().any(|p| p.contains("chain broken")),
+            "{:?}",
+            r.problems
+        );
     }
 
     #[test]
