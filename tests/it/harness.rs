@@ -435,6 +435,15 @@ pub fn spawn_agent(home: &Home) -> Spawned {
     spawn_agent_with(home, |_| {})
 }
 
+/// The agent's log beside its home (`HOME.log`), opened to append.
+pub fn log_file(home: &Home) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.path().with_extension("log"))
+        .expect("log file")
+}
+
 /// [`spawn_agent`], with `setup` given the command before it starts (an
 /// environment to run in).
 pub fn spawn_agent_with(home: &Home, setup: impl FnOnce(&mut Command)) -> Spawned {
@@ -443,13 +452,7 @@ pub fn spawn_agent_with(home: &Home, setup: impl FnOnce(&mut Command)) -> Spawne
         .arg(home.config_path())
         .env("SARGS_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(home.path().with_extension("log"))
-                .expect("log file"),
-        );
+        .stderr(log_file(home));
     setup(&mut cmd);
     Spawned(cmd.spawn().expect("sargs binary"))
 }

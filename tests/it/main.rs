@@ -36,6 +36,7 @@ mod offload_commands;
 mod offload_failures;
 mod offload_fetch;
 mod offload_free;
+mod offload_vhost;
 mod offload_when;
 mod postgres;
 mod record;
