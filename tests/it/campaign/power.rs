@@ -19,12 +19,14 @@
 //! Invariant checked at every point: the same as after a kill -9
 //! (`checks::after_kill`: `sargs verify` passes or names only the record
 //! the cut cut short, no held record gone, no plaintext under the data
-//! directory) and recording resumes on every camera after the restart.
+//! directory), no record of a live camera committed before the point
+//! gone, and recording resumes on every camera after the restart.
 //! After the points of one data directory: each due deletion made once
 //! (one receipt each), the held records all there, and `sargs verify`
 //! passes whole after a clean stop.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use sargs_core::seal::manifest::Manifest;
@@ -85,6 +87,22 @@ impl Rig {
     }
 }
 
+/// The records of each camera numbered below its head in `heads` (each
+/// committed — fsynced, renamed, its directory fsynced — before the next
+/// one began, so durable before the cut) that are gone.
+fn lost_records(data: &Path, heads: &BTreeMap<String, u64>) -> Vec<String> {
+    heads
+        .iter()
+        .flat_map(|(cam, head)| {
+            let dir = data.join("cameras").join(cam);
+            let there: BTreeSet<u64> = records_after(&dir, 0).iter().map(|(n, _)| *n).collect();
+            (1..*head)
+                .filter(move |n| !there.contains(n))
+                .map(move |n| format!("record {cam}/{n}, committed before the cut, is gone"))
+        })
+        .collect()
+}
+
 /// The sums of what the cuts took away, for the note.
 #[derive(Default)]
 struct Losses {
@@ -119,7 +137,7 @@ fn power_cut_while_recording_sweeping_and_holding() {
     let mut losses = Losses::default();
     while camp.more() {
         let mut rig = Rig::new();
-        let (agent, _, mut since) = match start_recording(&rig.home, &CAMERAS) {
+        let (agent, data, mut since) = match start_recording(&rig.home, &CAMERAS) {
             Ok(started) => started,
             Err(e) => {
                 camp.fail(e);
@@ -133,6 +151,9 @@ fn power_cut_while_recording_sweeping_and_holding() {
             if !camp.more() {
                 break;
             }
+            // Committed before the point: every record below the heads.
+            let mut committed = heads(&data);
+            committed.retain(|cam, _| CAMERAS.contains(&cam.as_str()));
             let held = match held_burst(&rig.home, &format!("H-{b}"), 200 - b as i64, BURST, HELD) {
                 Ok(held) => held,
                 Err(e) => {
@@ -156,7 +177,8 @@ fn power_cut_while_recording_sweeping_and_holding() {
                 }
             };
             losses.add(&lost);
-            let problems = after_kill(&rig.home, since, &protected, &mut cuts);
+            let mut problems = after_kill(&rig.home, since, &protected, &mut cuts);
+            problems.extend(lost_records(&data, &committed));
             since = SystemTime::now() - Duration::from_secs(1);
             let (again, recovered) = restart(&rig.home, &CAMERAS);
             rig.agent = Some(again);
