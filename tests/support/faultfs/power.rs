@@ -6,8 +6,8 @@
 //! [`Disk::restore`](super::Disk::restore)) the backing directory is
 //! rewritten to exactly that state.
 //!
-//! The model is what POSIX `fsync` promises and Linux file systems
-//! (ext4 `data=ordered` among them) keep no more reliably:
+//! The model is what `fsync` promises, and no more — what a Linux file
+//! system (ext4 `data=ordered` among them) is sure to keep:
 //! - a regular file's durable content is its content (and length, and
 //!   mode) at its last `fsync`/`fdatasync` — through any handle of the
 //!   file, read-only ones too — or after each write through a handle
@@ -21,15 +21,16 @@
 //! - what the disk held when it was mounted is durable.
 //!
 //! Inodes are the backing file system's (a number it gives anew moves the
-//! durable state of its former inode aside, `Power::born`), so a file keeps its durable content across renames and
-//! hard links; a durable directory entry whose inode was never synced is
-//! an empty file (or directory). A rename between two directories synced
+//! durable state of its former inode aside, `Power::born`), so a file
+//! keeps its durable content across renames and hard links; a durable
+//! directory entry whose inode was never synced is an empty file (or
+//! directory). A rename between two directories synced
 //! separately may leave the file under both names (two links): a state an
 //! fsync-based program must survive as well.
 //!
 //! Limits: the disk has no `link` (it answers EPERM), so two names of one
-//! inode come only from such renames; `sync()`/`syncfs()` are not passed to a FUSE file system and
-//! count for nothing here (a conservative reading); what an operation
+//! inode come only from such renames; `sync()`/`syncfs()` are not passed
+//! to a FUSE file system and count for nothing here (a conservative reading); what an operation
 //! makes durable that a real file system might keep by chance (ext4's
 //! journal commits a rename with an fsync of the renamed file, in
 //! practice) is not kept — a power cut here loses the most POSIX allows,
