@@ -363,12 +363,7 @@ impl Camera {
         let Some(session) = self.session.take() else {
             return;
         };
-
-        let target =
-            std::ffi::CString::new(self.mount.as_os_str().as_encoded_bytes()).expect("mount path");
-        // SAFETY: a NUL-terminated path we own.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        let _ = session.join();
+        super::faultfs::unmount(&self.mount, session);
         let _ = std::fs::remove_dir(&self.mount);
     }
 }

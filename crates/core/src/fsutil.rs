@@ -2,7 +2,8 @@
 //!
 //! Invariant: a file written through [`write_atomic`] is either absent or whole
 //! and fsynced under its final name, and its directory entry is fsynced before
-//! the function returns. An fsync failure is returned, never ignored: the
+//! the function returns; a directory made by [`create_private_dir`] has its
+//! entry (and those of the parents it made) fsynced before it returns. An fsync failure is returned, never ignored: the
 //! caller must treat it as fatal for the write (the page cache may have dropped
 //! the data).
 
@@ -16,12 +17,33 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates `dir` and its parents with mode 0700 where they are missing.
+/// Creates `dir` and its parents with mode 0700 where they are missing,
+/// durably: the parent of each directory created is fsynced, so that a
+/// power cut cannot take away a new directory (and every file later made
+/// durable in it) whose own entry was never synced.
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    // The missing components, innermost first.
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && std::fs::metadata(at).is_err() {
+        missing.push(at);
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
+    // Outermost first: an entry is synced once the one above it is.
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(p) if p.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+            Some(p) => sync_dir(p)?,
+            None => {}
+        }
+    }
     Ok(())
 }
 

@@ -403,3 +403,29 @@ pub fn merge(
         }
     }
 }
+
+/// After the points of a data directory: each of the `due` deletions made
+/// (in time), once — one receipt each —, and no `protected` record gone.
+pub fn swept_once(home: &Home, due: usize, protected: &[Manifest]) -> Vec<String> {
+    let data = home.path().join("data");
+    let mut problems = Vec::new();
+    if !wait_until(RECORDING, || receipts(&data).len() >= due) {
+        problems.push(format!(
+            "{} of {due} due deletions made after the restarts:\n{}",
+            receipts(&data).len(),
+            log_tail(home)
+        ));
+    }
+    let ids = receipted(&data);
+    if ids.len() != receipts(&data).len() || ids.len() != due {
+        problems.push(format!(
+            "{} receipts for {} segments, {due} due: a segment deleted twice or not at all",
+            receipts(&data).len(),
+            ids.len()
+        ));
+    }
+    for id in gone(&data, protected) {
+        problems.push(format!("held record {id} is gone"));
+    }
+    problems
+}

@@ -5,6 +5,8 @@
 //! clock faulted at random instants instead of killed (its own invariant
 //! is in its module), and so do the network campaign (`network`) and the
 //! disk campaign (`disk`: its data directory on a fault-injecting disk).
+//! The power campaign (`power`) cuts the power instead of killing: the agent
+//! killed and its disk brought back to what fsync made durable.
 //!
 //! Scenarios (one test each): recording with several cameras, sealing (the
 //! kill inside a segment's seal), the retention sweep, holds and erasures
@@ -40,6 +42,7 @@ mod ingest;
 mod link;
 mod network;
 mod offload;
+mod power;
 mod recording;
 mod retention;
 

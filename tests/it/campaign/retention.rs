@@ -24,29 +24,37 @@ use crate::commands::COMMON;
 use crate::harness::*;
 
 const LIVE: &str = "cam-live";
-const OLD: &str = "cam-old";
+pub(super) const OLD: &str = "cam-old";
 /// Bursts (or command cycles' points) on one data directory.
 const PER_HOME: usize = 8;
 /// Records per burst, of which the first `HELD` are under a hold.
 const BURST: usize = 60;
 const HELD: usize = 10;
 
-/// A home with the live and the old camera, trusting HQ's key (made by
-/// `sargsctl keygen` in the home).
+/// A home with the live and the old camera.
 fn retention_home() -> Home {
     let home = Home::new();
-    let key = hq_keygen(home.path());
-    let cams = format!(
-        "[retention]\nsweep_interval_s = 1\nfree_space_floor_mb = 1\ntrust_unsynchronised_clock = true\n\n[hq]\ncommand_keys = [\"{key}\"]\n\n{}{}",
-        test_camera(LIVE, "cctv", ""),
-        test_camera(OLD, "cctv", "enabled = false")
-    );
-    home.config_with(2, "min_free_mb = 1", &cams);
+    retention_config(&home, &[LIVE]);
     home
 }
 
+/// `home`'s config: the `live` cameras and the disabled old camera, a
+/// sweep every second, HQ's key (made by `sargsctl keygen` in the home)
+/// trusted for commands.
+pub(super) fn retention_config(home: &Home, live: &[&str]) {
+    let key = hq_keygen(home.path());
+    let cams = format!(
+        "[retention]\nsweep_interval_s = 1\nfree_space_floor_mb = 1\ntrust_unsynchronised_clock = true\n\n[hq]\ncommand_keys = [\"{key}\"]\n\n{}{}",
+        live.iter()
+            .map(|c| test_camera(c, "cctv", ""))
+            .collect::<String>(),
+        test_camera(OLD, "cctv", "enabled = false")
+    );
+    home.config_with(2, "min_free_mb = 1", &cams);
+}
+
 /// A signed command file made with `sargsctl VERB… --id ID` in the home.
-fn command_file(home: &Home, id: &str, verb: &[&str]) -> String {
+pub(super) fn command_file(home: &Home, id: &str, verb: &[&str]) -> String {
     let out = format!("{id}.cmd");
     let args = [verb, &COMMON[..], &["--id", id, "--out", out.as_str()]].concat();
     let (ok, _, err) = sargsctl_in(&args, home.path());
@@ -56,7 +64,7 @@ fn command_file(home: &Home, id: &str, verb: &[&str]) -> String {
 
 /// `sargs apply` of a command file, started (its answer is awaited later;
 /// it ends by itself once answered, or after its 30 s wait).
-fn start_apply(home: &Home, file: &str) -> Child {
+pub(super) fn start_apply(home: &Home, file: &str) -> Child {
     let cfg = home.config_path().display().to_string();
     bin_command(env!("CARGO_BIN_EXE_sargs"))
         .args(["apply", "--config", cfg.as_str(), file])
@@ -67,7 +75,7 @@ fn start_apply(home: &Home, file: &str) -> Child {
 }
 
 /// The answer `sargs apply` printed, or why there is none.
-fn answer(apply: Child) -> Result<serde_json::Value, String> {
+pub(super) fn answer(apply: Child) -> Result<serde_json::Value, String> {
     let out = apply.wait_with_output().map_err(|e| e.to_string())?;
     serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
@@ -78,7 +86,7 @@ fn answer(apply: Child) -> Result<serde_json::Value, String> {
     })
 }
 
-fn rfc(t: DateTime<Utc>) -> String {
+pub(super) fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339()
 }
 
@@ -119,49 +127,14 @@ fn kill_9_during_the_retention_sweep() {
                 ));
                 break;
             }
-            // A hold over the burst's first records, placed before they exist.
-            let days = 200 - b as i64;
-            let t0 = Utc::now() - chrono::Duration::days(days);
-            let hold = format!("H-{b}");
-            let file = command_file(
-                &home,
-                &format!("c-{hold}"),
-                &[
-                    "hold",
-                    "--hold",
-                    &hold,
-                    "--case",
-                    "KP 1/2026",
-                    "--cameras",
-                    OLD,
-                    "--from",
-                    &rfc(t0 - chrono::Duration::minutes(1)),
-                    "--to",
-                    &rfc(t0 + chrono::Duration::seconds(HELD as i64 * 60 - 30)),
-                ],
-            );
-            match answer(start_apply(&home, &file)) {
-                Ok(v) if v["status"] == "applied" => {}
-                other => {
-                    camp.fail(format!(
-                        "the hold before burst {b} was not applied: {other:?}"
-                    ));
+            let before = receipts(&data).len();
+            let held = match held_burst(&home, &format!("H-{b}"), 200 - b as i64, BURST, HELD) {
+                Ok(held) => held,
+                Err(e) => {
+                    camp.fail(e);
                     break;
                 }
-            }
-            let before = receipts(&data).len();
-            old_segments(&home, OLD, BURST, days);
-            let held = covered(
-                &data,
-                OLD,
-                t0 - chrono::Duration::minutes(1),
-                t0 + chrono::Duration::seconds(HELD as i64 * 60 - 30),
-            );
-            assert_eq!(
-                held.len(),
-                HELD,
-                "the hold covers the burst's first records"
-            );
+            };
             protected.extend(held);
             due += BURST - HELD;
             let total = due;
@@ -205,25 +178,10 @@ fn kill_9_during_the_retention_sweep() {
             agent = again;
             camp.point(&label, at, merge(problems, recovered));
         }
-        // Everything due is deleted once, with one receipt each; the held
-        // records are all there; the store verifies whole.
-        if !wait_until(RECORDING, || receipts(&data).len() >= due) {
-            camp.fail(format!(
-                "{} of {due} due deletions made after the restarts:\n{}",
-                receipts(&data).len(),
-                log_tail(&home)
-            ));
-        }
-        let ids = receipted(&data);
-        if ids.len() != receipts(&data).len() || ids.len() != due {
-            camp.fail(format!(
-                "{} receipts for {} segments, {due} due: a segment deleted twice or not at all",
-                receipts(&data).len(),
-                ids.len()
-            ));
-        }
-        for id in gone(&data, &protected) {
-            camp.fail(format!("held record {id} is gone"));
+        // Everything due is deleted once, the held records are all there;
+        // the store verifies whole.
+        for p in swept_once(&home, due, &protected) {
+            camp.fail(p);
         }
         for p in stop_and_verify(agent, &home) {
             camp.fail(p);
@@ -231,6 +189,51 @@ fn kill_9_during_the_retention_sweep() {
     }
     camp.note(cuts.note());
     camp.finish();
+}
+
+/// A burst of `n` records of the old camera, `days` old, the first `held`
+/// of them under the hold `hold` placed (with `sargs apply`) before they
+/// exist: the held records.
+pub(super) fn held_burst(
+    home: &Home,
+    hold: &str,
+    days: i64,
+    n: usize,
+    held: usize,
+) -> Result<Vec<Manifest>, String> {
+    let t0 = Utc::now() - chrono::Duration::days(days);
+    let from = t0 - chrono::Duration::minutes(1);
+    let to = t0 + chrono::Duration::seconds(held as i64 * 60 - 30);
+    let file = command_file(
+        home,
+        &format!("c-{hold}"),
+        &[
+            "hold",
+            "--hold",
+            hold,
+            "--case",
+            "KP 1/2026",
+            "--cameras",
+            OLD,
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+        ],
+    );
+    match answer(start_apply(home, &file)) {
+        Ok(v) if v["status"] == "applied" => {}
+        other => return Err(format!("the hold {hold} was not applied: {other:?}")),
+    }
+    old_segments(home, OLD, n, days);
+    let covered = covered(&home.path().join("data"), OLD, from, to);
+    if covered.len() != held {
+        return Err(format!(
+            "the hold {hold} covers {} records, not the burst's first {held}",
+            covered.len()
+        ));
+    }
+    Ok(covered)
 }
 
 /// The segments `first..first+n` of the old camera's records, in order.

@@ -17,6 +17,7 @@ use fuser::{
 };
 
 use super::fault::Control;
+use super::power::Power;
 
 const TTL: Duration = Duration::from_millis(500);
 
@@ -29,6 +30,8 @@ pub(super) struct Open {
 pub(super) struct FaultFs {
     pub(super) backing: PathBuf,
     pub(super) control: Arc<Control>,
+    /// In power-loss mode: the durable state, told of every sync.
+    pub(super) power: Option<Arc<Power>>,
     /// inode → path relative to `backing` ("" is the root, inode 1).
     pub(super) inodes: Mutex<HashMap<u64, PathBuf>>,
     pub(super) open: Mutex<HashMap<u64, Arc<Open>>>,
@@ -121,6 +124,34 @@ impl FaultFs {
         m.get(&u64::from(fh)).cloned().ok_or(Errno::EBADF)
     }
 
+    /// Tells the power-loss model (if any) of a sync of `file` or of the
+    /// directory `dir`.
+    fn synced(&self, file: Option<&File>, dir: Option<&Path>) -> Result<(), Errno> {
+        let Some(power) = &self.power else {
+            return Ok(());
+        };
+        if let Some(f) = file {
+            power.sync_file(f).map_err(errno)?;
+        }
+        if let Some(d) = dir {
+            power.sync_dir(d).map_err(errno)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `make`, which creates `rel`, telling the power-loss model (if
+    /// any) of the new inode.
+    fn made<T>(&self, rel: &Path, make: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        let Some(power) = &self.power else {
+            return make();
+        };
+        power.born(|| {
+            let t = make()?;
+            let meta = std::fs::symlink_metadata(self.backing.join(rel)).map_err(errno)?;
+            Ok((t, meta.ino()))
+        })
+    }
+
     fn open_backing(&self, rel: &Path, flags: i32, mode: Option<u32>) -> Result<File, Errno> {
         let acc = flags & libc::O_ACCMODE;
         let mut o = OpenOptions::new();
@@ -209,9 +240,11 @@ impl Filesystem for FaultFs {
                 return Err(e);
             }
             let path = self.backing.join(&rel);
-            std::fs::create_dir(&path).map_err(errno)?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(errno)?;
+            self.made(&rel, || {
+                std::fs::create_dir(&path).map_err(errno)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+                    .map_err(errno)
+            })?;
             self.attr(&rel)
         };
         match run() {
@@ -289,8 +322,10 @@ impl Filesystem for FaultFs {
             if let Some(e) = self.control.refuse_change("create", &rel, true) {
                 return Err(e);
             }
-            let file = self.open_backing(&rel, flags, Some(mode & 0o7777))?;
-            let attr = self.attr(&rel)?;
+            let (file, attr) = self.made(&rel, || {
+                let file = self.open_backing(&rel, flags, Some(mode & 0o7777))?;
+                Ok((file, self.attr(&rel)?))
+            })?;
             Ok((attr, self.keep(file, rel)))
         };
         match run() {
@@ -339,7 +374,7 @@ impl Filesystem for FaultFs {
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
@@ -347,6 +382,10 @@ impl Filesystem for FaultFs {
             let open = self.handle(fh)?;
             let n = self.control.on_write(&open.rel, data.len())?;
             open.file.write_all_at(&data[..n], offset).map_err(errno)?;
+            // O_SYNC includes O_DSYNC's bit: each write is synced.
+            if flags.0 & libc::O_DSYNC != 0 {
+                self.synced(Some(&open.file), None)?;
+            }
             Ok(n as u32)
         };
         match run() {
@@ -394,10 +433,11 @@ impl Filesystem for FaultFs {
             let open = self.handle(fh)?;
             self.control.on_sync(&open.rel)?;
             if datasync {
-                open.file.sync_data().map_err(errno)
+                open.file.sync_data().map_err(errno)?;
             } else {
-                open.file.sync_all().map_err(errno)
+                open.file.sync_all().map_err(errno)?;
             }
+            self.synced(Some(&open.file), None)
         };
         match run() {
             Ok(()) => reply.ok(),
@@ -445,9 +485,9 @@ impl Filesystem for FaultFs {
         let run = || -> Result<(), Errno> {
             let rel = self.rel_of(ino)?;
             self.control.on_sync(&rel)?;
-            File::open(self.backing.join(&rel))
-                .and_then(|d| d.sync_all())
-                .map_err(errno)
+            let dir = self.backing.join(&rel);
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(errno)?;
+            self.synced(None, Some(&dir))
         };
         match run() {
             Ok(()) => reply.ok(),

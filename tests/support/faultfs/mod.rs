@@ -24,10 +24,16 @@
 //! answer of an operation, never the backing directory's contents (a write
 //! that fails writes nothing, a short write writes its prefix).
 //!
+//! In power-loss mode ([`Disk::mount_power`], see `power`) no fault is
+//! injected: the disk keeps what fsync made durable beside the view, and a
+//! power cut ([`Disk::cut`], [`Disk::restore`]) rewrites the backing
+//! directory to that.
+//!
 //! Mounting needs root and `/dev/fuse` (CI runs as root).
 
 mod fault;
 mod fs;
+mod power;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,24 +43,41 @@ use std::sync::{Arc, Mutex};
 use fault::Control;
 pub use fault::Fault;
 use fs::FaultFs;
+pub use power::Lost;
+use power::Power;
 
 /// The fault-injecting disk: `backing` mounted at `mount`.
 pub struct Disk {
     pub backing: PathBuf,
     pub mount: PathBuf,
     control: Arc<Control>,
+    power: Option<Arc<Power>>,
     session: Option<fuser::BackgroundSession>,
 }
 
 impl Disk {
     /// Mounts `backing` (created if missing) at `mount`, with no fault.
     pub fn mount(backing: &Path, mount: &Path) -> Disk {
+        Disk::mount_with(backing, mount, None)
+    }
+
+    /// Mounts `backing` (created if missing) at `mount` in power-loss
+    /// mode: what it holds now is durable, and then what fsync makes so.
+    pub fn mount_power(backing: &Path, mount: &Path) -> Disk {
+        std::fs::create_dir_all(backing).expect("backing directory");
+        let power = Power::snapshot(backing)
+            .unwrap_or_else(|e| panic!("reading {} for its durable state: {e}", backing.display()));
+        Disk::mount_with(backing, mount, Some(Arc::new(power)))
+    }
+
+    fn mount_with(backing: &Path, mount: &Path, power: Option<Arc<Power>>) -> Disk {
         std::fs::create_dir_all(backing).expect("backing directory");
         std::fs::create_dir_all(mount).expect("mount point");
         let control = Arc::new(Control::default());
         let fs = FaultFs {
             backing: backing.to_owned(),
             control: control.clone(),
+            power: power.clone(),
             inodes: Mutex::new(HashMap::from([(1, PathBuf::new())])),
             open: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -73,7 +96,37 @@ impl Disk {
             backing: backing.to_owned(),
             mount: mount.to_owned(),
             control,
+            power,
             session: Some(session),
+        }
+    }
+
+    /// The power fails now: no sync after this instant is durable (the
+    /// test kills what runs on the disk right after). A disk mounted
+    /// with [`Disk::mount_power`] only.
+    pub fn cut(&self) {
+        self.power
+            .as_ref()
+            .expect("a power cut of a disk mounted with Disk::mount_power")
+            .cut();
+    }
+
+    /// After [`Disk::cut`] (and once nothing runs on the disk): unmounts
+    /// it and rewrites the backing directory to its durable state. Returns
+    /// what the cut took away.
+    pub fn restore(mut self) -> std::io::Result<Lost> {
+        let power = self
+            .power
+            .take()
+            .expect("a restore of a disk mounted with Disk::mount_power");
+        power.cut();
+        self.unmount();
+        power.restore(&self.backing)
+    }
+
+    fn unmount(&mut self) {
+        if let Some(session) = self.session.take() {
+            unmount(&self.mount, session);
         }
     }
 
@@ -110,14 +163,16 @@ impl Disk {
 impl Drop for Disk {
     fn drop(&mut self) {
         self.clear();
-        let Some(session) = self.session.take() else {
-            return;
-        };
-        let target =
-            std::ffi::CString::new(self.mount.as_os_str().as_encoded_bytes()).expect("mount path");
-        // SAFETY: a NUL-terminated path we own. Lazily: a process of a
-        // failed test may still hold a file open on it.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        let _ = session.join();
+        self.unmount();
     }
+}
+
+/// Unmounts the FUSE file system `session` serves at `mount` and waits
+/// for its threads. Lazily: a process of a failed test may still hold a
+/// file open on it (the threads then end once it is closed).
+pub fn unmount(mount: &Path, session: fuser::BackgroundSession) {
+    let target = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()).expect("mount path");
+    // SAFETY: a NUL-terminated path we own.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let _ = session.join();
 }
