@@ -14,19 +14,25 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use super::outbox::Entry;
-
 /// Messages the lane keeps at most.
 pub const LANE_MAX: usize = 256;
 
-#[derive(Default)]
-pub struct Lane {
-    queue: Mutex<VecDeque<Entry>>,
+/// The lane of messages `M` (the outbox's entries).
+pub struct Lane<M> {
+    queue: Mutex<VecDeque<M>>,
 }
 
-impl Lane {
+impl<M> Default for Lane<M> {
+    fn default() -> Lane<M> {
+        Lane {
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl<M: Clone> Lane<M> {
     /// Queues `messages` after those already in the lane.
-    pub fn push(&self, messages: Vec<Entry>) {
+    pub fn push(&self, messages: Vec<M>) {
         let mut q = crate::sync::lock(&self.queue);
         q.extend(messages);
         while q.len() > LANE_MAX {
@@ -36,7 +42,7 @@ impl Lane {
     }
 
     /// The oldest message not yet acknowledged.
-    pub fn front(&self) -> Option<Entry> {
+    pub fn front(&self) -> Option<M> {
         crate::sync::lock(&self.queue).front().cloned()
     }
 
@@ -53,11 +59,10 @@ mod tests {
     #[test]
     fn the_lane_keeps_order_and_its_bound() {
         let lane = Lane::default();
-        let e = |n: usize| Entry::new("t", n.to_string());
-        lane.push((0..LANE_MAX + 2).map(e).collect());
+        lane.push((0..LANE_MAX + 2).map(|n| n.to_string()).collect());
         let mut out = Vec::new();
         while let Some(m) = lane.front() {
-            out.push(m.payload);
+            out.push(m);
             lane.ack();
         }
         let want: Vec<String> = (2..LANE_MAX + 2).map(|n| n.to_string()).collect();

@@ -157,7 +157,7 @@ pub struct Outbox {
     max: usize,
     state: Mutex<State>,
     /// Alarms about the disk itself, sent from memory ahead of the files.
-    lane: super::lane::Lane,
+    lane: super::lane::Lane<Entry>,
     wake: tokio::sync::Notify,
 }
 
@@ -304,7 +304,7 @@ impl Outbox {
     }
 
     /// The memory lane, which the link sends ahead of the files.
-    pub fn lane(&self) -> &super::lane::Lane {
+    pub fn lane(&self) -> &super::lane::Lane<Entry> {
         &self.lane
     }
 

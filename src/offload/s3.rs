@@ -203,11 +203,8 @@ impl Store {
             key,
             &GetObject::new(&self.bucket, Some(&self.credentials), key),
         )?;
-        let resp = self
-            .http
-            .get(url.as_str())
-            .call()
-            .map_err(transport(WHAT, key))?;
+        let resp =
+            idempotent(|| self.http.get(url.as_str()).call()).map_err(transport(WHAT, key))?;
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(None),
@@ -274,6 +271,27 @@ impl Store {
                 S3Error::Io { path: p, source } if p.as_os_str().is_empty() => io(source),
                 other => other,
             })
+    }
+}
+
+/// Sends an idempotent request (GET, DELETE), and once more if the first
+/// try found its connection closed: a store may close a connection after an
+/// error answer (a refused PUT) that the client had kept for the next
+/// request. A request with a body is never sent twice here.
+pub(super) fn idempotent<T>(
+    mut send: impl FnMut() -> Result<T, ureq::Error>,
+) -> Result<T, ureq::Error> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match send() {
+        Err(ureq::Error::Io(e))
+            if matches!(
+                e.kind(),
+                UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted
+            ) =>
+        {
+            send()
+        }
+        other => other,
     }
 }
 

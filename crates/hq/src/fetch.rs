@@ -170,6 +170,16 @@ pub fn fetch(
     Ok(done)
 }
 
+/// Sends a GET, and once more if the first try found its connection closed
+/// (a connection the store closed while the client kept it for reuse).
+fn again_if_dropped<T>(mut send: impl FnMut() -> Result<T, ureq::Error>) -> Result<T, ureq::Error> {
+    use std::io::ErrorKind::{ConnectionReset, UnexpectedEof};
+    match send() {
+        Err(ureq::Error::Io(e)) if matches!(e.kind(), UnexpectedEof | ConnectionReset) => send(),
+        other => other,
+    }
+}
+
 struct Client {
     http: ureq::Agent,
     bucket: Bucket,
@@ -244,10 +254,7 @@ impl Client {
     }
 
     fn text(&self, what: &str, key: &str, url: &str) -> Result<String, FetchError> {
-        let mut resp = self
-            .http
-            .get(url)
-            .call()
+        let mut resp = again_if_dropped(|| self.http.get(url).call())
             .map_err(|e| FetchError::Store(format!("{what} {key}: {e}")))?;
         let status = resp.status().as_u16();
         let text = resp
@@ -272,10 +279,7 @@ impl Client {
             .bucket
             .get_object(Some(&self.credentials), key)
             .sign(SIGNED_FOR);
-        let resp = self
-            .http
-            .get(url.as_str())
-            .call()
+        let resp = again_if_dropped(|| self.http.get(url.as_str()).call())
             .map_err(|e| FetchError::Store(format!("GET {key}: {e}")))?;
         let status = resp.status().as_u16();
         if status != 200 {

@@ -30,7 +30,7 @@ use rusty_s3::actions::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{ok_text, short, status_error, transport, S3Error, Store};
+use super::{idempotent, ok_text, short, status_error, transport, S3Error, Store};
 
 const WHAT: &str = "multipart upload";
 
@@ -311,11 +311,8 @@ impl Store {
                 list.set_part_number_marker(m);
             }
             let url = self.signed(WHAT, key, &list)?;
-            let resp = self
-                .http
-                .get(url.as_str())
-                .call()
-                .map_err(transport(WHAT, key))?;
+            let resp =
+                idempotent(|| self.http.get(url.as_str()).call()).map_err(transport(WHAT, key))?;
             if resp.status().as_u16() == 404 {
                 return Ok(None);
             }
@@ -341,10 +338,7 @@ impl Store {
         let abort =
             AbortMultipartUpload::new(&self.bucket, Some(&self.credentials), key, upload_id);
         let result = self.signed(WHAT, key, &abort).and_then(|url| {
-            self.http
-                .delete(url.as_str())
-                .call()
-                .map_err(transport(WHAT, key))
+            idempotent(|| self.http.delete(url.as_str()).call()).map_err(transport(WHAT, key))
         });
         match result {
             Ok(r) if matches!(r.status().as_u16(), 200 | 204 | 404) => {
